@@ -1,0 +1,79 @@
+"""Log entries: the leaf data that is hashed into the Merkle tree.
+
+Leaf data = JCS bytes of
+``{"v": 1, "prev": <hex leaf hash of entry n-1, or 64 zeros>, "logged_at": <RFC 3339 UTC, ms>, "envelope": <DSSE>}``.
+``prev`` chains the raw entries so a linear scan checks order without the tree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from verifier import dsse, jcs
+from verifier.encoding import hex_decode
+from verifier.errors import MalformedError
+from verifier.merkle import HASH_SIZE, Hash
+
+ENTRY_VERSION = 1
+GENESIS_PREV = Hash(bytes(HASH_SIZE))
+# tlog-tiles entry bundles prefix each entry with a 16-bit length.
+MAX_ENTRY_SIZE = 0xFFFF
+_FIELDS = frozenset({"v", "prev", "logged_at", "envelope"})
+_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. ``2026-11-24T08:00:00.123Z``."""
+    if moment.tzinfo is None:
+        raise ValueError("logged_at needs an aware datetime")
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: object) -> datetime:
+    """Parse the exact form :func:`format_time` writes."""
+    if not isinstance(text, str) or not _TIME_RE.fullmatch(text):
+        raise MalformedError("logged_at must be RFC 3339 UTC with milliseconds")
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise MalformedError(f"logged_at {text!r} is not a real time") from None
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One parsed log entry. Its envelope is *not* verified by parsing."""
+
+    prev: Hash
+    logged_at: str
+    envelope: dsse.UnverifiedEnvelope
+
+
+def encode(prev: bytes, logged_at: str, envelope_json: dict[str, Any]) -> bytes:
+    """Leaf data bytes for an entry; ``envelope_json`` must be a well-formed envelope."""
+    data = jcs.canonical_bytes(
+        {"envelope": envelope_json, "logged_at": logged_at, "prev": prev.hex(), "v": ENTRY_VERSION}
+    )
+    if len(data) > MAX_ENTRY_SIZE:
+        raise MalformedError(
+            f"log entry would be {len(data)} bytes; tlog-tiles allow {MAX_ENTRY_SIZE}"
+        )
+    return data
+
+
+def parse(data: bytes) -> LogEntry:
+    """Parse leaf data strictly: canonical JCS, exact fields, well-formed envelope."""
+    if len(data) > MAX_ENTRY_SIZE:
+        raise MalformedError(f"log entry is larger than {MAX_ENTRY_SIZE} bytes")
+    value = jcs.parse_canonical(data)
+    if not isinstance(value, dict) or value.keys() != _FIELDS:
+        raise MalformedError("log entry must have exactly v, prev, logged_at and envelope")
+    if type(value["v"]) is not int or value["v"] != ENTRY_VERSION:
+        raise MalformedError(f"unsupported log entry version {value['v']!r}")
+    prev = Hash(hex_decode(value["prev"], HASH_SIZE, "prev"))
+    parse_time(value["logged_at"])
+    envelope = dsse.from_json(value["envelope"])
+    return LogEntry(prev, value["logged_at"], envelope)
