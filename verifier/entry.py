@@ -1,7 +1,7 @@
 """Log entries: the leaf data that is hashed into the Merkle tree.
 
-Leaf data = JCS bytes of
-``{"v": 1, "prev": <hex leaf hash of entry n-1, or 64 zeros>, "logged_at": <RFC 3339 UTC, ms>, "envelope": <DSSE>}``.
+Leaf data = JCS bytes of ``{"v": 1, "prev": <hex leaf hash of entry n-1, or 64
+zeros>, "logged_at": <RFC 3339 UTC, ms>, "envelope": <DSSE>}``.
 ``prev`` chains the raw entries so a linear scan checks order without the tree.
 """
 

@@ -60,7 +60,7 @@ def canonical_bytes(value: object) -> bytes:
     try:
         if _fast_path_applies(value):
             return _FAST_ENCODER.encode(value).encode("utf-8")
-        return rfc8785.dumps(value)
+        return rfc8785.dumps(value)  # type: ignore[arg-type]
     except (rfc8785.CanonicalizationError, UnicodeEncodeError, ValueError, TypeError) as exc:
         raise MalformedError(f"value has no RFC 8785 canonical form: {exc}") from None
 
