@@ -49,3 +49,10 @@ def parse(payload: bytes) -> Statement:
     if kind not in STATEMENT_TYPES:
         raise MalformedError(f"unknown statement type {kind!r}")
     return Statement(kind, value)
+
+
+def encode(fields: dict[str, Any]) -> bytes:
+    """Canonical payload bytes for a statement (checked as :func:`parse` would)."""
+    payload = jcs.canonical_bytes(fields)
+    parse(payload)
+    return payload

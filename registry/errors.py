@@ -1,0 +1,44 @@
+"""Registry-side errors. All derive from :class:`verifier.errors.QILedgerError`,
+so the CLI and (later) the HTTP layer translate one hierarchy in one place."""
+
+from __future__ import annotations
+
+from verifier.errors import QILedgerError, VerificationError
+
+
+class ConfigError(QILedgerError):
+    """The registry is misconfigured (missing data dir, bad URL, demo key outside demo)."""
+
+    code = "config_invalid"
+
+
+class KeyFileError(QILedgerError):
+    """A key file is missing, unreadable, too permissive or wrongly encrypted."""
+
+    code = "key_file_invalid"
+
+
+class NotFoundError(QILedgerError):
+    code = "not_found"
+
+
+class PolicyRefusal(VerificationError):
+    """The trust policy refused a correctly signed statement; ``reason`` names the link."""
+
+    code = "policy_refused"
+
+
+class StorageError(QILedgerError):
+    """The database refused or lost a write, or holds data the registry cannot read."""
+
+    code = "storage_error"
+
+
+class IntegrityError(QILedgerError):
+    """``fsck`` found stored data that does not check; names the first bad place."""
+
+    code = "integrity_failed"
+
+    def __init__(self, message: str, *, where: str) -> None:
+        super().__init__(message)
+        self.where = where

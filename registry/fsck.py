@@ -1,0 +1,207 @@
+"""``qiledger fsck``: re-read everything stored and check it, streaming.
+
+Checks, in one pass over the entries in index order (bounded memory: one
+batch of entries plus the O(log n) right edge of the tree):
+
+- indices run 0..n-1 without gaps;
+- each entry's leaf data is canonical JCS with the exact fields, and its stored
+  leaf hash, envelope hash and ``logged_at`` column match the data;
+- the ``prev`` chain links every entry to the one before; ``logged_at`` never
+  goes backwards;
+- every envelope's signature verifies against a key the policy knows;
+- every stored tree node equals the one recomputed from the leaves, and there
+  are no extra nodes;
+- every checkpoint is signed by the log key, names this log, and its size and
+  root match the recomputed tree.
+
+The first problem raises :class:`IntegrityError` naming where it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from registry.errors import IntegrityError
+from registry.ledger import Ledger
+from registry.storage import StoredCheckpoint, StoredEntry
+from verifier import checkpoint, dsse, entry, jcs, merkle, statement
+from verifier.errors import QILedgerError
+from verifier.keys import KeyId, PublicKey
+from verifier.merkle import Hash, Node
+
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    entries: int
+    nodes: int
+    checkpoints: int
+    root: Hash
+
+
+def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> FsckReport:
+    storage = ledger.storage
+    total = storage.tail_size()
+    checkpoints = storage.iter_checkpoints()
+    next_cp = next(checkpoints, None)
+    keys: dict[KeyId, PublicKey] = {}
+    stack: list[tuple[int, bytes]] = []
+    prev = entry.GENESIS_PREV
+    last_time = ""
+    expected_index = 0
+    checked_checkpoints = 0
+    expected_nodes = 0
+
+    def check_checkpoints_at(size: int) -> None:
+        nonlocal next_cp, checked_checkpoints
+        while next_cp is not None and next_cp.size == size:
+            root = merkle.fold_nodes([h for _, h in stack]) if stack else merkle.EMPTY_ROOT
+            _check_checkpoint(ledger, next_cp, root)
+            checked_checkpoints += 1
+            next_cp = next(checkpoints, None)
+        if next_cp is not None and next_cp.size < size:
+            raise IntegrityError(
+                f"checkpoint at size {next_cp.size} is out of order",
+                where=f"checkpoint {next_cp.size}",
+            )
+
+    check_checkpoints_at(0)
+    for chunk in _chunks(storage.iter_entries(0, BATCH), BATCH):
+        wanted = {s.keyid for e in chunk for s in _envelope_or_none(e)}
+        missing = wanted - keys.keys()
+        if missing:
+            keys.update(ledger.policy.candidate_keys(missing))
+        computed: dict[Node, bytes] = {}
+        for stored in chunk:
+            where = f"entry {stored.index}"
+            if stored.index != expected_index:
+                raise IntegrityError(
+                    f"entry {expected_index} is missing (next stored index is {stored.index})",
+                    where=f"entry {expected_index}",
+                )
+            parsed = _check_entry(stored, prev, last_time, keys, where)
+            prev = stored.leaf_hash
+            last_time = parsed.logged_at
+            index = stored.index
+            computed[(0, index)] = stored.leaf_hash
+            level, node = 0, bytes(stored.leaf_hash)
+            while stack and stack[-1][0] == level:
+                _, left = stack.pop()
+                node = merkle.node_hash(left, node)
+                level += 1
+                computed[(level, index >> level)] = node
+            stack.append((level, node))
+            expected_index += 1
+            check_checkpoints_at(expected_index)
+        _check_nodes(ledger, computed)
+        expected_nodes += len(computed)
+        if progress is not None:
+            progress(expected_index, total)
+    if expected_index != total:
+        raise IntegrityError(
+            f"the log claims {total} entries but {expected_index} were read",
+            where=f"entry {expected_index}",
+        )
+    if next_cp is not None:
+        raise IntegrityError(
+            f"checkpoint at size {next_cp.size} is beyond the log's {total} entries",
+            where=f"checkpoint {next_cp.size}",
+        )
+    stored_nodes = storage.count_nodes()
+    if stored_nodes != expected_nodes:
+        raise IntegrityError(
+            f"{stored_nodes} tree nodes stored, {expected_nodes} expected",
+            where="tree nodes",
+        )
+    root = merkle.fold_nodes([h for _, h in stack]) if stack else Hash(merkle.EMPTY_ROOT)
+    return FsckReport(expected_index, stored_nodes, checked_checkpoints, root)
+
+
+def _chunks(items: Iterator[StoredEntry], size: int) -> Iterator[list[StoredEntry]]:
+    chunk: list[StoredEntry] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _envelope_or_none(stored: StoredEntry) -> tuple[dsse.Signature, ...]:
+    try:
+        return entry.parse(stored.data).envelope.signatures
+    except QILedgerError:
+        return ()  # reported with its index by _check_entry
+
+
+def _check_entry(
+    stored: StoredEntry,
+    prev: bytes,
+    last_time: str,
+    keys: dict[KeyId, PublicKey],
+    where: str,
+) -> entry.LogEntry:
+    try:
+        parsed = entry.parse(stored.data)
+    except QILedgerError as exc:
+        raise IntegrityError(f"{where}: leaf data is damaged: {exc.message}", where=where) from None
+    if merkle.leaf_hash(stored.data) != stored.leaf_hash:
+        raise IntegrityError(f"{where}: stored leaf hash does not match its data", where=where)
+    if parsed.prev != prev:
+        raise IntegrityError(f"{where}: prev does not link to the entry before", where=where)
+    if parsed.logged_at != stored.logged_at:
+        raise IntegrityError(f"{where}: logged_at column differs from the data", where=where)
+    if parsed.logged_at < last_time:
+        raise IntegrityError(f"{where}: logged_at goes backwards", where=where)
+    canonical = jcs.canonical_bytes(parsed.envelope.to_json())
+    if hashlib.sha256(canonical).digest() != stored.envelope_hash:
+        raise IntegrityError(f"{where}: stored envelope hash does not match", where=where)
+    try:
+        statement.parse(parsed.envelope.payload)
+        dsse.verify(parsed.envelope, keys)
+    except QILedgerError as exc:
+        raise IntegrityError(f"{where}: envelope does not verify: {exc.message}", where=where) from None
+    return parsed
+
+
+def _check_nodes(ledger: Ledger, computed: dict[Node, bytes]) -> None:
+    stored = ledger.storage.read_nodes_uncached(list(computed))
+    for node in sorted(computed, key=lambda n: (n[1] << n[0], n[0])):
+        level, index = node
+        if node not in stored:
+            raise IntegrityError(
+                f"tree node (level {level}, index {index}) is missing",
+                where=f"node {level}/{index}",
+            )
+        if stored[node] != computed[node]:
+            first_leaf = index << level
+            raise IntegrityError(
+                f"tree node (level {level}, index {index}) over entries "
+                f"{first_leaf}..{first_leaf + (1 << level) - 1} differs from the recomputed hash",
+                where=f"node {level}/{index}",
+            )
+
+
+def _check_checkpoint(ledger: Ledger, stored: StoredCheckpoint, root: bytes) -> None:
+    where = f"checkpoint {stored.size}"
+    try:
+        signed = checkpoint.verify(stored.note, ledger.identity.verifier)
+    except QILedgerError as exc:
+        raise IntegrityError(
+            f"checkpoint at size {stored.size}: {exc.message}", where=where
+        ) from None
+    cp = signed.checkpoint
+    if cp.size != stored.size or cp.root != stored.root:
+        raise IntegrityError(
+            f"checkpoint at size {stored.size}: stored size/root differ from the signed note",
+            where=where,
+        )
+    if cp.root != root:
+        raise IntegrityError(
+            f"checkpoint at size {stored.size}: signed root differs from the recomputed tree",
+            where=where,
+        )

@@ -1,0 +1,171 @@
+"""The ledger: one object that opens a data directory or database and offers
+everything the CLI (and the HTTP API) does with the log."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from registry import keyfile, tables
+from registry.config import Settings
+from registry.database import Database
+from registry.errors import ConfigError, NotFoundError
+from registry.log_signer import LogSigner
+from registry.policy import AllowListPolicy
+from registry.proofs import ProofBuilder
+from registry.sequencer import Sequencer, utc_now
+from registry.storage import SqlStorage, StoredCheckpoint
+from verifier import checkpoint, merkle
+from verifier.entry import format_time
+from verifier.keys import PublicKey, SigningKey
+from verifier.merkle import Hash
+from verifier.note import NoteVerifier
+from verifier.proof import TlogProof
+
+
+@dataclass(frozen=True)
+class LogIdentity:
+    origin: str
+    public_key: PublicKey
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        return NoteVerifier.for_key(self.origin, self.public_key)
+
+
+class Ledger:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        identity: LogIdentity,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.identity = identity
+        self.clock = clock
+        self.storage = SqlStorage(db)
+        self.policy = AllowListPolicy(db)
+        self.proofs = ProofBuilder(self.storage)
+        self._sequencer: Sequencer | None = None
+
+    # --- lifecycle -------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        settings: Settings,
+        *,
+        origin: str | None,
+        passphrase: bytes | None,
+        clock: Callable[[], datetime] = utc_now,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> Ledger:
+        """Create the data dir, schema and log key, and sign the empty checkpoint."""
+        try:
+            settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create data dir {settings.data_dir}: {exc.strerror}") from None
+        db = Database(settings.url)
+        if db.has_schema() and _read_identity(db) is not None:
+            raise ConfigError(f"a ledger already exists in {db.safe_url}")
+        key = SigningKey.generate(random_bytes(32))
+        name = origin or f"qiledger.local/{key.public_key.key_id[:8]}"
+        signer = LogSigner(name, key)  # validates the origin as a note key name
+        key_path = settings.log_key_file
+        keyfile.write_private_key(key_path, key, passphrase)
+        keyfile.write_public_key(key_path.with_name(key_path.stem + ".pub.pem"), key.public_key)
+        db.create_schema()
+        now = format_time(clock())
+        empty = Hash(merkle.EMPTY_ROOT)
+        with db.write() as conn:
+            conn.execute(
+                insert(tables.LogMeta.__table__),  # type: ignore[arg-type]
+                {"id": 1, "origin": name, "public_key": key.public_key.raw, "created_at": now},
+            )
+            conn.execute(
+                insert(tables.CheckpointRow.__table__),  # type: ignore[arg-type]
+                {"size": 0, "root": empty, "note": signer.sign(0, empty), "created_at": now},
+            )
+        return cls(settings, db, LogIdentity(name, key.public_key), clock)
+
+    @classmethod
+    def open(cls, settings: Settings, clock: Callable[[], datetime] = utc_now) -> Ledger:
+        if settings.database_url is None and not (settings.data_dir / "ledger.db").exists():
+            raise ConfigError(
+                f"no ledger in {settings.data_dir}; run 'qiledger init' "
+                "(or pass --data-dir / set QILEDGER_DATA_DIR)"
+            )
+        db = Database(settings.url)
+        identity = _read_identity(db) if db.has_schema() else None
+        if identity is None:
+            raise ConfigError(f"no ledger in {db.safe_url}; run 'qiledger init'")
+        return cls(settings, db, identity, clock)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    # --- writing ---------------------------------------------------------------
+
+    def load_log_key(self, path: Path | None = None) -> LogSigner:
+        key = keyfile.read_private_key(
+            path or self.settings.log_key_file, keyfile.passphrase_from_env()
+        )
+        if key.public_key != self.identity.public_key:
+            raise ConfigError("the log key file does not belong to this log")
+        return LogSigner(self.identity.origin, key)
+
+    @property
+    def sequencer(self) -> Sequencer:
+        if self._sequencer is None:
+            self._sequencer = Sequencer(
+                self.db, self.storage, self.load_log_key(), self.policy, self.clock
+            )
+        return self._sequencer
+
+    # --- reading ---------------------------------------------------------------
+
+    def latest_checkpoint(self) -> StoredCheckpoint:
+        return self.storage.latest_checkpoint()
+
+    def verified_checkpoint(self, size: int | None = None) -> checkpoint.SignedCheckpoint:
+        stored = self.latest_checkpoint() if size is None else self._checkpoint_at(size)
+        return checkpoint.verify(stored.note, self.identity.verifier)
+
+    def _checkpoint_at(self, size: int) -> StoredCheckpoint:
+        try:
+            return self.storage.checkpoint(size)
+        except NotFoundError:
+            near = self.storage.checkpoint_sizes_near(size)
+            hint = f" (nearest signed sizes: {', '.join(map(str, near))})" if near else ""
+            raise NotFoundError(f"no signed checkpoint at tree size {size}{hint}") from None
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> TlogProof:
+        """A C2SP tlog-proof for entry ``index`` under the checkpoint of ``size``."""
+        stored = self.latest_checkpoint() if size is None else self._checkpoint_at(size)
+        if index < 0 or index >= stored.size:
+            raise NotFoundError(f"entry {index} is not in the tree of size {stored.size}")
+        hashes = self.proofs.inclusion(index, stored.size)
+        return TlogProof(index, tuple(hashes), stored.note)
+
+    def consistency_proof(self, first: int, second: int) -> list[Hash]:
+        """Consistency proof between two signed checkpoint sizes."""
+        if first > second:
+            raise NotFoundError(f"--from {first} is larger than --to {second}")
+        self._checkpoint_at(first)
+        self._checkpoint_at(second)
+        return self.proofs.consistency(first, second)
+
+
+def _read_identity(db: Database) -> LogIdentity | None:
+    with db.read() as conn:
+        row = conn.exec_driver_sql("SELECT origin, public_key FROM log_meta WHERE id = 1").first()
+    if row is None:
+        return None
+    return LogIdentity(row[0], PublicKey.from_raw(bytes(row[1])))

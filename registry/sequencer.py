@@ -1,0 +1,182 @@
+"""The sequencer: turns submitted envelopes into log entries, in batches.
+
+Per batch: parse and verify every envelope *before* taking the lock (the
+cryptography is the expensive part and needs no shared state), then, holding
+the database's single-writer lock, read the log's tail, drop envelopes already
+logged (answering with their index), let the trust policy admit each new one at
+the log's own time, chain and hash the new leaves, extend the stored Merkle
+nodes, sign one checkpoint and commit. An append is durable and covered by a
+signed checkpoint when :meth:`Sequencer.submit_many` returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from registry.database import Database
+from registry.log_signer import LogSigner
+from registry.policy import TrustPolicy
+from registry.storage import LogStorage, StoredCheckpoint, StoredEntry
+from verifier import dsse, entry, jcs, merkle, statement
+from verifier.errors import QILedgerError
+from verifier.merkle import Hash, Node
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The envelope is in the log at ``index`` (``duplicate``: it already was)."""
+
+    index: int
+    leaf_hash: Hash
+    logged_at: str
+    duplicate: bool
+    checkpoint_size: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The envelope was not logged; ``error`` says why."""
+
+    error: QILedgerError
+
+
+Outcome = Accepted | Refused
+
+
+@dataclass(frozen=True)
+class _Verified:
+    envelope: dsse.VerifiedEnvelope
+    statement: statement.Statement
+    envelope_json: dict[str, Any]
+    envelope_hash: bytes
+
+
+class Sequencer:
+    def __init__(
+        self,
+        db: Database,
+        storage: LogStorage,
+        signer: LogSigner,
+        policy: TrustPolicy,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.db = db
+        self.storage = storage
+        self.signer = signer
+        self.policy = policy
+        self.clock = clock
+
+    def submit(self, envelope_bytes: bytes) -> Accepted:
+        """Append one envelope; raises the refusal's error."""
+        (outcome,) = self.submit_many([envelope_bytes])
+        if isinstance(outcome, Refused):
+            raise outcome.error
+        return outcome
+
+    def submit_many(self, envelopes: Sequence[bytes]) -> list[Outcome]:
+        """Append a batch; one outcome per envelope, in order."""
+        outcomes: list[Outcome | None] = [None] * len(envelopes)
+        prepared = self._verify_all(envelopes, outcomes)
+        if prepared:
+            self._sequence(prepared, outcomes)
+        return [o if o is not None else Refused(QILedgerError("not processed")) for o in outcomes]
+
+    # --- before the lock -----------------------------------------------------
+
+    def _verify_all(
+        self, envelopes: Sequence[bytes], outcomes: list[Outcome | None]
+    ) -> list[tuple[int, _Verified]]:
+        parsed: list[tuple[int, dsse.UnverifiedEnvelope, statement.Statement]] = []
+        for position, raw in enumerate(envelopes):
+            try:
+                unverified = dsse.parse(raw)
+                if unverified.payload_type != dsse.STATEMENT_PAYLOAD_TYPE:
+                    dsse.verify(unverified, {})  # raises the payloadType error
+                parsed.append((position, unverified, statement.parse(unverified.payload)))
+            except QILedgerError as exc:
+                outcomes[position] = Refused(exc)
+        keys = self.policy.candidate_keys({s.keyid for _, env, _ in parsed for s in env.signatures})
+        verified: list[tuple[int, _Verified]] = []
+        for position, unverified, stmt in parsed:
+            try:
+                checked = dsse.verify(unverified, keys)
+                envelope_json = unverified.to_json()
+                canonical = jcs.canonical_bytes(envelope_json)
+            except QILedgerError as exc:
+                outcomes[position] = Refused(exc)
+                continue
+            digest = hashlib.sha256(canonical).digest()
+            verified.append((position, _Verified(checked, stmt, envelope_json, digest)))
+        return verified
+
+    # --- under the lock ------------------------------------------------------
+
+    def _sequence(
+        self, prepared: list[tuple[int, _Verified]], outcomes: list[Outcome | None]
+    ) -> None:
+        with self.db.write() as conn:
+            tail = self.storage.tail(conn)
+            logged = self.storage.logged_envelopes(conn, {v.envelope_hash for _, v in prepared})
+            moment = self.clock()
+            if tail.last_logged_at is not None:
+                # logged_at never goes backwards along the chain, even if the clock does.
+                moment = max(moment, entry.parse_time(tail.last_logged_at))
+            logged_at = entry.format_time(moment)
+            right_edge = merkle.nodes_of_range(0, tail.size)
+            edge_hashes = self.storage.read_nodes(right_edge, conn)
+            stack: list[tuple[int, bytes]] = [(n[0], edge_hashes[n]) for n in right_edge]
+
+            prev = tail.last_leaf_hash
+            size = tail.size
+            new_entries: list[StoredEntry] = []
+            new_nodes: dict[Node, bytes] = {}
+            pending: list[tuple[int, StoredEntry, bool]] = []
+            in_batch: dict[bytes, StoredEntry] = {}
+            for position, item in prepared:
+                if item.envelope_hash in logged:
+                    index, leaf, when = logged[item.envelope_hash]
+                    outcomes[position] = Accepted(index, leaf, when, True, tail.size)
+                    continue
+                if item.envelope_hash in in_batch:
+                    pending.append((position, in_batch[item.envelope_hash], True))
+                    continue
+                try:
+                    self.policy.admit(conn, item.envelope, item.statement, moment)
+                    data = entry.encode(prev, logged_at, item.envelope_json)
+                except QILedgerError as exc:  # PolicyRefusal, or an entry too large
+                    outcomes[position] = Refused(exc)
+                    continue
+                leaf = merkle.leaf_hash(data)
+                stored = StoredEntry(size, leaf, item.envelope_hash, logged_at, data)
+                new_entries.append(stored)
+                in_batch[item.envelope_hash] = stored
+                pending.append((position, stored, False))
+                new_nodes[(0, size)] = leaf
+                level, node = 0, leaf
+                while stack and stack[-1][0] == level:
+                    _, left = stack.pop()
+                    node = merkle.node_hash(left, node)
+                    level += 1
+                    new_nodes[(level, size >> level)] = node
+                stack.append((level, node))
+                prev = leaf
+                size += 1
+            if not new_entries:
+                return
+            root = merkle.fold_nodes([h for _, h in stack])
+            note = self.signer.sign(size, root)
+            self.storage.append(
+                conn, new_entries, new_nodes, StoredCheckpoint(size, root, note, logged_at)
+            )
+        for position, stored, duplicate in pending:
+            outcomes[position] = Accepted(
+                stored.index, stored.leaf_hash, stored.logged_at, duplicate, size
+            )

@@ -1,0 +1,309 @@
+"""Log storage: the small interface the sequencer, proof builder and fsck use.
+
+Rules (for any implementation of :class:`LogStorage`):
+
+- methods taking ``conn`` run inside the caller's transaction; writes become
+  visible and durable together when that transaction commits;
+- entries, nodes and checkpoints are only ever inserted, never changed, so a
+  node hash once read can be cached forever;
+- readers see only committed data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import insert
+from sqlalchemy.engine import Connection
+
+from registry import tables
+from registry.database import Database
+from registry.errors import NotFoundError, StorageError
+from registry.tree_nodes import node_id, node_of
+from verifier.entry import GENESIS_PREV
+from verifier.merkle import Hash, Node
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The end of the log: its size, last leaf hash and last ``logged_at``."""
+
+    size: int
+    last_leaf_hash: Hash
+    last_logged_at: str | None
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    index: int
+    leaf_hash: Hash
+    envelope_hash: bytes
+    logged_at: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: Hash
+    note: bytes
+    created_at: str
+
+
+class LogStorage(Protocol):
+    def tail(self, conn: Connection) -> Tail: ...
+    def logged_envelopes(
+        self, conn: Connection, envelope_hashes: Collection[bytes]
+    ) -> dict[bytes, tuple[int, Hash, str]]: ...
+    def read_nodes(self, nodes: Sequence[Node], conn: Connection | None = None) -> dict[Node, bytes]: ...
+    def append(
+        self,
+        conn: Connection,
+        entries: Sequence[StoredEntry],
+        nodes: Mapping[Node, bytes],
+        checkpoint: StoredCheckpoint,
+    ) -> None: ...
+    def read_nodes_uncached(self, nodes: Sequence[Node]) -> dict[Node, bytes]: ...
+    def count_nodes(self) -> int: ...
+    def tail_size(self) -> int: ...
+    def latest_checkpoint(self) -> StoredCheckpoint: ...
+    def checkpoint(self, size: int) -> StoredCheckpoint: ...
+    def entry(self, index: int) -> StoredEntry: ...
+    def iter_entries(self, start: int = 0, batch: int = 1000) -> Iterator[StoredEntry]: ...
+    def iter_nodes(self, batch: int = 5000) -> Iterator[tuple[Node, bytes]]: ...
+    def iter_checkpoints(self) -> Iterator[StoredCheckpoint]: ...
+
+
+class SqlStorage:
+    """:class:`LogStorage` on SQLite or PostgreSQL through SQLAlchemy."""
+
+    NODE_CACHE_LIMIT = 1 << 18
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._node_cache: dict[int, bytes] = {}
+        p = db.placeholder
+        self._sql_nodes = {
+            n: f"SELECT node_id, hash FROM tree_nodes WHERE node_id IN ({','.join([p] * n)})"
+            for n in range(1, 129)
+        }
+
+    # --- inside the sequencer's write transaction ---------------------------
+
+    def tail(self, conn: Connection) -> Tail:
+        row = conn.exec_driver_sql(
+            "SELECT idx, leaf_hash, logged_at FROM entries ORDER BY idx DESC LIMIT 1"
+        ).first()
+        if row is None:
+            return Tail(0, GENESIS_PREV, None)
+        return Tail(row[0] + 1, Hash(bytes(row[1])), row[2])
+
+    def logged_envelopes(
+        self, conn: Connection, envelope_hashes: Collection[bytes]
+    ) -> dict[bytes, tuple[int, Hash, str]]:
+        """Index, leaf hash and logged_at of those envelopes already in the log."""
+        found: dict[bytes, tuple[int, Hash, str]] = {}
+        wanted = list(envelope_hashes)
+        p = self.db.placeholder
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = conn.exec_driver_sql(
+                f"SELECT envelope_hash, idx, leaf_hash, logged_at FROM entries "
+                f"WHERE envelope_hash IN ({','.join([p] * len(chunk))})",
+                tuple(chunk),
+            )
+            found.update((bytes(h), (i, Hash(bytes(leaf)), t)) for h, i, leaf, t in rows)
+        return found
+
+    def append(
+        self,
+        conn: Connection,
+        entries: Sequence[StoredEntry],
+        nodes: Mapping[Node, bytes],
+        checkpoint: StoredCheckpoint,
+    ) -> None:
+        if entries:
+            conn.execute(
+                insert(tables.EntryRow.__table__),  # type: ignore[arg-type]
+                [
+                    {
+                        "idx": e.index,
+                        "leaf_hash": e.leaf_hash,
+                        "envelope_hash": e.envelope_hash,
+                        "logged_at": e.logged_at,
+                        "data": e.data,
+                    }
+                    for e in entries
+                ],
+            )
+        if nodes:
+            conn.execute(
+                insert(tables.NodeRow.__table__),  # type: ignore[arg-type]
+                [{"node_id": node_id(n), "hash": h} for n, h in nodes.items()],
+            )
+        conn.execute(
+            insert(tables.CheckpointRow.__table__),  # type: ignore[arg-type]
+            {
+                "size": checkpoint.size,
+                "root": checkpoint.root,
+                "note": checkpoint.note,
+                "created_at": checkpoint.created_at,
+            },
+        )
+
+    # --- reads ---------------------------------------------------------------
+
+    def read_nodes(
+        self, nodes: Sequence[Node], conn: Connection | None = None
+    ) -> dict[Node, bytes]:
+        """Hashes of stored nodes; raises StorageError if one is missing."""
+        cache = self._node_cache
+        result: dict[Node, bytes] = {}
+        missing: list[int] = []
+        for node in nodes:
+            key = node_id(node)
+            cached = cache.get(key)
+            if cached is None:
+                missing.append(key)
+            else:
+                result[node] = cached
+        if missing:
+            if conn is None:
+                with self.db.read() as read_conn:
+                    fetched = self._fetch_nodes(read_conn, missing)
+            else:
+                fetched = self._fetch_nodes(conn, missing)
+            if len(cache) > self.NODE_CACHE_LIMIT:
+                cache.clear()
+            for key, value in fetched:
+                cache[key] = value
+                result[node_of(key)] = value
+            if len(result) != len(set(nodes)):
+                absent = sorted(set(nodes) - result.keys())
+                raise StorageError(f"tree nodes missing from storage: {absent[:5]}")
+        return result
+
+    def read_nodes_uncached(self, nodes: Sequence[Node]) -> dict[Node, bytes]:
+        """Read nodes straight from the database (fsck must not trust the cache)."""
+        with self.db.read() as conn:
+            return {node_of(k): v for k, v in self._fetch_nodes(conn, [node_id(n) for n in nodes])}
+
+    def count_nodes(self) -> int:
+        with self.db.read() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM tree_nodes").scalar() or 0)
+
+    def tail_size(self) -> int:
+        with self.db.read() as conn:
+            return self.tail(conn).size
+
+    def _fetch_nodes(self, conn: Connection, keys: list[int]) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        for start in range(0, len(keys), 128):
+            chunk = keys[start : start + 128]
+            rows = conn.exec_driver_sql(self._sql_nodes[len(chunk)], tuple(chunk))
+            out.extend((k, bytes(h)) for k, h in rows)
+        return out
+
+    def latest_checkpoint(self) -> StoredCheckpoint:
+        with self.db.read() as conn:
+            row = conn.exec_driver_sql(
+                "SELECT size, root, note, created_at FROM checkpoints ORDER BY size DESC LIMIT 1"
+            ).first()
+        if row is None:
+            raise NotFoundError("the log has no checkpoint; run qiledger init")
+        return StoredCheckpoint(row[0], Hash(bytes(row[1])), bytes(row[2]), row[3])
+
+    def checkpoint(self, size: int) -> StoredCheckpoint:
+        with self.db.read() as conn:
+            row = conn.exec_driver_sql(
+                f"SELECT size, root, note, created_at FROM checkpoints "
+                f"WHERE size = {self.db.placeholder}",
+                (size,),
+            ).first()
+        if row is None:
+            raise NotFoundError(f"no signed checkpoint at tree size {size}")
+        return StoredCheckpoint(row[0], Hash(bytes(row[1])), bytes(row[2]), row[3])
+
+    def entry(self, index: int) -> StoredEntry:
+        with self.db.read() as conn:
+            row = conn.exec_driver_sql(
+                f"SELECT idx, leaf_hash, envelope_hash, logged_at, data FROM entries "
+                f"WHERE idx = {self.db.placeholder}",
+                (index,),
+            ).first()
+        if row is None:
+            raise NotFoundError(f"no entry at index {index}")
+        return _entry(row)
+
+    def iter_entries(self, start: int = 0, batch: int = 1000) -> Iterator[StoredEntry]:
+        """Entries in index order, fetched in bounded batches (bounded memory)."""
+        next_index = start
+        p = self.db.placeholder
+        while True:
+            with self.db.read() as conn:
+                rows = conn.exec_driver_sql(
+                    f"SELECT idx, leaf_hash, envelope_hash, logged_at, data FROM entries "
+                    f"WHERE idx >= {p} ORDER BY idx LIMIT {int(batch)}",
+                    (next_index,),
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _entry(row)
+            next_index = rows[-1][0] + 1
+
+    def iter_nodes(self, batch: int = 5000) -> Iterator[tuple[Node, bytes]]:
+        after = -1
+        p = self.db.placeholder
+        while True:
+            with self.db.read() as conn:
+                rows = conn.exec_driver_sql(
+                    f"SELECT node_id, hash FROM tree_nodes WHERE node_id > {p} "
+                    f"ORDER BY node_id LIMIT {int(batch)}",
+                    (after,),
+                ).all()
+            if not rows:
+                return
+            for key, value in rows:
+                yield node_of(key), bytes(value)
+            after = rows[-1][0]
+
+    def iter_checkpoints(self) -> Iterator[StoredCheckpoint]:
+        after = -1
+        p = self.db.placeholder
+        while True:
+            with self.db.read() as conn:
+                rows = conn.exec_driver_sql(
+                    f"SELECT size, root, note, created_at FROM checkpoints WHERE size > {p} "
+                    f"ORDER BY size LIMIT 1000",
+                    (after,),
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield StoredCheckpoint(row[0], Hash(bytes(row[1])), bytes(row[2]), row[3])
+            after = rows[-1][0]
+
+    def checkpoint_sizes_near(self, size: int) -> list[int]:
+        p = self.db.placeholder
+        with self.db.read() as conn:
+            below = conn.exec_driver_sql(
+                f"SELECT max(size) FROM checkpoints WHERE size < {p}", (size,)
+            ).scalar()
+            above = conn.exec_driver_sql(
+                f"SELECT min(size) FROM checkpoints WHERE size > {p}", (size,)
+            ).scalar()
+        return [s for s in (below, above) if s is not None]
+
+
+def _entry(row: Iterable[object]) -> StoredEntry:
+    idx, leaf, envelope_hash, logged_at, data = row
+    return StoredEntry(
+        int(idx),  # type: ignore[call-overload]
+        Hash(bytes(leaf)),  # type: ignore[arg-type]
+        bytes(envelope_hash),  # type: ignore[arg-type]
+        str(logged_at),
+        bytes(data),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,76 @@
+"""Database tables (SQLModel). Log tables are append-only: database triggers
+(see :mod:`registry.database`) refuse UPDATE and DELETE on both engines."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Integer, LargeBinary
+from sqlmodel import Field, SQLModel
+
+# SQLite only makes an INTEGER PRIMARY KEY the rowid (the fast B-tree key).
+_Int64 = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class LogMeta(SQLModel, table=True):
+    """The log's identity, written once by ``qiledger init``."""
+
+    __tablename__ = "log_meta"
+    id: int = Field(default=1, primary_key=True)
+    origin: str
+    public_key: bytes = Field(sa_type=LargeBinary)
+    created_at: str
+    schema_version: int = 1
+
+
+class EntryRow(SQLModel, table=True):
+    """One log entry; ``data`` is the leaf data exactly as hashed."""
+
+    __tablename__ = "entries"
+    idx: int = Field(primary_key=True, sa_type=_Int64, sa_column_kwargs={"autoincrement": False})
+    leaf_hash: bytes = Field(sa_type=LargeBinary)
+    envelope_hash: bytes = Field(sa_type=LargeBinary, unique=True)
+    logged_at: str
+    data: bytes = Field(sa_type=LargeBinary)
+
+
+class NodeRow(SQLModel, table=True):
+    """Hash of a complete subtree: ``node_id = level << 48 | index`` (see tree_nodes.py)."""
+
+    __tablename__ = "tree_nodes"
+    node_id: int = Field(
+        primary_key=True, sa_type=_Int64, sa_column_kwargs={"autoincrement": False}
+    )
+    hash: bytes = Field(sa_type=LargeBinary)
+
+
+class CheckpointRow(SQLModel, table=True):
+    """A signed checkpoint, one per sequenced batch."""
+
+    __tablename__ = "checkpoints"
+    size: int = Field(primary_key=True, sa_type=_Int64, sa_column_kwargs={"autoincrement": False})
+    root: bytes = Field(sa_type=LargeBinary)
+    note: bytes = Field(sa_type=LargeBinary)
+    created_at: str
+
+
+class DocumentRow(SQLModel, table=True):
+    """A certificate document stored by its SHA-256 (served only to issuer and auditors)."""
+
+    __tablename__ = "documents"
+    digest: str = Field(primary_key=True)
+    size: int = Field(sa_type=_Int64)
+    media_type: str
+    data: bytes = Field(sa_type=LargeBinary)
+    stored_at: str
+
+
+class AllowedKeyRow(SQLModel, table=True):
+    """Operator configuration for the allow-list trust policy (not part of the log)."""
+
+    __tablename__ = "allowed_keys"
+    key_id: str = Field(primary_key=True)
+    public_key: bytes = Field(sa_type=LargeBinary)
+    label: str = ""
+    added_at: str
+
+
+APPEND_ONLY_TABLES = ("log_meta", "entries", "tree_nodes", "checkpoints", "documents")
