@@ -25,7 +25,7 @@ STAMP = VENV / ".qiledger-installed"
 
 
 def ensure_environment() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (this script runs before any check)
         sys.exit(f"QI Ledger needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not (BIN / "python").exists():
         print(f"creating virtual environment {VENV}", flush=True)

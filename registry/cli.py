@@ -128,13 +128,21 @@ def cmd_append(args: argparse.Namespace, out: Output) -> int:
     for path, outcome in zip(args.envelopes, outcomes, strict=True):
         if isinstance(outcome, Refused):
             failed += 1
-            results.append({"file": path, "refused": outcome.error.code,
-                            "error": outcome.error.message})
+            results.append(
+                {"file": path, "refused": outcome.error.code, "error": outcome.error.message}
+            )
             print(f"qiledger: {path}: refused: {outcome.error.message}", file=sys.stderr)
             continue
         assert isinstance(outcome, Accepted)
-        results.append({"file": path, "index": outcome.index, "duplicate": outcome.duplicate,
-                        "leaf_hash": outcome.leaf_hash.hex(), "logged_at": outcome.logged_at})
+        results.append(
+            {
+                "file": path,
+                "index": outcome.index,
+                "duplicate": outcome.duplicate,
+                "leaf_hash": outcome.leaf_hash.hex(),
+                "logged_at": outcome.logged_at,
+            }
+        )
         if not out.as_json:
             verb = "already logged" if outcome.duplicate else "appended"
             print(f"{path}: {verb} at index {outcome.index} (leaf {outcome.leaf_hash.hex()})")
@@ -148,8 +156,15 @@ def cmd_checkpoint(args: argparse.Namespace, out: Output) -> int:
     signed = ledger.verified_checkpoint(args.size)
     cp = signed.checkpoint
     if out.as_json:
-        out.emit("", {"origin": cp.origin, "size": cp.size, "root": b64encode(cp.root),
-                      "note": signed.note.decode("utf-8")})
+        out.emit(
+            "",
+            {
+                "origin": cp.origin,
+                "size": cp.size,
+                "root": b64encode(cp.root),
+                "note": signed.note.decode("utf-8"),
+            },
+        )
     else:
         sys.stdout.write(signed.note.decode("utf-8"))
     return 0
@@ -159,8 +174,14 @@ def cmd_proof(args: argparse.Namespace, out: Output) -> int:
     ledger = Ledger.open(_settings(args))
     proof = ledger.inclusion_proof(args.index, args.size)
     if out.as_json:
-        out.emit("", {"index": proof.index, "hashes": [b64encode(h) for h in proof.hashes],
-                      "checkpoint": proof.checkpoint_note.decode("utf-8")})
+        out.emit(
+            "",
+            {
+                "index": proof.index,
+                "hashes": [b64encode(h) for h in proof.hashes],
+                "checkpoint": proof.checkpoint_note.decode("utf-8"),
+            },
+        )
     else:
         sys.stdout.buffer.write(proof.to_bytes())
     return 0
@@ -170,8 +191,10 @@ def cmd_consistency(args: argparse.Namespace, out: Output) -> int:
     ledger = Ledger.open(_settings(args))
     hashes = ledger.consistency_proof(args.first, args.second)
     if out.as_json:
-        out.emit("", {"first": args.first, "second": args.second,
-                      "hashes": [b64encode(h) for h in hashes]})
+        out.emit(
+            "",
+            {"first": args.first, "second": args.second, "hashes": [b64encode(h) for h in hashes]},
+        )
     else:
         sys.stdout.buffer.write(format_consistency(hashes))
     return 0
@@ -198,7 +221,7 @@ def cmd_entry(args: argparse.Namespace, out: Output) -> int:
         f"  logged at  {parsed.logged_at}\n"
         f"  leaf hash  {stored.leaf_hash.hex()}\n"
         f"  prev       {parsed.prev.hex()}\n"
-        f"  signed by  {', '.join(summary['signed_by'])}\n"
+        f"  signed by  {', '.join(s.keyid for s in parsed.envelope.signatures)}\n"
         f"  statement  {json.dumps(stmt.fields, indent=2, ensure_ascii=False)}",
         summary,
     )
@@ -229,8 +252,13 @@ def cmd_fsck(args: argparse.Namespace, out: Output) -> int:
     out.emit(
         f"fsck OK: {report.entries} entries, {report.nodes} tree nodes, "
         f"{report.checkpoints} checkpoints; root {b64encode(report.root)}",
-        {"ok": True, "entries": report.entries, "nodes": report.nodes,
-         "checkpoints": report.checkpoints, "root": b64encode(report.root)},
+        {
+            "ok": True,
+            "entries": report.entries,
+            "nodes": report.nodes,
+            "checkpoints": report.checkpoints,
+            "root": b64encode(report.root),
+        },
     )
     return 0
 
@@ -266,8 +294,11 @@ def cmd_keygen(args: argparse.Namespace, out: Output) -> int:
     out.emit(
         f"wrote {private_path} (private, mode 0600) and {public_path}\n"
         f"key id: {key.public_key.key_id}",
-        {"private_key": str(private_path), "public_key": str(public_path),
-         "key_id": key.public_key.key_id},
+        {
+            "private_key": str(private_path),
+            "public_key": str(public_path),
+            "key_id": key.public_key.key_id,
+        },
     )
     return 0
 
@@ -283,31 +314,46 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default=argparse.SUPPRESS,
-                        help="data directory (env QILEDGER_DATA_DIR; default ./qiledger-data)")
-    common.add_argument("--database-url", default=argparse.SUPPRESS,
-                        help="SQLAlchemy URL (env QILEDGER_DATABASE_URL; default SQLite in "
-                             "the data dir)")
-    common.add_argument("--log-key", default=argparse.SUPPRESS,
-                        help="log private key file (env QILEDGER_LOG_KEY; default "
-                             "DATA_DIR/log.key)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="machine-readable JSON output")
+    common.add_argument(
+        "--data-dir",
+        default=argparse.SUPPRESS,
+        help="data directory (env QILEDGER_DATA_DIR; default ./qiledger-data)",
+    )
+    common.add_argument(
+        "--database-url",
+        default=argparse.SUPPRESS,
+        help="SQLAlchemy URL (env QILEDGER_DATABASE_URL; default SQLite in the data dir)",
+    )
+    common.add_argument(
+        "--log-key",
+        default=argparse.SUPPRESS,
+        help="log private key file (env QILEDGER_LOG_KEY; default DATA_DIR/log.key)",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="machine-readable JSON output",
+    )
 
     parser = argparse.ArgumentParser(
-        prog="qiledger", description="QI Ledger registry: a verifiable certificate log.",
+        prog="qiledger",
+        description="QI Ledger registry: a verifiable certificate log.",
         parents=[common],
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace, Output], int], help_text: str
-            ) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable[[argparse.Namespace, Output], int], help_text: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         p.set_defaults(func=func)
         return p
 
     p = add("init", cmd_init, "create the data dir, database and log key")
-    p.add_argument("--origin", help="log origin / checkpoint key name (default derived from the key)")
+    p.add_argument(
+        "--origin", help="log origin / checkpoint key name (default derived from the key)"
+    )
     p.add_argument("--no-passphrase", action="store_true", help="store the log key unencrypted")
     add("log-key", cmd_log_key, "print the log's verifier key string and public key PEM")
     p = add("append", cmd_append, "append DSSE envelope files ('-' for stdin) as one batch")
@@ -317,8 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("proof", cmd_proof, "print a C2SP tlog-proof@v1 inclusion proof")
     p.add_argument("--index", type=int, required=True)
     p.add_argument("--size", type=int, help="signed tree size (default: latest)")
-    p = add("consistency", cmd_consistency,
-            "print a consistency proof between two signed sizes (base64, one per line)")
+    p = add(
+        "consistency",
+        cmd_consistency,
+        "print a consistency proof between two signed sizes (base64, one per line)",
+    )
     p.add_argument("--from", dest="first", type=int, required=True)
     p.add_argument("--to", dest="second", type=int, required=True)
     p = add("entry", cmd_entry, "show entry N (--raw: leaf data bytes exactly as hashed)")
@@ -327,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("fsck", cmd_fsck, "re-check everything stored; exit 3 on damage")
     keys = sub.add_parser("keys", help="manage the allow-list trust policy", parents=[common])
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    p = keys_sub.add_parser("allow", help="allow a signer's Ed25519 public key (PEM)",
-                            parents=[common])
+    p = keys_sub.add_parser(
+        "allow", help="allow a signer's Ed25519 public key (PEM)", parents=[common]
+    )
     p.add_argument("public_key", metavar="PUBKEY.pem")
     p.add_argument("--label", help="who the key belongs to")
     p.set_defaults(func=cmd_keys_allow)
@@ -344,8 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name, default in (("data_dir", None), ("database_url", None), ("log_key", None),
-                          ("json", False)):
+    for name, default in (
+        ("data_dir", None),
+        ("database_url", None),
+        ("log_key", None),
+        ("json", False),
+    ):
         if not hasattr(args, name):
             setattr(args, name, default)
     out = Output(args.json)

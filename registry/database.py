@@ -86,9 +86,7 @@ class Database:
         try:
             with self.write_engine.begin() as conn:
                 if not self.is_sqlite:
-                    conn.exec_driver_sql(
-                        "SELECT pg_advisory_xact_lock(%s)", (SEQUENCER_LOCK_KEY,)
-                    )
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (SEQUENCER_LOCK_KEY,))
                 yield conn
         except OperationalError as exc:
             raise StorageError(f"database write failed: {exc.orig}") from None
@@ -110,7 +108,7 @@ class Database:
     def create_schema(self) -> None:
         """Create tables and append-only triggers (idempotent)."""
         try:
-            SQLModel.metadata.create_all(self.write_engine, tables=_tables())
+            SQLModel.metadata.create_all(self.write_engine, tables=list(tables.ALL_TABLES))
             with self.write_engine.begin() as conn:
                 for statement in self._trigger_sql():
                     conn.exec_driver_sql(statement)
@@ -128,7 +126,7 @@ class Database:
         statements = [
             "CREATE OR REPLACE FUNCTION qiledger_append_only() RETURNS trigger "
             "LANGUAGE plpgsql AS $$ BEGIN "
-            "RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$"
+            "RAISE EXCEPTION '%% is append-only', TG_TABLE_NAME; END $$"
         ]
         for table in tables.APPEND_ONLY_TABLES:
             statements.append(
@@ -144,17 +142,3 @@ class Database:
     def dispose(self) -> None:
         self.read_engine.dispose()
         self.write_engine.dispose()
-
-
-def _tables() -> list[Any]:
-    return [
-        model.__table__  # type: ignore[attr-defined]
-        for model in (
-            tables.LogMeta,
-            tables.EntryRow,
-            tables.NodeRow,
-            tables.CheckpointRow,
-            tables.DocumentRow,
-            tables.AllowedKeyRow,
-        )
-    ]

@@ -164,7 +164,9 @@ def _check_entry(
         statement.parse(parsed.envelope.payload)
         dsse.verify(parsed.envelope, keys)
     except QILedgerError as exc:
-        raise IntegrityError(f"{where}: envelope does not verify: {exc.message}", where=where) from None
+        raise IntegrityError(
+            f"{where}: envelope does not verify: {exc.message}", where=where
+        ) from None
     return parsed
 
 

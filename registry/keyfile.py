@@ -19,7 +19,7 @@ from registry.errors import KeyFileError
 from verifier.errors import MalformedError
 from verifier.keys import PublicKey, SigningKey
 
-PASSPHRASE_ENV = "QILEDGER_KEY_PASSPHRASE"
+PASSPHRASE_ENV = "QILEDGER_KEY_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
 
 
 def write_private_key(path: Path, key: SigningKey, passphrase: bytes | None) -> None:

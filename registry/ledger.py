@@ -71,7 +71,9 @@ class Ledger:
         try:
             settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create data dir {settings.data_dir}: {exc.strerror}") from None
+            raise ConfigError(
+                f"cannot create data dir {settings.data_dir}: {exc.strerror}"
+            ) from None
         db = Database(settings.url)
         if db.has_schema() and _read_identity(db) is not None:
             raise ConfigError(f"a ledger already exists in {db.safe_url}")
@@ -86,11 +88,11 @@ class Ledger:
         empty = Hash(merkle.EMPTY_ROOT)
         with db.write() as conn:
             conn.execute(
-                insert(tables.LogMeta.__table__),  # type: ignore[arg-type]
+                insert(tables.LOG_META),
                 {"id": 1, "origin": name, "public_key": key.public_key.raw, "created_at": now},
             )
             conn.execute(
-                insert(tables.CheckpointRow.__table__),  # type: ignore[arg-type]
+                insert(tables.CHECKPOINTS),
                 {"size": 0, "root": empty, "note": signer.sign(0, empty), "created_at": now},
             )
         return cls(settings, db, LogIdentity(name, key.public_key), clock)

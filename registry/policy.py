@@ -25,7 +25,6 @@ from sqlalchemy.engine import Connection
 
 from registry import tables
 from registry.database import Database
-from registry.errors import PolicyRefusal
 from verifier.dsse import VerifiedEnvelope
 from verifier.entry import format_time
 from verifier.keys import KeyId, PublicKey
@@ -60,7 +59,7 @@ class AllowListPolicy:
             if self._lookup(conn, [key.key_id]):
                 return False
             conn.execute(
-                insert(tables.AllowedKeyRow.__table__),  # type: ignore[arg-type]
+                insert(tables.ALLOWED_KEYS),
                 {
                     "key_id": key.key_id,
                     "public_key": key.raw,

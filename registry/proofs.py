@@ -22,9 +22,7 @@ class ProofBuilder:
     def consistency(self, first_size: int, second_size: int) -> list[Hash]:
         """RFC 9162 consistency proof from ``first_size`` to ``second_size``."""
         if not 0 <= first_size <= second_size:
-            raise NotFoundError(
-                f"no consistency proof from size {first_size} to {second_size}"
-            )
+            raise NotFoundError(f"no consistency proof from size {first_size} to {second_size}")
         plan = merkle.consistency_plan(first_size, second_size)
         return merkle.resolve_plan(plan, self.storage.read_nodes(merkle.plan_nodes(plan)))
 

@@ -11,9 +11,9 @@ Rules (for any implementation of :class:`LogStorage`):
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection
@@ -57,7 +57,9 @@ class LogStorage(Protocol):
     def logged_envelopes(
         self, conn: Connection, envelope_hashes: Collection[bytes]
     ) -> dict[bytes, tuple[int, Hash, str]]: ...
-    def read_nodes(self, nodes: Sequence[Node], conn: Connection | None = None) -> dict[Node, bytes]: ...
+    def read_nodes(
+        self, nodes: Sequence[Node], conn: Connection | None = None
+    ) -> dict[Node, bytes]: ...
     def append(
         self,
         conn: Connection,
@@ -126,7 +128,7 @@ class SqlStorage:
     ) -> None:
         if entries:
             conn.execute(
-                insert(tables.EntryRow.__table__),  # type: ignore[arg-type]
+                insert(tables.ENTRIES),
                 [
                     {
                         "idx": e.index,
@@ -140,11 +142,11 @@ class SqlStorage:
             )
         if nodes:
             conn.execute(
-                insert(tables.NodeRow.__table__),  # type: ignore[arg-type]
+                insert(tables.TREE_NODES),
                 [{"node_id": node_id(n), "hash": h} for n, h in nodes.items()],
             )
         conn.execute(
-            insert(tables.CheckpointRow.__table__),  # type: ignore[arg-type]
+            insert(tables.CHECKPOINTS),
             {
                 "size": checkpoint.size,
                 "root": checkpoint.root,
@@ -298,12 +300,8 @@ class SqlStorage:
         return [s for s in (below, above) if s is not None]
 
 
-def _entry(row: Iterable[object]) -> StoredEntry:
+def _entry(row: Any) -> StoredEntry:
     idx, leaf, envelope_hash, logged_at, data = row
     return StoredEntry(
-        int(idx),  # type: ignore[call-overload]
-        Hash(bytes(leaf)),  # type: ignore[arg-type]
-        bytes(envelope_hash),  # type: ignore[arg-type]
-        str(logged_at),
-        bytes(data),  # type: ignore[arg-type]
+        int(idx), Hash(bytes(leaf)), bytes(envelope_hash), str(logged_at), bytes(data)
     )

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, LargeBinary
+from sqlalchemy import BigInteger, Integer, LargeBinary, Table
 from sqlmodel import Field, SQLModel
 
 # SQLite only makes an INTEGER PRIMARY KEY the rowid (the fast B-tree key).
@@ -74,3 +74,16 @@ class AllowedKeyRow(SQLModel, table=True):
 
 
 APPEND_ONLY_TABLES = ("log_meta", "entries", "tree_nodes", "checkpoints", "documents")
+
+
+def _table(model: type[SQLModel]) -> Table:
+    return model.__table__  # type: ignore[attr-defined, no-any-return]
+
+
+LOG_META = _table(LogMeta)
+ENTRIES = _table(EntryRow)
+TREE_NODES = _table(NodeRow)
+CHECKPOINTS = _table(CheckpointRow)
+DOCUMENTS = _table(DocumentRow)
+ALLOWED_KEYS = _table(AllowedKeyRow)
+ALL_TABLES = (LOG_META, ENTRIES, TREE_NODES, CHECKPOINTS, DOCUMENTS, ALLOWED_KEYS)
