@@ -1,0 +1,249 @@
+"""The qiledger and qiverify command lines, end to end on a real SQLite ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from registry.cli import main as qiledger
+from tests.helpers import envelope_bytes, issue_statement, key_from
+from verifier import checkpoint, merkle
+from verifier import proof as tlog_proof
+from verifier.cli import main as qiverify
+from verifier.note import NoteVerifier
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = qiledger(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    data = tmp_path / "data"
+    assert run(capsys, "--data-dir", str(data), "init", "--no-passphrase")[0] == 0
+    lab = key_from("lab-1")
+    (tmp_path / "lab.pub.pem").write_bytes(lab.public_key.to_pem())
+    code, out, _ = run(
+        capsys, "--data-dir", str(data), "keys", "allow", str(tmp_path / "lab.pub.pem")
+    )
+    assert code == 0
+    assert lab.public_key.key_id in out
+    for n in range(3):
+        (tmp_path / f"e{n}.json").write_bytes(envelope_bytes(issue_statement(n), lab))
+    return data
+
+
+def test_full_cycle(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = ["--data-dir", str(data_dir)]
+    code, out, _ = run(capsys, *d, "append", str(tmp_path / "e0.json"), str(tmp_path / "e1.json"))
+    assert code == 0
+    assert "appended at index 0" in out
+    assert "appended at index 1" in out
+    assert run(capsys, *d, "checkpoint")[0] == 0
+    old_cp = tmp_path / "old.cp"
+    old_cp.write_text(run(capsys, *d, "checkpoint")[1])
+    code, out, _ = run(capsys, *d, "append", str(tmp_path / "e2.json"), str(tmp_path / "e0.json"))
+    assert code == 0
+    assert "appended at index 2" in out
+    assert "already logged at index 0" in out
+
+    code, out, _ = run(capsys, *d, "log-key")
+    vkey = out.splitlines()[0]
+    verifier = NoteVerifier.parse(vkey)
+    assert "BEGIN PUBLIC KEY" in out
+
+    new_cp = tmp_path / "new.cp"
+    new_cp.write_text(run(capsys, *d, "checkpoint")[1])
+    signed = checkpoint.verify(new_cp.read_bytes(), verifier)
+    assert signed.checkpoint.size == 3
+
+    # entry --raw writes the exact hashed bytes; proof prints a tlog-proof for them.
+    code = qiledger([*d, "entry", "1", "--raw"])
+    raw = capsys.readouterr().out.encode()
+    proof_text = run(capsys, *d, "proof", "--index", "1")[1]
+    assert proof_text.startswith("c2sp.org/tlog-proof@v1\nindex 1\n")
+    assert tlog_proof.verify(proof_text.encode(), raw, verifier).checkpoint.size == 3
+    (tmp_path / "e1.bin").write_bytes(raw)
+    (tmp_path / "e1.proof").write_text(proof_text)
+    (tmp_path / "log.vkey").write_text(vkey + "\n")
+    assert (
+        qiverify(
+            [
+                "inclusion",
+                str(tmp_path / "e1.proof"),
+                str(tmp_path / "e1.bin"),
+                "--log-key",
+                str(tmp_path / "log.vkey"),
+            ]
+        )
+        == 0
+    )
+    assert "OK: entry 1 is included" in capsys.readouterr().out
+
+    cons = run(capsys, *d, "consistency", "--from", "2", "--to", "3")[1]
+    (tmp_path / "p.txt").write_text(cons)
+    old = checkpoint.verify(old_cp.read_bytes(), verifier).checkpoint
+    merkle.verify_consistency(
+        2, 3, tlog_proof.parse_consistency(cons.encode()), old.root, signed.checkpoint.root
+    )
+    assert (
+        qiverify(
+            [
+                "consistency",
+                "--old",
+                str(old_cp),
+                "--new",
+                str(new_cp),
+                "--proof",
+                str(tmp_path / "p.txt"),
+                "--log-key",
+                vkey,
+            ]
+        )
+        == 0
+    )
+    assert (
+        qiverify(
+            [
+                "consistency",
+                "--old",
+                str(new_cp),
+                "--new",
+                str(old_cp),
+                "--proof",
+                str(tmp_path / "p.txt"),
+                "--log-key",
+                vkey,
+            ]
+        )
+        == 1
+    )
+
+    assert "extends size 2" in capsys.readouterr().out
+    code, out, _ = run(capsys, *d, "--json", "fsck")
+    assert code == 0
+    assert json.loads(out)["entries"] == 3
+    code, out, _ = run(capsys, *d, "entry", "2", "--json")
+    assert json.loads(out)["statement"]["certificate_id"] == "LAB-1/DCC-000002"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["proof", "--index", "5"], "entry 5 is not in the tree of size 0"),
+        (["proof", "--index", "0", "--size", "7"], "no signed checkpoint at tree size 7"),
+        (["consistency", "--from", "3", "--to", "1"], "larger than"),
+        (["entry", "0"], "no entry at index 0"),
+        (["append", "/nonexistent/e.json"], "cannot read /nonexistent/e.json"),
+        (["keys", "allow", "/nonexistent.pem"], "cannot read public key"),
+        (["init", "--no-passphrase"], "a ledger already exists"),
+    ],
+)
+def test_errors_are_one_line(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, "--data-dir", str(data_dir), *argv)
+    assert code == 1
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_refused_append_names_the_file(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(envelope_bytes(issue_statement(9), key_from("stranger")))
+    code, _, err = run(capsys, "--data-dir", str(data_dir), "append", str(bad))
+    assert code == 1
+    assert f"{bad}: refused: envelope is not signed by a known key" in err
+    assert run(capsys, "--data-dir", str(data_dir), "--json", "checkpoint")[0] == 0
+
+
+def test_no_ledger_and_bad_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--data-dir", str(tmp_path / "none"), "checkpoint")
+    assert code == 1
+    assert "no ledger in" in err
+    code, _, err = run(capsys, "--database-url", "mysql://x/y", "checkpoint")
+    assert code == 1
+    assert "unsupported database URL" in err
+
+
+def test_keygen_writes_private_key_0600(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "keygen", "--out", str(tmp_path / "lab"), "--no-passphrase")
+    assert code == 0
+    mode = stat.S_IMODE((tmp_path / "lab.key").stat().st_mode)
+    assert mode == 0o600
+    assert "PRIVATE KEY" not in out
+    code, _, err = run(capsys, "keygen", "--out", str(tmp_path / "lab"), "--no-passphrase")
+    assert code == 1
+    assert "refusing to overwrite" in err
+
+
+def test_init_without_passphrase_source_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("QILEDGER_KEY_PASSPHRASE", raising=False)
+    monkeypatch.setattr(sys, "stdin", open(os.devnull))  # noqa: SIM115 (not a terminal)
+    code, _, err = run(capsys, "--data-dir", str(tmp_path / "d"), "init")
+    assert code == 1
+    assert "QILEDGER_KEY_PASSPHRASE" in err
+    assert not (tmp_path / "d" / "log.key").exists()
+
+
+def test_encrypted_log_key_needs_its_passphrase(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = ["--data-dir", str(tmp_path / "d")]
+    monkeypatch.setenv("QILEDGER_KEY_PASSPHRASE", "correct horse")
+    assert run(capsys, *d, "init")[0] == 0
+    assert b"ENCRYPTED" in (tmp_path / "d" / "log.key").read_bytes()
+    lab = key_from("lab-1")
+    (tmp_path / "lab.pub.pem").write_bytes(lab.public_key.to_pem())
+    run(capsys, *d, "keys", "allow", str(tmp_path / "lab.pub.pem"))
+    (tmp_path / "e.json").write_bytes(envelope_bytes(issue_statement(1), lab))
+    monkeypatch.setenv("QILEDGER_KEY_PASSPHRASE", "wrong")
+    code, _, err = run(capsys, *d, "append", str(tmp_path / "e.json"))
+    assert code == 1
+    assert "wrong passphrase" in err
+    monkeypatch.delenv("QILEDGER_KEY_PASSPHRASE")
+    code, _, err = run(capsys, *d, "append", str(tmp_path / "e.json"))
+    assert code == 1
+    assert "is encrypted" in err
+    (tmp_path / "d" / "log.key").chmod(0o644)
+    monkeypatch.setenv("QILEDGER_KEY_PASSPHRASE", "correct horse")
+    code, _, err = run(capsys, *d, "append", str(tmp_path / "e.json"))
+    assert code == 1
+    assert "accessible by group or others" in err
+    (tmp_path / "d" / "log.key").chmod(0o600)
+    assert run(capsys, *d, "append", str(tmp_path / "e.json"))[0] == 0
+
+
+def test_console_scripts_run_without_traceback(tmp_path: Path) -> None:
+    bindir = Path(sys.executable).parent
+    result = subprocess.run(
+        [str(bindir / "qiledger"), "--data-dir", str(tmp_path / "none"), "fsck"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "no ledger" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "verifier", "checkpoint", "/nonexistent", "--log-key", "a+b+c"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "FAILED" in result.stderr
+    assert "Traceback" not in result.stderr
