@@ -20,13 +20,12 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from registry import keyfile
+from registry import cli_trust, keyfile
+from registry.cli_output import Output
 from registry.config import Settings
 from registry.errors import ConfigError, IntegrityError, KeyFileError
 from registry.ledger import Ledger
@@ -43,24 +42,11 @@ EXIT_USAGE = 2
 EXIT_DAMAGED = 3
 
 
-class Output:
-    """Human-readable by default, JSON with ``--json``."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-
-    def emit(self, human: str, data: Any) -> None:
-        if self.as_json:
-            print(json.dumps(data, indent=2, ensure_ascii=False))
-        else:
-            print(human)
-
-
 # --- commands ---------------------------------------------------------------------
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(args.data_dir, args.database_url, args.log_key)
+    return Settings.from_env(args.data_dir, args.database_url, args.log_key, args.demo)
 
 
 def _passphrase(args: argparse.Namespace, what: str) -> bytes | None:
@@ -263,27 +249,6 @@ def cmd_fsck(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def cmd_keys_allow(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(_settings(args))
-    key = keyfile.read_public_key(Path(args.public_key))
-    added = ledger.policy.allow(key, args.label or "", datetime.now(UTC))
-    out.emit(
-        f"{'allowed' if added else 'already allowed'}: {key.key_id}",
-        {"key_id": key.key_id, "added": added},
-    )
-    return 0
-
-
-def cmd_keys_list(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(_settings(args))
-    rows = ledger.policy.allowed()
-    out.emit(
-        "\n".join(f"{kid}  {added}  {label}" for kid, label, added in rows) or "(no keys)",
-        [{"key_id": kid, "label": label, "added_at": added} for kid, label, added in rows],
-    )
-    return 0
-
-
 def cmd_keygen(args: argparse.Namespace, out: Output) -> int:
     base = Path(args.out)
     key = SigningKey.generate(os.urandom(32))
@@ -335,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="machine-readable JSON output",
     )
+    common.add_argument(
+        "--demo",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="allow the public demo keys of keys.example/ (never in production)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="qiledger",
@@ -374,20 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", type=int)
     p.add_argument("--raw", action="store_true")
     add("fsck", cmd_fsck, "re-check everything stored; exit 3 on damage")
-    keys = sub.add_parser("keys", help="manage the allow-list trust policy", parents=[common])
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    p = keys_sub.add_parser(
-        "allow", help="allow a signer's Ed25519 public key (PEM)", parents=[common]
-    )
-    p.add_argument("public_key", metavar="PUBKEY.pem")
-    p.add_argument("--label", help="who the key belongs to")
-    p.set_defaults(func=cmd_keys_allow)
-    p = keys_sub.add_parser("list", help="list allowed keys", parents=[common])
-    p.set_defaults(func=cmd_keys_list)
     p = add("keygen", cmd_keygen, "write NAME.key (PKCS#8, mode 0600) and NAME.pub.pem")
     p.add_argument("--out", required=True, metavar="NAME")
     p.add_argument("--no-passphrase", action="store_true", help="store the key unencrypted")
     add("demo", cmd_demo, "run the end-to-end demo in a fresh ledger")
+    cli_trust.register(sub, add, common)
     return parser
 
 
@@ -399,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("database_url", None),
         ("log_key", None),
         ("json", False),
+        ("demo", False),
     ):
         if not hasattr(args, name):
             setattr(args, name, default)

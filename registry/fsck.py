@@ -8,7 +8,8 @@ batch of entries plus the O(log n) right edge of the tree):
   leaf hash, envelope hash and ``logged_at`` column match the data;
 - the ``prev`` chain links every entry to the one before; ``logged_at`` never
   goes backwards;
-- every envelope's signature verifies against a key the policy knows;
+- every envelope's signature verifies and the statement passes the trust rules
+  of :mod:`verifier.trust` at its ``logged_at`` (a full replay of the log);
 - every stored tree node equals the one recomputed from the leaves, and there
   are no extra nodes;
 - every checkpoint is signed by the log key, names this log, and its size and
@@ -26,9 +27,8 @@ from dataclasses import dataclass
 from registry.errors import IntegrityError
 from registry.ledger import Ledger
 from registry.storage import StoredCheckpoint, StoredEntry
-from verifier import checkpoint, dsse, entry, jcs, merkle, statement
+from verifier import checkpoint, entry, jcs, merkle, trust
 from verifier.errors import QILedgerError
-from verifier.keys import KeyId, PublicKey
 from verifier.merkle import Hash, Node
 
 BATCH = 1000
@@ -47,7 +47,7 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
     total = storage.tail_size()
     checkpoints = storage.iter_checkpoints()
     next_cp = next(checkpoints, None)
-    keys: dict[KeyId, PublicKey] = {}
+    state = trust.TrustState(ledger.identity.public_key)
     stack: list[tuple[int, bytes]] = []
     prev = entry.GENESIS_PREV
     last_time = ""
@@ -70,10 +70,6 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
 
     check_checkpoints_at(0)
     for chunk in _chunks(storage.iter_entries(0, BATCH), BATCH):
-        wanted = {s.keyid for e in chunk for s in _envelope_or_none(e)}
-        missing = wanted - keys.keys()
-        if missing:
-            keys.update(ledger.policy.candidate_keys(missing))
         computed: dict[Node, bytes] = {}
         for stored in chunk:
             where = f"entry {stored.index}"
@@ -82,7 +78,7 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
                     f"entry {expected_index} is missing (next stored index is {stored.index})",
                     where=f"entry {expected_index}",
                 )
-            parsed = _check_entry(stored, prev, last_time, keys, where)
+            parsed = _check_entry(stored, prev, last_time, state, where)
             prev = stored.leaf_hash
             last_time = parsed.logged_at
             index = stored.index
@@ -131,18 +127,11 @@ def _chunks(items: Iterator[StoredEntry], size: int) -> Iterator[list[StoredEntr
         yield chunk
 
 
-def _envelope_or_none(stored: StoredEntry) -> tuple[dsse.Signature, ...]:
-    try:
-        return entry.parse(stored.data).envelope.signatures
-    except QILedgerError:
-        return ()  # reported with its index by _check_entry
-
-
 def _check_entry(
     stored: StoredEntry,
     prev: bytes,
     last_time: str,
-    keys: dict[KeyId, PublicKey],
+    state: trust.TrustState,
     where: str,
 ) -> entry.LogEntry:
     try:
@@ -161,12 +150,9 @@ def _check_entry(
     if hashlib.sha256(canonical).digest() != stored.envelope_hash:
         raise IntegrityError(f"{where}: stored envelope hash does not match", where=where)
     try:
-        statement.parse(parsed.envelope.payload)
-        dsse.verify(parsed.envelope, keys)
+        trust.replay_one(state, stored.index, stored.data, verify_signatures=True)
     except QILedgerError as exc:
-        raise IntegrityError(
-            f"{where}: envelope does not verify: {exc.message}", where=where
-        ) from None
+        raise IntegrityError(f"{where}: does not replay: {exc.message}", where=where) from None
     return parsed
 
 

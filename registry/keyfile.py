@@ -15,6 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from registry.demo_keys import DEMO_KEY_IDS
 from registry.errors import KeyFileError
 from verifier.errors import MalformedError
 from verifier.keys import PublicKey, SigningKey
@@ -52,8 +53,13 @@ def write_public_key(path: Path, key: PublicKey) -> None:
         raise KeyFileError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def read_private_key(path: Path, passphrase: bytes | None) -> SigningKey:
-    """Load an Ed25519 PKCS#8 PEM private key, refusing group/world-readable files."""
+def read_private_key(path: Path, passphrase: bytes | None, *, demo: bool = False) -> SigningKey:
+    """Load an Ed25519 PKCS#8 PEM private key.
+
+    Refuses group/world-readable files, and the public demo keys of
+    ``keys.example/`` unless ``demo`` (whose files may be world-readable: they
+    are public anyway).
+    """
     try:
         info = path.stat()
         data = path.read_bytes()
@@ -61,11 +67,23 @@ def read_private_key(path: Path, passphrase: bytes | None) -> SigningKey:
         raise KeyFileError(f"key file {path} does not exist") from None
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
+    key = _load(path, data, passphrase)
+    if key.public_key.key_id in DEMO_KEY_IDS:
+        if not demo:
+            raise KeyFileError(
+                f"{path} holds the public demo key '{DEMO_KEY_IDS[key.public_key.key_id]}' "
+                "from keys.example/; it is refused outside --demo"
+            )
+        return key
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
             f"key file {path} is accessible by group or others "
             f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
         )
+    return key
+
+
+def _load(path: Path, data: bytes, passphrase: bytes | None) -> SigningKey:
     encrypted = b"ENCRYPTED" in data.split(b"\n", 1)[0]
     if encrypted and not passphrase:
         raise KeyFileError(f"key file {path} is encrypted; set {PASSPHRASE_ENV}")

@@ -8,24 +8,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert
 
 from registry import keyfile, tables
 from registry.config import Settings
 from registry.database import Database
+from registry.demo_keys import DEMO_KEY_IDS
 from registry.errors import ConfigError, NotFoundError
 from registry.log_signer import LogSigner
-from registry.policy import AllowListPolicy
+from registry.policy import TrustChainPolicy
 from registry.proofs import ProofBuilder
-from registry.sequencer import Sequencer, utc_now
+from registry.sequencer import Accepted, Sequencer, utc_now
 from registry.storage import SqlStorage, StoredCheckpoint
-from verifier import checkpoint, merkle
+from verifier import checkpoint, dsse, jcs, merkle, statement
 from verifier.entry import format_time
 from verifier.keys import PublicKey, SigningKey
 from verifier.merkle import Hash
 from verifier.note import NoteVerifier
 from verifier.proof import TlogProof
+from verifier.trust import TrustState
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class Ledger:
         self.identity = identity
         self.clock = clock
         self.storage = SqlStorage(db)
-        self.policy = AllowListPolicy(db)
+        self.policy = TrustChainPolicy(self.storage, identity.public_key)
         self.proofs = ProofBuilder(self.storage)
         self._sequencer: Sequencer | None = None
 
@@ -66,8 +69,13 @@ class Ledger:
         passphrase: bytes | None,
         clock: Callable[[], datetime] = utc_now,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        existing_key: SigningKey | None = None,
     ) -> Ledger:
-        """Create the data dir, schema and log key, and sign the empty checkpoint."""
+        """Create the data dir, schema and log key, and sign the empty checkpoint.
+
+        ``existing_key`` uses a key already on disk at ``settings.log_key_file``
+        (the demo's) instead of generating and writing a new one.
+        """
         try:
             settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -77,12 +85,14 @@ class Ledger:
         db = Database(settings.url)
         if db.has_schema() and _read_identity(db) is not None:
             raise ConfigError(f"a ledger already exists in {db.safe_url}")
-        key = SigningKey.generate(random_bytes(32))
+        key = existing_key or SigningKey.generate(random_bytes(32))
+        _refuse_demo_key(settings, key.public_key)
         name = origin or f"qiledger.local/{key.public_key.key_id[:8]}"
         signer = LogSigner(name, key)  # validates the origin as a note key name
-        key_path = settings.log_key_file
-        keyfile.write_private_key(key_path, key, passphrase)
-        keyfile.write_public_key(key_path.with_name(key_path.stem + ".pub.pem"), key.public_key)
+        if existing_key is None:
+            key_path = settings.log_key_file
+            keyfile.write_private_key(key_path, key, passphrase)
+            keyfile.write_public_key(key_path.with_name(key_path.stem + ".pub.pem"), key.public_key)
         db.create_schema()
         now = format_time(clock())
         empty = Hash(merkle.EMPTY_ROOT)
@@ -108,6 +118,7 @@ class Ledger:
         identity = _read_identity(db) if db.has_schema() else None
         if identity is None:
             raise ConfigError(f"no ledger in {db.safe_url}; run 'qiledger init'")
+        _refuse_demo_key(settings, identity.public_key)
         return cls(settings, db, identity, clock)
 
     def close(self) -> None:
@@ -117,7 +128,9 @@ class Ledger:
 
     def load_log_key(self, path: Path | None = None) -> LogSigner:
         key = keyfile.read_private_key(
-            path or self.settings.log_key_file, keyfile.passphrase_from_env()
+            path or self.settings.log_key_file,
+            keyfile.passphrase_from_env(),
+            demo=self.settings.demo,
         )
         if key.public_key != self.identity.public_key:
             raise ConfigError("the log key file does not belong to this log")
@@ -130,6 +143,16 @@ class Ledger:
                 self.db, self.storage, self.load_log_key(), self.policy, self.clock
             )
         return self._sequencer
+
+    def submit_statement(self, fields: dict[str, Any], key: SigningKey) -> Accepted:
+        """Sign a statement with ``key`` (adding ``signed_at``) and append it."""
+        fields = {"signed_at": format_time(self.clock()), **fields}
+        envelope = dsse.sign(statement.encode(fields), key)
+        return self.sequencer.submit(jcs.canonical_bytes(envelope.to_json()))
+
+    def trust_state(self) -> TrustState:
+        """The trust state replayed up to the log's current size."""
+        return self.policy.sync()
 
     # --- reading ---------------------------------------------------------------
 
@@ -163,6 +186,13 @@ class Ledger:
         self._checkpoint_at(first)
         self._checkpoint_at(second)
         return self.proofs.consistency(first, second)
+
+
+def _refuse_demo_key(settings: Settings, key: PublicKey) -> None:
+    if key.key_id in DEMO_KEY_IDS and not settings.demo:
+        raise ConfigError(
+            "this log uses the public demo log key from keys.example/; it runs only with --demo"
+        )
 
 
 def _read_identity(db: Database) -> LogIdentity | None:

@@ -11,9 +11,9 @@ from verifier.note import NoteVerifier
 class LogSigner:
     def __init__(self, origin: str, key: SigningKey) -> None:
         self.origin = origin
-        self._key = key
+        self.key = key
         self.verifier = NoteVerifier.for_key(origin, key.public_key)
 
     def sign(self, size: int, root: Hash) -> bytes:
         """A C2SP signed checkpoint note for the tree of ``size`` with ``root``."""
-        return checkpoint.sign(checkpoint.Checkpoint(self.origin, size, root), self._key)
+        return checkpoint.sign(checkpoint.Checkpoint(self.origin, size, root), self.key)

@@ -1,17 +1,20 @@
 """Trust policies: who may write to the log.
 
-A policy answers two questions, split so the expensive cryptography can run
-before the sequencer takes its lock:
+A policy answers in two steps, so the expensive cryptography runs before the
+sequencer takes its lock:
 
-1. :meth:`TrustPolicy.candidate_keys` — which public keys could vouch for an
-   envelope naming these key IDs (signatures are verified against them outside
-   the lock);
-2. :meth:`TrustPolicy.admit` — inside the lock, at the log's own ``logged_at``,
-   is the verified signer allowed to log this statement now? Refusals raise
-   :class:`PolicyRefusal` naming the failed link.
+1. :meth:`TrustPolicy.candidate_keys` — public keys that could vouch for an
+   envelope naming these key IDs (signatures are verified against them, no
+   time or status check yet);
+2. under the lock, :meth:`TrustPolicy.begin_batch` catches up with the log,
+   then for each statement :meth:`TrustPolicy.admit` decides at the log's own
+   ``logged_at`` (raising :class:`verifier.errors.TrustError` naming the failed
+   link) and :meth:`TrustPolicy.record` remembers it, so later statements of
+   the same batch see it. If the batch does not commit, :meth:`abort_batch`.
 
-The accreditation-based policy of DESIGN.md's trust model replaces
-:class:`AllowListPolicy` in its own issue.
+:class:`TrustChainPolicy` is DESIGN.md's trust model; its rules are the pure
+functions of :mod:`verifier.trust`, so a replay of the log reaches the same
+verdicts.
 """
 
 from __future__ import annotations
@@ -20,89 +23,66 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
-from registry import tables
-from registry.database import Database
+from registry.storage import SqlStorage
+from verifier import trust
 from verifier.dsse import VerifiedEnvelope
-from verifier.entry import format_time
 from verifier.keys import KeyId, PublicKey
 from verifier.statement import Statement
 
 
 class TrustPolicy(Protocol):
-    def candidate_keys(self, key_ids: Collection[KeyId]) -> dict[KeyId, PublicKey]:
-        """Public keys for these IDs that the policy might accept (no time check)."""
-        ...
-
+    def candidate_keys(self, key_ids: Collection[KeyId]) -> dict[KeyId, PublicKey]: ...
+    def begin_batch(self, conn: Connection, log_size: int) -> None: ...
     def admit(
-        self,
-        conn: Connection,
-        verified: VerifiedEnvelope,
-        statement: Statement,
-        logged_at: datetime,
-    ) -> None:
-        """Raise PolicyRefusal unless the signer may log ``statement`` at ``logged_at``."""
-        ...
+        self, verified: VerifiedEnvelope, statement: Statement, logged_at: datetime
+    ) -> None: ...
+    def record(
+        self, index: int, verified: VerifiedEnvelope, statement: Statement, logged_at: str
+    ) -> None: ...
+    def abort_batch(self) -> None: ...
 
 
-class AllowListPolicy:
-    """Accept statements signed by any key the operator allowed (``qiledger keys allow``)."""
+class TrustChainPolicy:
+    """Accreditation body → accredited issuer → issuer key → statement.
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    Keeps a :class:`verifier.trust.TrustState` in memory and catches it up
+    from the log (other processes may have appended) at every batch. The log's
+    entries were verified when appended and ``fsck`` re-verifies them, so the
+    catch-up replays without repeating signature checks.
+    """
 
-    def allow(self, key: PublicKey, label: str, now: datetime) -> bool:
-        """Add a key; returns False if it was already allowed."""
-        with self.db.write() as conn:
-            if self._lookup(conn, [key.key_id]):
-                return False
-            conn.execute(
-                insert(tables.ALLOWED_KEYS),
-                {
-                    "key_id": key.key_id,
-                    "public_key": key.raw,
-                    "label": label,
-                    "added_at": format_time(now),
-                },
-            )
-        return True
+    def __init__(self, storage: SqlStorage, log_key: PublicKey) -> None:
+        self.storage = storage
+        self.log_key = log_key
+        self.state = trust.TrustState(log_key)
 
-    def allowed(self) -> list[tuple[KeyId, str, str]]:
-        with self.db.read() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT key_id, label, added_at FROM allowed_keys ORDER BY added_at, key_id"
-            ).all()
-        return [(KeyId(r[0]), r[1], r[2]) for r in rows]
+    def sync(self, conn: Connection | None = None) -> trust.TrustState:
+        """Bring the state up to the log's current size and return it."""
+        if conn is None:
+            with self.storage.db.read() as read_conn:
+                return self.sync(read_conn)
+        for stored in self.storage.entries_from(conn, self.state.size):
+            trust.replay_one(self.state, stored.index, stored.data, verify_signatures=False)
+        return self.state
 
     def candidate_keys(self, key_ids: Collection[KeyId]) -> dict[KeyId, PublicKey]:
-        if not key_ids:
-            return {}
-        with self.db.read() as conn:
-            return self._lookup(conn, key_ids)
+        return self.sync().keys_for(key_ids)
 
-    def _lookup(self, conn: Connection, key_ids: Collection[KeyId]) -> dict[KeyId, PublicKey]:
-        ids = list(dict.fromkeys(key_ids))
-        found: dict[KeyId, PublicKey] = {}
-        p = self.db.placeholder
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows = conn.exec_driver_sql(
-                f"SELECT key_id, public_key FROM allowed_keys "
-                f"WHERE key_id IN ({','.join([p] * len(chunk))})",
-                tuple(chunk),
-            )
-            found.update((KeyId(k), PublicKey.from_raw(bytes(raw))) for k, raw in rows)
-        return found
+    def begin_batch(self, conn: Connection, log_size: int) -> None:
+        if self.state.size > log_size:  # cannot happen unless the log was replaced
+            self.state = trust.TrustState(self.log_key)
+        self.sync(conn)
 
-    def admit(
-        self,
-        conn: Connection,
-        verified: VerifiedEnvelope,
-        statement: Statement,
-        logged_at: datetime,
+    def admit(self, verified: VerifiedEnvelope, statement: Statement, logged_at: datetime) -> None:
+        self.state.admit(verified.signed_by, statement, logged_at)
+
+    def record(
+        self, index: int, verified: VerifiedEnvelope, statement: Statement, logged_at: str
     ) -> None:
-        # The signer was verified against candidate_keys, i.e. the allow-list,
-        # and keys never leave it: there is no later link to check.
-        return None
+        self.state.apply(index, verified.signed_by, statement, logged_at)
+
+    def abort_batch(self) -> None:
+        # The batch's records never reached the log: rebuild from the log next time.
+        self.state = trust.TrustState(self.log_key)

@@ -122,13 +122,33 @@ class Sequencer:
     def _sequence(
         self, prepared: list[tuple[int, _Verified]], outcomes: list[Outcome | None]
     ) -> None:
+        pending: list[tuple[int, StoredEntry, bool]] = []
+        try:
+            size = self._sequence_locked(prepared, outcomes, pending)
+        except BaseException:
+            self.policy.abort_batch()
+            raise
+        for position, stored, duplicate in pending:
+            outcomes[position] = Accepted(
+                stored.index, stored.leaf_hash, stored.logged_at, duplicate, size
+            )
+
+    def _sequence_locked(
+        self,
+        prepared: list[tuple[int, _Verified]],
+        outcomes: list[Outcome | None],
+        pending: list[tuple[int, StoredEntry, bool]],
+    ) -> int:
+        """Sequence under the writer lock; returns the new tree size."""
         with self.db.write() as conn:
             tail = self.storage.tail(conn)
+            self.policy.begin_batch(conn, tail.size)
             logged = self.storage.logged_envelopes(conn, {v.envelope_hash for _, v in prepared})
             moment = self.clock()
             if tail.last_logged_at is not None:
                 # logged_at never goes backwards along the chain, even if the clock does.
                 moment = max(moment, entry.parse_time(tail.last_logged_at))
+            moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
             logged_at = entry.format_time(moment)
             right_edge = merkle.nodes_of_range(0, tail.size)
             edge_hashes = self.storage.read_nodes(right_edge, conn)
@@ -138,7 +158,6 @@ class Sequencer:
             size = tail.size
             new_entries: list[StoredEntry] = []
             new_nodes: dict[Node, bytes] = {}
-            pending: list[tuple[int, StoredEntry, bool]] = []
             in_batch: dict[bytes, StoredEntry] = {}
             for position, item in prepared:
                 if item.envelope_hash in logged:
@@ -149,11 +168,12 @@ class Sequencer:
                     pending.append((position, in_batch[item.envelope_hash], True))
                     continue
                 try:
-                    self.policy.admit(conn, item.envelope, item.statement, moment)
+                    self.policy.admit(item.envelope, item.statement, moment)
                     data = entry.encode(prev, logged_at, item.envelope_json)
-                except QILedgerError as exc:  # PolicyRefusal, or an entry too large
+                except QILedgerError as exc:  # a TrustError, or an entry too large
                     outcomes[position] = Refused(exc)
                     continue
+                self.policy.record(size, item.envelope, item.statement, logged_at)
                 leaf = merkle.leaf_hash(data)
                 stored = StoredEntry(size, leaf, item.envelope_hash, logged_at, data)
                 new_entries.append(stored)
@@ -169,14 +189,10 @@ class Sequencer:
                 stack.append((level, node))
                 prev = leaf
                 size += 1
-            if not new_entries:
-                return
-            root = merkle.fold_nodes([h for _, h in stack])
-            note = self.signer.sign(size, root)
-            self.storage.append(
-                conn, new_entries, new_nodes, StoredCheckpoint(size, root, note, logged_at)
-            )
-        for position, stored, duplicate in pending:
-            outcomes[position] = Accepted(
-                stored.index, stored.leaf_hash, stored.logged_at, duplicate, size
-            )
+            if new_entries:
+                root = merkle.fold_nodes([h for _, h in stack])
+                note = self.signer.sign(size, root)
+                self.storage.append(
+                    conn, new_entries, new_nodes, StoredCheckpoint(size, root, note, logged_at)
+                )
+            return size

@@ -74,6 +74,7 @@ class LogStorage(Protocol):
     def checkpoint(self, size: int) -> StoredCheckpoint: ...
     def entry(self, index: int) -> StoredEntry: ...
     def iter_entries(self, start: int = 0, batch: int = 1000) -> Iterator[StoredEntry]: ...
+    def entries_from(self, conn: Connection, start: int) -> Iterator[StoredEntry]: ...
     def iter_nodes(self, batch: int = 5000) -> Iterator[tuple[Node, bytes]]: ...
     def iter_checkpoints(self) -> Iterator[StoredCheckpoint]: ...
 
@@ -255,6 +256,23 @@ class SqlStorage:
             for row in rows:
                 yield _entry(row)
             next_index = rows[-1][0] + 1
+
+    def entries_from(
+        self, conn: Connection, start: int, batch: int = 2000
+    ) -> Iterator[StoredEntry]:
+        """Entries from ``start`` to the end, read inside the caller's transaction."""
+        p = self.db.placeholder
+        while True:
+            rows = conn.exec_driver_sql(
+                f"SELECT idx, leaf_hash, envelope_hash, logged_at, data FROM entries "
+                f"WHERE idx >= {p} ORDER BY idx LIMIT {int(batch)}",
+                (start,),
+            ).all()
+            for row in rows:
+                yield _entry(row)
+            if len(rows) < batch:
+                return
+            start = rows[-1][0] + 1
 
     def iter_nodes(self, batch: int = 5000) -> Iterator[tuple[Node, bytes]]:
         after = -1

@@ -63,16 +63,6 @@ class DocumentRow(SQLModel, table=True):
     stored_at: str
 
 
-class AllowedKeyRow(SQLModel, table=True):
-    """Operator configuration for the allow-list trust policy (not part of the log)."""
-
-    __tablename__ = "allowed_keys"
-    key_id: str = Field(primary_key=True)
-    public_key: bytes = Field(sa_type=LargeBinary)
-    label: str = ""
-    added_at: str
-
-
 APPEND_ONLY_TABLES = ("log_meta", "entries", "tree_nodes", "checkpoints", "documents")
 
 
@@ -85,5 +75,4 @@ ENTRIES = _table(EntryRow)
 TREE_NODES = _table(NodeRow)
 CHECKPOINTS = _table(CheckpointRow)
 DOCUMENTS = _table(DocumentRow)
-ALLOWED_KEYS = _table(AllowedKeyRow)
-ALL_TABLES = (LOG_META, ENTRIES, TREE_NODES, CHECKPOINTS, DOCUMENTS, ALLOWED_KEYS)
+ALL_TABLES = (LOG_META, ENTRIES, TREE_NODES, CHECKPOINTS, DOCUMENTS)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from registry.config import Settings
 from registry.ledger import Ledger
-from tests.helpers import key_from
+from tests.helpers import accredit, key_from
 from verifier.keys import SigningKey
 
 PG_URL = os.environ.get("QILEDGER_TEST_POSTGRES_URL")
@@ -79,16 +78,18 @@ def lab_key() -> SigningKey:
     return key_from("lab-1")
 
 
-def make_ledger(settings: Settings, *allowed: SigningKey) -> Ledger:
+def make_ledger(settings: Settings, *issuer_keys: SigningKey) -> Ledger:
+    """A new ledger; with keys, a trusted body accredits issuer LAB-1 holding them
+    (entries 0 and 1 of the log)."""
     ledger = Ledger.init(settings, origin=TEST_ORIGIN, passphrase=None)
-    for key in allowed:
-        ledger.policy.allow(key.public_key, "test", datetime.now(UTC))
+    if issuer_keys:
+        accredit(ledger, "LAB-1", list(issuer_keys))
     return ledger
 
 
 @pytest.fixture
 def ledger(settings: Settings, lab_key: SigningKey) -> Iterator[Ledger]:
-    """A fresh ledger on each engine with ``lab_key`` allowed to write."""
+    """A fresh ledger on each engine; ``lab_key`` is an accredited key of LAB-1."""
     ledger = make_ledger(settings, lab_key)
     yield ledger
     ledger.close()

@@ -135,10 +135,17 @@ CASES: dict[str, tuple[Callable[[], bytes], str, str]] = {
         "malformed",
         "unknown statement type",
     ),
-    "envelope under 64 KiB whose entry exceeds 65535 bytes": (
+    "envelope just under 64 KiB padding its statement": (
         lambda: _largest_envelope_below_limit(),
         "malformed",
-        "tlog-tiles allow 65535",
+        "unknown fields: pad",
+    ),
+    "public fields over 16 KiB": (
+        lambda: _payload_envelope(
+            jcs.canonical_bytes(issue_statement(3, fields={"x": "y" * 17_000})), LAB
+        ),
+        "malformed",
+        "at most 16 KiB",
     ),
 }
 
@@ -159,30 +166,33 @@ def test_hostile_envelope_is_refused_and_changes_nothing(ledger: Ledger, case: s
 
 
 def test_resubmission_answers_with_the_existing_index(ledger: Ledger) -> None:
+    base = ledger.latest_checkpoint().size
     first = ledger.sequencer.submit_many(
         [envelope_bytes(issue_statement(n), LAB) for n in range(3)]
     )
     before = _log_state(ledger)
     again = ledger.sequencer.submit(envelope_bytes(issue_statement(1), LAB))
     assert again.duplicate
-    assert again.index == 1
+    assert again.index == base + 1
     assert isinstance(first[1], Accepted)
     assert again.leaf_hash == first[1].leaf_hash
     # The same envelope spelled differently (pretty JSON) is still the same envelope.
     pretty = json.dumps(_envelope_json(issue_statement(2), LAB), indent=4).encode()
-    assert ledger.sequencer.submit(pretty).index == 2
+    assert ledger.sequencer.submit(pretty).index == base + 2
     assert _log_state(ledger) == before
 
 
 def test_duplicates_within_one_batch_share_one_entry(ledger: Ledger) -> None:
+    base = ledger.latest_checkpoint().size
     env = envelope_bytes(issue_statement(7), LAB)
     outcomes = ledger.sequencer.submit_many([env, envelope_bytes(issue_statement(8), LAB), env])
     indices = [o.index for o in outcomes if isinstance(o, Accepted)]
-    assert indices == [0, 1, 0]
-    assert ledger.latest_checkpoint().size == 2
+    assert indices == [base, base + 1, base]
+    assert ledger.latest_checkpoint().size == base + 2
 
 
 def test_bad_envelopes_in_a_batch_do_not_stop_good_ones(ledger: Ledger) -> None:
+    base = ledger.latest_checkpoint().size
     batch = [
         envelope_bytes(issue_statement(1), LAB),
         b"{",
@@ -191,5 +201,5 @@ def test_bad_envelopes_in_a_batch_do_not_stop_good_ones(ledger: Ledger) -> None:
     ]
     outcomes = ledger.sequencer.submit_many(batch)
     assert [type(o).__name__ for o in outcomes] == ["Accepted", "Refused", "Refused", "Accepted"]
-    assert [o.index for o in outcomes if isinstance(o, Accepted)] == [0, 1]
-    assert ledger.latest_checkpoint().size == 2
+    assert [o.index for o in outcomes if isinstance(o, Accepted)] == [base, base + 1]
+    assert ledger.latest_checkpoint().size == base + 2

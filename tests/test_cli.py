@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from registry import keyfile
 from registry.cli import main as qiledger
 from tests.helpers import envelope_bytes, issue_statement, key_from
 from verifier import checkpoint, merkle
@@ -27,15 +28,61 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """A ledger whose trusted body CNAS accredits LAB-1 (entries 0 and 1), built
+    with the CLI's own trust commands; e0..e2.json are LAB-1 statements."""
     data = tmp_path / "data"
-    assert run(capsys, "--data-dir", str(data), "init", "--no-passphrase")[0] == 0
-    lab = key_from("lab-1")
-    (tmp_path / "lab.pub.pem").write_bytes(lab.public_key.to_pem())
+    d = ["--data-dir", str(data)]
+    assert run(capsys, *d, "init", "--no-passphrase")[0] == 0
+    for name in ("body", "lab"):
+        code = run(capsys, "keygen", "--out", str(tmp_path / name), "--no-passphrase")[0]
+        assert code == 0
     code, out, _ = run(
-        capsys, "--data-dir", str(data), "keys", "allow", str(tmp_path / "lab.pub.pem")
+        capsys,
+        *d,
+        "body",
+        "add",
+        "--name",
+        "CNAS",
+        "--country",
+        "CN",
+        "--key",
+        str(tmp_path / "body.pub.pem"),
     )
-    assert code == 0
-    assert lab.public_key.key_id in out
+    assert code == 0, out
+    assert "logged at index 0" in out
+    code, out, err = run(
+        capsys,
+        *d,
+        "accredit",
+        "grant",
+        "--body-key",
+        str(tmp_path / "body.key"),
+        "--body",
+        "CNAS",
+        "--issuer",
+        "LAB-1",
+        "--issuer-name",
+        "Lab One",
+        "--issuer-kind",
+        "calibration_laboratory",
+        "--issuer-key",
+        str(tmp_path / "lab.pub.pem"),
+        "--number",
+        "CNAS L0001",
+        "--standard",
+        "ISO/IEC 17025:2017",
+        "--scope",
+        "Temperature",
+        "--covers",
+        "dcc",
+        "--valid-from",
+        "2020-01-01",
+        "--valid-until",
+        "2099-12-31",
+    )
+    assert code == 0, err
+    assert "logged at index 1" in out
+    lab = keyfile.read_private_key(tmp_path / "lab.key", None)
     for n in range(3):
         (tmp_path / f"e{n}.json").write_bytes(envelope_bytes(issue_statement(n), lab))
     return data
@@ -45,15 +92,15 @@ def test_full_cycle(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     d = ["--data-dir", str(data_dir)]
     code, out, _ = run(capsys, *d, "append", str(tmp_path / "e0.json"), str(tmp_path / "e1.json"))
     assert code == 0
-    assert "appended at index 0" in out
-    assert "appended at index 1" in out
+    assert "appended at index 2" in out
+    assert "appended at index 3" in out
     assert run(capsys, *d, "checkpoint")[0] == 0
     old_cp = tmp_path / "old.cp"
     old_cp.write_text(run(capsys, *d, "checkpoint")[1])
     code, out, _ = run(capsys, *d, "append", str(tmp_path / "e2.json"), str(tmp_path / "e0.json"))
     assert code == 0
-    assert "appended at index 2" in out
-    assert "already logged at index 0" in out
+    assert "appended at index 4" in out
+    assert "already logged at index 2" in out
 
     code, out, _ = run(capsys, *d, "log-key")
     vkey = out.splitlines()[0]
@@ -63,14 +110,14 @@ def test_full_cycle(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     new_cp = tmp_path / "new.cp"
     new_cp.write_text(run(capsys, *d, "checkpoint")[1])
     signed = checkpoint.verify(new_cp.read_bytes(), verifier)
-    assert signed.checkpoint.size == 3
+    assert signed.checkpoint.size == 5
 
     # entry --raw writes the exact hashed bytes; proof prints a tlog-proof for them.
-    code = qiledger([*d, "entry", "1", "--raw"])
+    code = qiledger([*d, "entry", "3", "--raw"])
     raw = capsys.readouterr().out.encode()
-    proof_text = run(capsys, *d, "proof", "--index", "1")[1]
-    assert proof_text.startswith("c2sp.org/tlog-proof@v1\nindex 1\n")
-    assert tlog_proof.verify(proof_text.encode(), raw, verifier).checkpoint.size == 3
+    proof_text = run(capsys, *d, "proof", "--index", "3")[1]
+    assert proof_text.startswith("c2sp.org/tlog-proof@v1\nindex 3\n")
+    assert tlog_proof.verify(proof_text.encode(), raw, verifier).checkpoint.size == 5
     (tmp_path / "e1.bin").write_bytes(raw)
     (tmp_path / "e1.proof").write_text(proof_text)
     (tmp_path / "log.vkey").write_text(vkey + "\n")
@@ -86,13 +133,13 @@ def test_full_cycle(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
         )
         == 0
     )
-    assert "OK: entry 1 is included" in capsys.readouterr().out
+    assert "OK: entry 3 is included" in capsys.readouterr().out
 
-    cons = run(capsys, *d, "consistency", "--from", "2", "--to", "3")[1]
+    cons = run(capsys, *d, "consistency", "--from", "4", "--to", "5")[1]
     (tmp_path / "p.txt").write_text(cons)
     old = checkpoint.verify(old_cp.read_bytes(), verifier).checkpoint
     merkle.verify_consistency(
-        2, 3, tlog_proof.parse_consistency(cons.encode()), old.root, signed.checkpoint.root
+        4, 5, tlog_proof.parse_consistency(cons.encode()), old.root, signed.checkpoint.root
     )
     assert (
         qiverify(
@@ -127,23 +174,32 @@ def test_full_cycle(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
         == 1
     )
 
-    assert "extends size 2" in capsys.readouterr().out
+    assert "extends size 4" in capsys.readouterr().out
     code, out, _ = run(capsys, *d, "--json", "fsck")
     assert code == 0
-    assert json.loads(out)["entries"] == 3
-    code, out, _ = run(capsys, *d, "entry", "2", "--json")
+    assert json.loads(out)["entries"] == 5
+    code, out, _ = run(capsys, *d, "entry", "4", "--json")
     assert json.loads(out)["statement"]["certificate_id"] == "LAB-1/DCC-000002"
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["proof", "--index", "5"], "entry 5 is not in the tree of size 0"),
+        (["proof", "--index", "5"], "entry 5 is not in the tree of size 2"),
         (["proof", "--index", "0", "--size", "7"], "no signed checkpoint at tree size 7"),
         (["consistency", "--from", "3", "--to", "1"], "larger than"),
-        (["entry", "0"], "no entry at index 0"),
+        (["entry", "2"], "no entry at index 2"),
         (["append", "/nonexistent/e.json"], "cannot read /nonexistent/e.json"),
-        (["keys", "allow", "/nonexistent.pem"], "cannot read public key"),
+        (
+            ["body", "add", "--name", "X", "--country", "CN", "--key", "/nonexistent.pem"],
+            "cannot read public key",
+        ),
+        (
+            ["body", "add", "--name", "CNAS", "--country", "CN", "--key", "/dev/null"],
+            "not a PEM public key",
+        ),
+        (["issuer", "LAB-9"], "no issuer LAB-9"),
+        (["body", "remove", "NOPE", "--reason", "test"], "body NOPE is not a trusted body"),
         (["init", "--no-passphrase"], "a ledger already exists"),
     ],
 )
@@ -206,25 +262,36 @@ def test_encrypted_log_key_needs_its_passphrase(
     monkeypatch.setenv("QILEDGER_KEY_PASSPHRASE", "correct horse")
     assert run(capsys, *d, "init")[0] == 0
     assert b"ENCRYPTED" in (tmp_path / "d" / "log.key").read_bytes()
-    lab = key_from("lab-1")
-    (tmp_path / "lab.pub.pem").write_bytes(lab.public_key.to_pem())
-    run(capsys, *d, "keys", "allow", str(tmp_path / "lab.pub.pem"))
-    (tmp_path / "e.json").write_bytes(envelope_bytes(issue_statement(1), lab))
+    body = key_from("body")
+    (tmp_path / "body.pub.pem").write_bytes(body.public_key.to_pem())
+    add = [
+        "body",
+        "add",
+        "--name",
+        "CNAS",
+        "--country",
+        "CN",
+        "--key",
+        str(tmp_path / "body.pub.pem"),
+    ]
     monkeypatch.setenv("QILEDGER_KEY_PASSPHRASE", "wrong")
-    code, _, err = run(capsys, *d, "append", str(tmp_path / "e.json"))
+    code, _, err = run(capsys, *d, *add)
     assert code == 1
     assert "wrong passphrase" in err
     monkeypatch.delenv("QILEDGER_KEY_PASSPHRASE")
-    code, _, err = run(capsys, *d, "append", str(tmp_path / "e.json"))
+    code, _, err = run(capsys, *d, *add)
     assert code == 1
     assert "is encrypted" in err
     (tmp_path / "d" / "log.key").chmod(0o644)
     monkeypatch.setenv("QILEDGER_KEY_PASSPHRASE", "correct horse")
-    code, _, err = run(capsys, *d, "append", str(tmp_path / "e.json"))
+    code, _, err = run(capsys, *d, *add)
     assert code == 1
     assert "accessible by group or others" in err
     (tmp_path / "d" / "log.key").chmod(0o600)
-    assert run(capsys, *d, "append", str(tmp_path / "e.json"))[0] == 0
+    assert run(capsys, *d, *add)[0] == 0
+    code, out, _ = run(capsys, *d, "body", "list")
+    assert code == 0
+    assert "CNAS" in out
 
 
 def test_console_scripts_run_without_traceback(tmp_path: Path) -> None:

@@ -87,3 +87,14 @@ class InconsistencyError(ProofError):
         self.second_size = second_size
         self.second_root = second_root
         self.proof = tuple(proof)
+
+
+class TrustError(VerificationError):
+    """A correctly signed statement fails the trust model; ``code`` names the failed link
+    (e.g. ``key_revoked``, ``accreditation_suspended``, ``scope_not_covered``)."""
+
+    code = "trust_refused"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

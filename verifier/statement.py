@@ -1,58 +1,264 @@
 """Signed statements: the payload of every logged DSSE envelope.
 
-A statement is a JSON object, in RFC 8785 canonical form, with a ``type`` from
-DESIGN.md. The per-type fields (accreditations, keys, certificates) are checked
-by their own modules as they land; here is the common shape every entry has.
+A statement is a JSON object in RFC 8785 canonical form with a ``type`` from
+DESIGN.md and the fields that type requires. Every statement carries
+``signed_at`` (the signer's claimed time; the log's own ``logged_at`` is what
+trust decisions use, ``signed_at`` only bounds replays and clock lies).
+
+Only identifiers, dates, names, keys and digests are allowed: the log is public,
+and unknown fields are refused so nothing confidential rides along.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 from verifier import jcs
+from verifier.encoding import b64decode
 from verifier.errors import MalformedError
+from verifier.keys import PublicKey
 
-STATEMENT_TYPES = frozenset(
-    {
-        "accreditation.grant",
-        "accreditation.suspend",
-        "accreditation.restore",
-        "accreditation.withdraw",
-        "issuer.key.add",
-        "issuer.key.revoke",
-        "certificate.issue",
-        "certificate.amend",
-        "certificate.suspend",
-        "certificate.reinstate",
-        "certificate.withdraw",
-    }
-)
+ISSUER_KINDS = frozenset({"calibration_laboratory", "certification_body"})
+CERTIFICATE_KINDS_BY_ISSUER = {
+    "calibration_laboratory": frozenset({"dcc"}),
+    "certification_body": frozenset({"management_system", "product", "person"}),
+}
+CERTIFICATE_KINDS = frozenset().union(*CERTIFICATE_KINDS_BY_ISSUER.values())
+
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_CERT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_HEX64_RE = re.compile(r"[0-9a-f]{64}")
+_COUNTRY_RE = re.compile(r"[A-Z]{2}")
+
+Check = Callable[[Any], object]
+
+
+def _fail(message: str) -> MalformedError:
+    return MalformedError(message)
+
+
+def _text(max_len: int) -> Check:
+    def check(value: Any) -> None:
+        if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+            raise _fail(f"must be non-empty text of at most {max_len} characters")
+        if any(ord(c) < 0x20 and c not in "\n\t" for c in value):
+            raise _fail("must not contain control characters")
+
+    return check
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> Check:
+    def check(value: Any) -> None:
+        if not isinstance(value, str) or not regex.fullmatch(value):
+            raise _fail(f"must be {what}")
+
+    return check
+
+
+def parse_instant(value: Any) -> datetime:
+    """RFC 3339 UTC time ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``."""
+    if not isinstance(value, str) or not _TIME_RE.fullmatch(value):
+        raise _fail("must be an RFC 3339 UTC time like 2026-11-24T08:00:00Z")
+    try:
+        fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if "." in value else "%Y-%m-%dT%H:%M:%SZ"
+        return datetime.strptime(value, fmt).replace(tzinfo=UTC)
+    except ValueError:
+        raise _fail(f"{value!r} is not a real time") from None
+
+
+def parse_date(value: Any) -> date:
+    if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
+        raise _fail("must be a date like 2026-11-24")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _fail(f"{value!r} is not a real date") from None
+
+
+def parse_public_key(value: Any) -> PublicKey:
+    if not isinstance(value, str):
+        raise _fail("must be a base64 Ed25519 public key")
+    return PublicKey.from_raw(b64decode(value, "public key"))
+
+
+def _key_list(value: Any) -> None:
+    if not isinstance(value, list) or not 1 <= len(value) <= 8:
+        raise _fail("must be a list of 1 to 8 base64 Ed25519 public keys")
+    keys = [parse_public_key(v) for v in value]
+    if len({k.raw for k in keys}) != len(keys):
+        raise _fail("lists a key twice")
+
+
+def _one_of(options: frozenset[str]) -> Check:
+    def check(value: Any) -> None:
+        if value not in options:
+            raise _fail(f"must be one of {', '.join(sorted(options))}")
+
+    return check
+
+
+def _kinds(value: Any) -> None:
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(set(value)) != len(value)
+        or not all(isinstance(v, str) and v in CERTIFICATE_KINDS for v in value)
+    ):
+        raise _fail(f"must list distinct certificate kinds from {sorted(CERTIFICATE_KINDS)}")
+
+
+_ID = _pattern(_ID_RE, "an identifier of letters, digits, '.', '_' or '-' (max 64)")
+_CERT_ID = _pattern(_CERT_ID_RE, "'<issuer id>/<certificate number>'")
+_SHA256 = _pattern(_HEX64_RE, "a lowercase hex SHA-256 digest")
+_REASON = _text(500)
+
+
+def _bool(value: Any) -> None:
+    if not isinstance(value, bool):
+        raise _fail("must be true or false")
+
+
+def _public_fields(value: Any) -> None:
+    # Kind-specific public fields (e.g. IAF CertSearch's entity and scope) are
+    # checked by the certificate modules; here only their shape and size.
+    if not isinstance(value, dict) or len(jcs.canonical_bytes(value)) > 16_384:
+        raise _fail("must be a JSON object of at most 16 KiB")
+
+
+def _instant(value: Any) -> None:
+    parse_instant(value)
+
+
+def _date(value: Any) -> None:
+    parse_date(value)
+
+
+# type -> {field: (required, check)}; "type" and "signed_at" are common to all.
+_CERT_COMMON = {"issuer_id": (True, _ID), "certificate_id": (True, _CERT_ID)}
+_CERT_DOCUMENT = {
+    **_CERT_COMMON,
+    "kind": (True, _one_of(CERTIFICATE_KINDS)),
+    "document_sha256": (True, _SHA256),
+    "issued": (True, _date),
+    "valid_until": (False, _date),
+    "schema_version": (False, _text(16)),
+    "schema_validated": (False, _bool),
+    "supersedes": (False, _CERT_ID),
+    "fields": (False, _public_fields),
+}
+_ACCREDITATION_EVENT = {
+    "body_id": (True, _ID),
+    "issuer_id": (True, _ID),
+    "accreditation_number": (True, _text(64)),
+    "reason": (True, _REASON),
+}
+FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
+    "trust.body.add": {
+        "body_id": (True, _ID),
+        "name": (True, _text(200)),
+        "country": (True, _pattern(_COUNTRY_RE, "an ISO 3166-1 alpha-2 code like CN")),
+        "public_key": (True, parse_public_key),
+    },
+    "trust.body.remove": {"body_id": (True, _ID), "reason": (True, _REASON)},
+    "accreditation.grant": {
+        "body_id": (True, _ID),
+        "issuer_id": (True, _ID),
+        "issuer_name": (True, _text(200)),
+        "issuer_kind": (True, _one_of(ISSUER_KINDS)),
+        "public_keys": (True, _key_list),
+        "accreditation_number": (True, _text(64)),
+        "standard": (True, _text(100)),
+        "scope": (True, _text(2000)),
+        "covers": (True, _kinds),
+        "valid_from": (True, _date),
+        "valid_until": (True, _date),
+    },
+    "accreditation.suspend": _ACCREDITATION_EVENT,
+    "accreditation.restore": _ACCREDITATION_EVENT,
+    "accreditation.withdraw": _ACCREDITATION_EVENT,
+    "issuer.key.add": {"issuer_id": (True, _ID), "public_key": (True, parse_public_key)},
+    "issuer.key.revoke": {
+        "issuer_id": (True, _ID),
+        "key_id": (True, _SHA256),
+        "reason": (True, _REASON),
+        "compromised_at": (False, _instant),
+    },
+    "certificate.issue": _CERT_DOCUMENT,
+    "certificate.amend": {**_CERT_DOCUMENT, "supersedes": (True, _CERT_ID)},
+    "certificate.suspend": {**_CERT_COMMON, "reason": (True, _REASON)},
+    "certificate.reinstate": {**_CERT_COMMON, "reason": (True, _REASON)},
+    "certificate.withdraw": {**_CERT_COMMON, "reason": (True, _REASON)},
+}
+STATEMENT_TYPES = frozenset(FIELDS)
 
 
 @dataclass(frozen=True)
 class Statement:
-    """A parsed statement. Parsing says nothing about who signed it."""
+    """A parsed, well-formed statement. Parsing says nothing about who signed it."""
 
     type: str
     fields: dict[str, Any]
 
+    @property
+    def signed_at(self) -> datetime:
+        return parse_instant(self.fields["signed_at"])
 
-def parse(payload: bytes) -> Statement:
-    """Parse a statement payload: canonical JSON object with a known ``type``."""
-    value = jcs.parse_canonical(payload)
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+
+def validate(value: Any) -> Statement:
+    """Check a decoded statement object against its type's fields."""
     if not isinstance(value, dict):
         raise MalformedError("statement must be a JSON object")
     kind = value.get("type")
     if not isinstance(kind, str):
         raise MalformedError("statement lacks a string 'type'")
-    if kind not in STATEMENT_TYPES:
+    spec = FIELDS.get(kind)
+    if spec is None:
         raise MalformedError(f"unknown statement type {kind!r}")
+    unknown = value.keys() - spec.keys() - {"type", "signed_at"}
+    if unknown:
+        raise MalformedError(f"{kind} has unknown fields: {', '.join(sorted(unknown))}")
+    for name, (required, check) in {"signed_at": (True, _instant), **spec}.items():
+        if name not in value:
+            if required:
+                raise MalformedError(f"{kind} lacks {name}")
+            continue
+        try:
+            check(value[name])
+        except MalformedError as exc:
+            raise MalformedError(f"{kind}.{name} {exc.message}") from None
+    if kind.startswith("certificate.") and not value["certificate_id"].startswith(
+        value["issuer_id"] + "/"
+    ):
+        raise MalformedError("certificate_id must start with '<issuer_id>/'")
+    if kind == "accreditation.grant":
+        if parse_date(value["valid_until"]) < parse_date(value["valid_from"]):
+            raise MalformedError("accreditation.grant valid_until is before valid_from")
+        allowed = CERTIFICATE_KINDS_BY_ISSUER[value["issuer_kind"]]
+        if not set(value["covers"]) <= allowed:
+            raise MalformedError(
+                f"a {value['issuer_kind']} can only be accredited for {sorted(allowed)}"
+            )
     return Statement(kind, value)
+
+
+def parse(payload: bytes) -> Statement:
+    """Parse a statement payload: canonical JSON object, known type, valid fields."""
+    return validate(jcs.parse_canonical(payload))
 
 
 def encode(fields: dict[str, Any]) -> bytes:
     """Canonical payload bytes for a statement (checked as :func:`parse` would)."""
-    payload = jcs.canonical_bytes(fields)
-    parse(payload)
-    return payload
+    validate(fields)
+    return jcs.canonical_bytes(fields)

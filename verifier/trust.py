@@ -1,0 +1,556 @@
+"""The trust model as a pure state machine over the log.
+
+    log key ──adds──> accreditation bodies (trust.body.add / remove)
+    body key ──signs──> accreditation of issuer X: keys, kinds, validity window
+    issuer key ──signs──> certificate statements
+
+:class:`TrustState` holds what the log has said so far. :meth:`TrustState.admit`
+decides whether a statement signed by a key may be logged at the log's own
+``logged_at`` and raises :class:`TrustError` naming the failed link;
+:meth:`TrustState.apply` records an admitted statement. The registry calls both
+at append time; :func:`replay` calls both over a log, so anyone replaying it
+reaches the same verdict for every entry. :func:`certificate_status` answers
+"what is this certificate's status at time T" from a replayed state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from verifier import dsse, entry, statement
+from verifier.errors import QILedgerError, TrustError
+from verifier.keys import KeyId, PublicKey
+from verifier.statement import Statement, parse_date, parse_instant, parse_public_key
+
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far a statement's ``signed_at`` may lie ahead of the log's time."""
+
+MAX_STATEMENT_AGE = timedelta(days=7)
+"""How old a statement may be when first logged (bounds replays of old envelopes)."""
+
+GRANTED, SUSPENDED, WITHDRAWN = "granted", "suspended", "withdrawn"
+ACTIVE, EXPIRED, SUPERSEDED, INVALID = "active", "expired", "superseded", "invalid"
+
+
+@dataclass
+class Body:
+    body_id: str
+    name: str
+    country: str
+    key: PublicKey
+    added_at: str
+    removed_at: str | None = None
+
+
+@dataclass
+class IssuerKey:
+    issuer_id: str
+    key: PublicKey
+    added_at: str
+    revoked_at: str | None = None
+    compromised_at: datetime | None = None
+    revocation_reason: str | None = None
+
+    def active_at(self, moment: datetime) -> bool:
+        return self.revoked_at is None or entry.parse_time(self.revoked_at) > moment
+
+
+@dataclass
+class Accreditation:
+    body_id: str
+    number: str
+    issuer_id: str
+    standard: str
+    scope: str
+    covers: frozenset[str]
+    valid_from: date
+    valid_until: date
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    """(logged_at, status, reason) in log order."""
+
+    @property
+    def status(self) -> str:
+        return self.events[-1][1]
+
+
+@dataclass
+class Issuer:
+    issuer_id: str
+    name: str
+    kind: str
+    keys: dict[KeyId, IssuerKey] = field(default_factory=dict)
+    accreditations: dict[tuple[str, str], Accreditation] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CertificateEvent:
+    index: int
+    type: str
+    logged_at: str
+    key_id: KeyId
+    fields: dict[str, Any]
+
+
+@dataclass
+class Certificate:
+    certificate_id: str
+    issuer_id: str
+    kind: str
+    document_sha256: str
+    events: list[CertificateEvent] = field(default_factory=list)
+    superseded_by: str | None = None
+
+
+@dataclass(frozen=True)
+class CertificateStatus:
+    """A certificate's status at one moment, derived from the log alone."""
+
+    certificate_id: str
+    status: str
+    """active, suspended, withdrawn, expired, superseded or invalid."""
+    reason: str
+    events: tuple[CertificateEvent, ...]
+
+
+class TrustState:
+    """Everything the log has established about bodies, issuers, keys and certificates."""
+
+    def __init__(self, log_key: PublicKey) -> None:
+        self.log_key = log_key
+        self.size = 0
+        self.bodies: dict[str, Body] = {}
+        self.body_keys: dict[KeyId, str] = {}
+        self.issuers: dict[str, Issuer] = {}
+        self.issuer_keys: dict[KeyId, IssuerKey] = {}
+        self.certificates: dict[str, Certificate] = {}
+        self.certificates_by_digest: dict[str, list[str]] = {}
+
+    # --- keys ---------------------------------------------------------------------
+
+    def keys_for(self, key_ids: Collection[KeyId]) -> dict[KeyId, PublicKey]:
+        """Every known key among ``key_ids`` (log, body or issuer), whatever its status."""
+        found: dict[KeyId, PublicKey] = {}
+        for key_id in key_ids:
+            if key_id == self.log_key.key_id:
+                found[key_id] = self.log_key
+            elif key_id in self.body_keys:
+                found[key_id] = self.bodies[self.body_keys[key_id]].key
+            elif key_id in self.issuer_keys:
+                found[key_id] = self.issuer_keys[key_id].key
+        return found
+
+    def _key_in_use(self, key: PublicKey, issuer_id: str | None = None) -> None:
+        kid = key.key_id
+        owner = self.issuer_keys.get(kid)
+        if (
+            kid == self.log_key.key_id
+            or kid in self.body_keys
+            or (owner is not None and owner.issuer_id != issuer_id)
+        ):
+            raise TrustError("key_in_use", f"key {kid} already belongs to another party")
+
+    # --- admission ------------------------------------------------------------------
+
+    def admit(self, signer: PublicKey, stmt: Statement, logged_at: datetime) -> None:
+        """Raise TrustError unless ``signer`` may log ``stmt`` at ``logged_at``."""
+        signed_at = stmt.signed_at
+        if signed_at > logged_at + CLOCK_SKEW:
+            raise TrustError(
+                "statement_future",
+                f"signed_at {stmt['signed_at']} is later than the log's time "
+                f"{entry.format_time(logged_at)} (allowed skew {CLOCK_SKEW})",
+            )
+        if signed_at < logged_at - MAX_STATEMENT_AGE:
+            raise TrustError(
+                "statement_stale",
+                f"signed_at {stmt['signed_at']} is more than {MAX_STATEMENT_AGE.days} days "
+                "old: an old envelope cannot be replayed; sign a fresh statement",
+            )
+        family = stmt.type.split(".", 1)[0]
+        if family == "trust":
+            self._admit_body_event(signer, stmt)
+        elif family == "accreditation":
+            self._admit_accreditation(signer, stmt)
+        elif family == "issuer":
+            self._admit_key_event(signer, stmt, logged_at)
+        else:
+            self._admit_certificate(signer, stmt, logged_at)
+
+    def _admit_body_event(self, signer: PublicKey, stmt: Statement) -> None:
+        if signer != self.log_key:
+            raise TrustError(
+                "not_operator", "trust anchors are added and removed only with the log's key"
+            )
+        body = self.bodies.get(stmt["body_id"])
+        if stmt.type == "trust.body.add":
+            if body is not None:
+                raise TrustError("body_exists", f"body {stmt['body_id']} is already registered")
+            self._key_in_use(parse_public_key(stmt["public_key"]))
+        elif body is None or body.removed_at is not None:
+            raise TrustError("body_unknown", f"body {stmt['body_id']} is not a trusted body")
+
+    def _signing_body(self, signer: PublicKey, body_id: str) -> Body:
+        kid = signer.key_id
+        if kid in self.issuer_keys:
+            raise TrustError(
+                "self_accreditation",
+                f"accreditation statements must be signed by an accreditation body; "
+                f"this one is signed by a key of issuer {self.issuer_keys[kid].issuer_id}",
+            )
+        signer_body = self.body_keys.get(kid)
+        if signer_body is None:
+            raise TrustError("body_untrusted", f"key {kid} is not a trusted accreditation body")
+        if signer_body != body_id:
+            raise TrustError(
+                "wrong_body", f"signed by body {signer_body} but speaks for body {body_id}"
+            )
+        body = self.bodies[body_id]
+        if body.removed_at is not None:
+            raise TrustError("body_untrusted", f"body {body_id} was removed from the trust anchors")
+        return body
+
+    def _admit_accreditation(self, signer: PublicKey, stmt: Statement) -> None:
+        self._signing_body(signer, stmt["body_id"])
+        key = (stmt["body_id"], stmt["accreditation_number"])
+        issuer = self.issuers.get(stmt["issuer_id"])
+        if stmt.type == "accreditation.grant":
+            if issuer is not None and key in issuer.accreditations:
+                raise TrustError(
+                    "accreditation_exists",
+                    f"accreditation {key[1]} of body {key[0]} already exists",
+                )
+            if issuer is not None and issuer.kind != stmt["issuer_kind"]:
+                raise TrustError(
+                    "issuer_kind_mismatch", f"issuer {issuer.issuer_id} is a {issuer.kind}"
+                )
+            for raw in stmt["public_keys"]:
+                self._key_in_use(parse_public_key(raw), stmt["issuer_id"])
+            return
+        accreditation = issuer.accreditations.get(key) if issuer else None
+        if accreditation is None:
+            raise TrustError(
+                "accreditation_unknown",
+                f"issuer {stmt['issuer_id']} holds no accreditation {key[1]} from {key[0]}",
+            )
+        allowed = {
+            "accreditation.suspend": {GRANTED},
+            "accreditation.restore": {SUSPENDED},
+            "accreditation.withdraw": {GRANTED, SUSPENDED},
+        }[stmt.type]
+        if accreditation.status not in allowed:
+            raise TrustError(
+                "transition_invalid",
+                f"cannot {stmt.type.split('.')[1]} an accreditation that is {accreditation.status}",
+            )
+
+    def _issuer(self, issuer_id: str) -> Issuer:
+        issuer = self.issuers.get(issuer_id)
+        if issuer is None:
+            raise TrustError(
+                "issuer_unknown", f"issuer {issuer_id} has no accreditation in this log"
+            )
+        return issuer
+
+    def _active_issuer_key(self, issuer: Issuer, signer: PublicKey, moment: datetime) -> IssuerKey:
+        kid = signer.key_id
+        record = issuer.keys.get(kid)
+        if record is None:
+            other = self.issuer_keys.get(kid)
+            if other is not None:
+                raise TrustError(
+                    "key_of_other_issuer",
+                    f"key {kid} belongs to issuer {other.issuer_id}, not {issuer.issuer_id}",
+                )
+            raise TrustError("key_not_issuer", f"key {kid} is not a key of {issuer.issuer_id}")
+        if record.compromised_at is not None and record.compromised_at <= moment:
+            raise TrustError(
+                "key_compromised",
+                f"key {kid} of {issuer.issuer_id} is compromised since "
+                f"{entry.format_time(record.compromised_at)}",
+            )
+        if not record.active_at(moment):
+            raise TrustError(
+                "key_revoked", f"key {kid} of {issuer.issuer_id} was revoked at {record.revoked_at}"
+            )
+        return record
+
+    def _admit_key_event(self, signer: PublicKey, stmt: Statement, moment: datetime) -> None:
+        issuer = self._issuer(stmt["issuer_id"])
+        body_id = self.body_keys.get(signer.key_id)
+        if body_id is not None:
+            accredited = [
+                a
+                for (b, _), a in issuer.accreditations.items()
+                if b == body_id and a.status == GRANTED
+            ]
+            if not accredited or self.bodies[body_id].removed_at is not None:
+                raise TrustError(
+                    "body_not_accrediting",
+                    f"body {body_id} holds no active accreditation of {issuer.issuer_id}",
+                )
+        else:
+            self._active_issuer_key(issuer, signer, moment)
+        if stmt.type == "issuer.key.add":
+            new_key = parse_public_key(stmt["public_key"])
+            if new_key.key_id in issuer.keys:
+                raise TrustError("key_exists", f"key {new_key.key_id} is already registered")
+            self._key_in_use(new_key, issuer.issuer_id)
+            return
+        record = issuer.keys.get(stmt["key_id"])
+        if record is None:
+            raise TrustError(
+                "key_unknown", f"key {stmt['key_id']} is not a key of {issuer.issuer_id}"
+            )
+        if record.revoked_at is not None:
+            raise TrustError("key_revoked", f"key {stmt['key_id']} is already revoked")
+        compromised = stmt.get("compromised_at")
+        if compromised is not None and parse_instant(compromised) > moment + CLOCK_SKEW:
+            raise TrustError("statement_future", "compromised_at lies in the future")
+
+    def _covering_accreditation(self, issuer: Issuer, kind: str, moment: datetime) -> None:
+        day = moment.date()
+        problems: list[tuple[int, str, str]] = []
+        for acc in issuer.accreditations.values():
+            body = self.bodies[acc.body_id]
+            if kind not in acc.covers:
+                problems.append((0, "scope_not_covered", f"{acc.number} does not cover {kind}"))
+            elif body.removed_at is not None:
+                problems.append((1, "body_untrusted", f"body {acc.body_id} is no longer trusted"))
+            elif acc.status == WITHDRAWN:
+                problems.append((2, "accreditation_withdrawn", f"{acc.number} was withdrawn"))
+            elif acc.status == SUSPENDED:
+                problems.append((3, "accreditation_suspended", f"{acc.number} is suspended"))
+            elif day < acc.valid_from:
+                problems.append(
+                    (
+                        4,
+                        "accreditation_not_yet_valid",
+                        f"{acc.number} is valid from {acc.valid_from}",
+                    )
+                )
+            elif day > acc.valid_until:
+                problems.append(
+                    (4, "accreditation_expired", f"{acc.number} expired on {acc.valid_until}")
+                )
+            else:
+                return
+        if not problems:
+            raise TrustError("issuer_not_accredited", f"{issuer.issuer_id} has no accreditation")
+        _, code, detail = max(problems)
+        raise TrustError(code, f"issuer {issuer.issuer_id} is not accredited for {kind}: {detail}")
+
+    def _admit_certificate(self, signer: PublicKey, stmt: Statement, moment: datetime) -> None:
+        issuer = self._issuer(stmt["issuer_id"])
+        self._active_issuer_key(issuer, signer, moment)
+        cert_id = stmt["certificate_id"]
+        existing = self.certificates.get(cert_id)
+        if stmt.type in ("certificate.issue", "certificate.amend"):
+            if existing is not None:
+                raise TrustError(
+                    "certificate_exists",
+                    f"certificate {cert_id} is already registered at index "
+                    f"{existing.events[0].index}; a new document needs certificate.amend "
+                    "with a new certificate id",
+                )
+            self._covering_accreditation(issuer, stmt["kind"], moment)
+            if stmt.type == "certificate.amend":
+                old = self.certificates.get(stmt["supersedes"])
+                if old is None or old.issuer_id != issuer.issuer_id:
+                    raise TrustError(
+                        "certificate_unknown",
+                        f"{issuer.issuer_id} has no certificate {stmt['supersedes']} to amend",
+                    )
+                status = _replayed_status(old, self, None)
+                if status in (WITHDRAWN, SUPERSEDED):
+                    raise TrustError("transition_invalid", f"cannot amend a {status} certificate")
+            return
+        if existing is None:
+            raise TrustError("certificate_unknown", f"no certificate {cert_id} in this log")
+        if existing.issuer_id != issuer.issuer_id:
+            raise TrustError(
+                "certificate_not_owned",
+                f"certificate {cert_id} belongs to issuer {existing.issuer_id}",
+            )
+        status = _replayed_status(existing, self, None)
+        allowed = {
+            "certificate.suspend": {ACTIVE},
+            "certificate.reinstate": {SUSPENDED},
+            "certificate.withdraw": {ACTIVE, SUSPENDED},
+        }[stmt.type]
+        if status not in allowed:
+            verb = stmt.type.split(".")[1]
+            raise TrustError("transition_invalid", f"cannot {verb} a {status} certificate")
+        if stmt.type == "certificate.reinstate":
+            self._covering_accreditation(issuer, existing.kind, moment)
+
+    # --- recording ------------------------------------------------------------------
+
+    def apply(self, index: int, signer: PublicKey, stmt: Statement, logged_at: str) -> None:
+        """Record an admitted statement logged at ``index`` (no checks)."""
+        self.size = index + 1
+        kind = stmt.type
+        if kind == "trust.body.add":
+            key = parse_public_key(stmt["public_key"])
+            self.bodies[stmt["body_id"]] = Body(
+                stmt["body_id"], stmt["name"], stmt["country"], key, logged_at
+            )
+            self.body_keys[key.key_id] = stmt["body_id"]
+        elif kind == "trust.body.remove":
+            self.bodies[stmt["body_id"]].removed_at = logged_at
+        elif kind == "accreditation.grant":
+            issuer = self.issuers.setdefault(
+                stmt["issuer_id"],
+                Issuer(stmt["issuer_id"], stmt["issuer_name"], stmt["issuer_kind"]),
+            )
+            for raw in stmt["public_keys"]:
+                self._add_issuer_key(issuer, parse_public_key(raw), logged_at)
+            issuer.accreditations[(stmt["body_id"], stmt["accreditation_number"])] = Accreditation(
+                stmt["body_id"],
+                stmt["accreditation_number"],
+                issuer.issuer_id,
+                stmt["standard"],
+                stmt["scope"],
+                frozenset(stmt["covers"]),
+                parse_date(stmt["valid_from"]),
+                parse_date(stmt["valid_until"]),
+                [(logged_at, GRANTED, "")],
+            )
+        elif kind.startswith("accreditation."):
+            status = {"suspend": SUSPENDED, "restore": GRANTED, "withdraw": WITHDRAWN}
+            acc = self.issuers[stmt["issuer_id"]].accreditations[
+                (stmt["body_id"], stmt["accreditation_number"])
+            ]
+            acc.events.append((logged_at, status[kind.split(".")[1]], stmt["reason"]))
+        elif kind == "issuer.key.add":
+            self._add_issuer_key(
+                self.issuers[stmt["issuer_id"]], parse_public_key(stmt["public_key"]), logged_at
+            )
+        elif kind == "issuer.key.revoke":
+            record = self.issuers[stmt["issuer_id"]].keys[stmt["key_id"]]
+            record.revoked_at = logged_at
+            record.revocation_reason = stmt["reason"]
+            if "compromised_at" in stmt.fields:
+                record.compromised_at = parse_instant(stmt["compromised_at"])
+        else:
+            self._apply_certificate(index, signer, stmt, logged_at)
+
+    def _add_issuer_key(self, issuer: Issuer, key: PublicKey, logged_at: str) -> None:
+        if key.key_id not in issuer.keys:
+            record = IssuerKey(issuer.issuer_id, key, logged_at)
+            issuer.keys[key.key_id] = record
+            self.issuer_keys[key.key_id] = record
+
+    def _apply_certificate(
+        self, index: int, signer: PublicKey, stmt: Statement, logged_at: str
+    ) -> None:
+        event = CertificateEvent(index, stmt.type, logged_at, signer.key_id, stmt.fields)
+        cert_id = stmt["certificate_id"]
+        if stmt.type in ("certificate.issue", "certificate.amend"):
+            cert = Certificate(cert_id, stmt["issuer_id"], stmt["kind"], stmt["document_sha256"])
+            self.certificates[cert_id] = cert
+            self.certificates_by_digest.setdefault(stmt["document_sha256"], []).append(cert_id)
+            if stmt.type == "certificate.amend":
+                self.certificates[stmt["supersedes"]].superseded_by = cert_id
+        self.certificates[cert_id].events.append(event)
+
+
+def _compromised(state: TrustState, event: CertificateEvent, at: datetime | None) -> str | None:
+    """Why ``event`` is void because its key was compromised (as known at ``at``)."""
+    record = state.issuer_keys.get(event.key_id)
+    if record is None or record.compromised_at is None or record.revoked_at is None:
+        return None
+    if at is not None and entry.parse_time(record.revoked_at) > at:
+        return None  # the compromise was not yet reported at that time
+    if entry.parse_time(event.logged_at) >= record.compromised_at:
+        return (
+            f"{event.type} at index {event.index} was signed with key {event.key_id}, "
+            f"compromised since {entry.format_time(record.compromised_at)}"
+        )
+    return None
+
+
+def _replayed_status(cert: Certificate, state: TrustState, at: datetime | None) -> str:
+    return _status(cert, state, at)[0]
+
+
+def _status(cert: Certificate, state: TrustState, at: datetime | None) -> tuple[str, str]:
+    events = [e for e in cert.events if at is None or entry.parse_time(e.logged_at) <= at]
+    if not events:
+        return INVALID, "not in the log at that time"
+    void = _compromised(state, events[0], at)
+    if void is not None:
+        return INVALID, void
+    status, reason = ACTIVE, ""
+    for event in events[1:]:
+        if _compromised(state, event, at) is not None:
+            continue  # a status change by a compromised key is ignored
+        status = {
+            "certificate.suspend": SUSPENDED,
+            "certificate.reinstate": ACTIVE,
+            "certificate.withdraw": WITHDRAWN,
+        }[event.type]
+        reason = event.fields.get("reason", "")
+    if status == ACTIVE and cert.superseded_by is not None:
+        successor = state.certificates[cert.superseded_by]
+        first = successor.events[0]
+        if (at is None or entry.parse_time(first.logged_at) <= at) and _compromised(
+            state, first, at
+        ) is None:
+            return SUPERSEDED, f"superseded by {cert.superseded_by}"
+    if status == ACTIVE and "valid_until" in events[0].fields:
+        today = at.date() if at is not None else None
+        until = parse_date(events[0].fields["valid_until"])
+        if today is not None and today > until:
+            return EXPIRED, f"expired on {until}"
+    return status, reason
+
+
+def certificate_status(state: TrustState, certificate_id: str, at: datetime) -> CertificateStatus:
+    """Status of a certificate at ``at``, knowing only entries logged by then."""
+    cert = state.certificates.get(certificate_id)
+    if cert is None:
+        return CertificateStatus(certificate_id, INVALID, "no such certificate in the log", ())
+    status, reason = _status(cert, state, at)
+    events = tuple(e for e in cert.events if entry.parse_time(e.logged_at) <= at)
+    return CertificateStatus(certificate_id, status, reason, events)
+
+
+def signer_of(state: TrustState, envelope: dsse.UnverifiedEnvelope) -> dsse.VerifiedEnvelope:
+    """Verify the envelope against the keys the state knows."""
+    return dsse.verify(envelope, state.keys_for({s.keyid for s in envelope.signatures}))
+
+
+def replay(
+    log_key: PublicKey, entries: Iterable[tuple[int, bytes]], *, verify_signatures: bool = True
+) -> TrustState:
+    """Replay leaf data in index order through the trust rules; raise on the first bad entry.
+
+    Errors name the entry index. ``verify_signatures=False`` trusts the signature
+    checks made when the entries were appended (the registry's own catch-up).
+    """
+    state = TrustState(log_key)
+    for index, data in entries:
+        replay_one(state, index, data, verify_signatures=verify_signatures)
+    return state
+
+
+def replay_one(state: TrustState, index: int, data: bytes, *, verify_signatures: bool) -> None:
+    if index != state.size:
+        raise TrustError("index_gap", f"entry {index} follows entry {state.size - 1}")
+    try:
+        parsed = entry.parse(data)
+        stmt = statement.parse(parsed.envelope.payload)
+        if verify_signatures:
+            signer = signer_of(state, parsed.envelope).signed_by
+        else:
+            known = state.keys_for([s.keyid for s in parsed.envelope.signatures])
+            signer = next(iter(known.values()))
+        state.admit(signer, stmt, entry.parse_time(parsed.logged_at))
+    except StopIteration:
+        raise TrustError("key_unknown", f"entry {index}: signed by no known key") from None
+    except QILedgerError as exc:
+        raise TrustError(exc.code, f"entry {index}: {exc.message}") from None
+    state.apply(index, signer, stmt, parsed.logged_at)
