@@ -28,12 +28,17 @@ from sqlalchemy.engine import Connection
 from registry.storage import SqlStorage
 from verifier import trust
 from verifier.dsse import VerifiedEnvelope
+from verifier.errors import QILedgerError
 from verifier.keys import KeyId, PublicKey
 from verifier.statement import Statement
 
 
 class TrustPolicy(Protocol):
     def candidate_keys(self, key_ids: Collection[KeyId]) -> dict[KeyId, PublicKey]: ...
+    def unknown_signer(self, statement: Statement, key_ids: Collection[KeyId]) -> QILedgerError:
+        """The refusal for a statement signed by no candidate key (names the link)."""
+        ...
+
     def begin_batch(self, conn: Connection, log_size: int) -> None: ...
     def admit(
         self, verified: VerifiedEnvelope, statement: Statement, logged_at: datetime
@@ -69,6 +74,9 @@ class TrustChainPolicy:
 
     def candidate_keys(self, key_ids: Collection[KeyId]) -> dict[KeyId, PublicKey]:
         return self.sync().keys_for(key_ids)
+
+    def unknown_signer(self, statement: Statement, key_ids: Collection[KeyId]) -> QILedgerError:
+        return self.state.unknown_signer(statement, key_ids)
 
     def begin_batch(self, conn: Connection, log_size: int) -> None:
         if self.state.size > log_size:  # cannot happen unless the log was replaced

@@ -22,7 +22,7 @@ from registry.log_signer import LogSigner
 from registry.policy import TrustPolicy
 from registry.storage import LogStorage, StoredCheckpoint, StoredEntry
 from verifier import dsse, entry, jcs, merkle, statement
-from verifier.errors import QILedgerError
+from verifier.errors import QILedgerError, UnknownKeyError
 from verifier.merkle import Hash, Node
 
 
@@ -107,7 +107,11 @@ class Sequencer:
         verified: list[tuple[int, _Verified]] = []
         for position, unverified, stmt in parsed:
             try:
-                checked = dsse.verify(unverified, keys)
+                try:
+                    checked = dsse.verify(unverified, keys)
+                except UnknownKeyError:
+                    ids = {s.keyid for s in unverified.signatures}
+                    raise self.policy.unknown_signer(stmt, ids) from None
                 envelope_json = unverified.to_json()
                 canonical = jcs.canonical_bytes(envelope_json)
             except QILedgerError as exc:

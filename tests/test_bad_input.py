@@ -91,8 +91,8 @@ CASES: dict[str, tuple[Callable[[], bytes], str, str]] = {
     "wrong signature": (lambda: _flip_signature(GOOD), "signature_invalid", "does not verify"),
     "signature by an unknown key": (
         lambda: json.dumps(_envelope_json(issue_statement(1), STRANGER)).encode(),
-        "unknown_key",
-        "not signed by a known key",
+        "key_not_issuer",
+        "is not a key of LAB-1",
     ),
     "signature for another payload": (
         lambda: _with(GOOD, payload=_envelope_json(issue_statement(2), LAB)["payload"]),

@@ -220,7 +220,7 @@ def test_refused_append_names_the_file(
     bad.write_bytes(envelope_bytes(issue_statement(9), key_from("stranger")))
     code, _, err = run(capsys, "--data-dir", str(data_dir), "append", str(bad))
     assert code == 1
-    assert f"{bad}: refused: envelope is not signed by a known key" in err
+    assert f"{bad}: refused: key " in err
     assert run(capsys, "--data-dir", str(data_dir), "--json", "checkpoint")[0] == 0
 
 

@@ -142,6 +142,23 @@ class TrustState:
                 found[key_id] = self.issuer_keys[key_id].key
         return found
 
+    def unknown_signer(self, stmt: Statement, key_ids: Collection[KeyId]) -> TrustError:
+        """The specific refusal for a statement signed by no key the log knows."""
+        ids = ", ".join(sorted(key_ids))
+        family = stmt.type.split(".", 1)[0]
+        if family == "trust":
+            return TrustError("not_operator", "trust anchors are signed with the log's key")
+        if family == "accreditation":
+            return TrustError(
+                "body_untrusted", f"key {ids} is not a trusted accreditation body's key"
+            )
+        issuer_id = stmt["issuer_id"]
+        if issuer_id not in self.issuers:
+            return TrustError(
+                "issuer_unknown", f"issuer {issuer_id} has no accreditation in this log"
+            )
+        return TrustError("key_not_issuer", f"key {ids} is not a key of {issuer_id}")
+
     def _key_in_use(self, key: PublicKey, issuer_id: str | None = None) -> None:
         kid = key.key_id
         owner = self.issuer_keys.get(kid)
