@@ -314,3 +314,78 @@ def test_console_scripts_run_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "FAILED" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_trust_commands(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = ["--data-dir", str(data_dir)]
+    body = [
+        "--body-key",
+        str(tmp_path / "body.key"),
+        "--body",
+        "CNAS",
+        "--issuer",
+        "LAB-1",
+        "--number",
+        "CNAS L0001",
+    ]
+    code, out, err = run(capsys, *d, "accredit", "suspend", *body, "--reason", "audit")
+    assert code == 0, err
+    assert "logged at index 2" in out
+    code, _, err = run(capsys, *d, "append", str(tmp_path / "e0.json"))
+    assert code == 1
+    assert "CNAS L0001 is suspended" in err
+    code, _, err = run(capsys, *d, "accredit", "suspend", *body, "--reason", "again")
+    assert code == 1
+    assert "cannot suspend an accreditation that is suspended" in err
+    assert run(capsys, *d, "accredit", "restore", *body, "--reason", "ok")[0] == 0
+
+    assert run(capsys, "keygen", "--out", str(tmp_path / "lab2"), "--no-passphrase")[0] == 0
+    code, _, err = run(
+        capsys,
+        *d,
+        "key",
+        "add",
+        "--issuer",
+        "LAB-1",
+        "--signing-key",
+        str(tmp_path / "lab.key"),
+        "--new-key",
+        str(tmp_path / "lab2.pub.pem"),
+    )
+    assert code == 0, err
+    code, _, err = run(
+        capsys,
+        *d,
+        "key",
+        "revoke",
+        "--issuer",
+        "LAB-1",
+        "--signing-key",
+        str(tmp_path / "lab2.key"),
+        "--revoke",
+        str(tmp_path / "lab.pub.pem"),
+        "--reason",
+        "stolen",
+        "--compromised-at",
+        "2026-01-01T00:00:00Z",
+    )
+    assert code == 0, err
+    code, _, err = run(capsys, *d, "append", str(tmp_path / "e0.json"))
+    assert code == 1
+    assert "compromised since 2026-01-01T00:00:00.000Z" in err
+
+    code, out, _ = run(capsys, *d, "issuers")
+    assert code == 0
+    assert "LAB-1" in out
+    assert "CNAS L0001 (CNAS): granted" in out
+    code, out, _ = run(capsys, *d, "--json", "issuer", "LAB-1")
+    summary = json.loads(out)
+    assert [h["status"] for h in summary["accreditations"][0]["history"]] == [
+        "granted",
+        "suspended",
+        "granted",
+    ]
+    assert [k["revoked_at"] is not None for k in summary["keys"]] == [True, False]
+    code, out, _ = run(capsys, *d, "issuer", "LAB-1")
+    assert "compromised since" in out
+    assert run(capsys, *d, "fsck")[0] == 0
