@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -129,12 +130,14 @@ def run_demo(data_dir: Path | None) -> int:
     print(old.note.decode(), end="")
 
     _say("4. more statements, a resubmission, and what the trust chain refuses")
-    forged = bytearray(signed(certificate(6), lab_key))
-    forged[forged.index(b'"sig":"') + 8] ^= 1  # flip one bit of the signature
+    genuine = dsse.sign(statement.encode({"signed_at": now, **certificate(6)}), lab_key)
+    (sig,) = genuine.signatures
+    tampered = dsse.Signature(sig.keyid, bytes([sig.sig[0] ^ 1]) + sig.sig[1:])  # one bit
+    forged = jcs.canonical_bytes(replace(genuine, signatures=(tampered,)).to_json())
     stranger = SigningKey.generate(hashlib.sha256(b"not accredited").digest())
     submit("certificate.issue #4", [signed(certificate(4), lab_key)])
     submit("certificate.issue #1 again", [signed(certificate(1), lab_key)])
-    submit("forged signature", [bytes(forged)])
+    submit("forged signature", [forged])
     submit("unaccredited key", [signed(certificate(7), stranger)])
     submit(
         "lab self-accreditation",

@@ -122,6 +122,8 @@ class Ledger:
         return cls(settings, db, identity, clock)
 
     def close(self) -> None:
+        if self._sequencer is not None:
+            self._sequencer.close()
         self.db.dispose()
 
     # --- writing ---------------------------------------------------------------

@@ -12,18 +12,24 @@ signed checkpoint when :meth:`Sequencer.submit_many` returns.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from registry.database import Database
 from registry.log_signer import LogSigner
 from registry.policy import TrustPolicy
 from registry.storage import LogStorage, StoredCheckpoint, StoredEntry
-from verifier import dsse, entry, jcs, merkle, statement
+from registry.verify_pool import VerifyWorker, WorkerLost
+from verifier import dsse, entry, merkle, statement
 from verifier.errors import QILedgerError, UnknownKeyError
+from verifier.keys import KeyId, PublicKey
 from verifier.merkle import Hash, Node
+
+VERIFY_CHUNK = 64
+WORKER_MIN_BATCH = 256  # below this, a worker round trip costs more than it saves
+WORKER_SHARE = 3  # of every WORKER_SHARE chunks, the last is checked by the sequencer
 
 
 def utc_now() -> datetime:
@@ -55,8 +61,13 @@ Outcome = Accepted | Refused
 class _Verified:
     envelope: dsse.VerifiedEnvelope
     statement: statement.Statement
-    envelope_json: dict[str, Any]
+    canonical_envelope: bytes
     envelope_hash: bytes
+
+
+_Parsed = tuple[
+    int, dsse.UnverifiedEnvelope, statement.Statement, tuple[dsse.PendingSignature, ...]
+]
 
 
 class Sequencer:
@@ -67,7 +78,11 @@ class Sequencer:
         signer: LogSigner,
         policy: TrustPolicy,
         clock: Callable[[], datetime] = utc_now,
+        verify_worker: bool | None = None,
     ) -> None:
+        # With a spare core, a worker process checks signatures of large batches.
+        self.verify_worker = (os.cpu_count() or 1) > 1 if verify_worker is None else verify_worker
+        self._worker_process: VerifyWorker | None = None
         self.db = db
         self.storage = storage
         self.signer = signer
@@ -94,32 +109,99 @@ class Sequencer:
     def _verify_all(
         self, envelopes: Sequence[bytes], outcomes: list[Outcome | None]
     ) -> list[tuple[int, _Verified]]:
-        parsed: list[tuple[int, dsse.UnverifiedEnvelope, statement.Statement]] = []
+        """Parse every envelope and verify its signature against the policy's keys.
+
+        Large batches are pipelined: while this thread parses the next chunk, a
+        worker process checks the signatures of earlier ones; this thread
+        checks one chunk in WORKER_SHARE itself. Either way each signature is
+        checked by :class:`verifier.keys.PublicKey`, and an envelope is
+        accepted only if every signature :func:`verifier.dsse.pending_signatures`
+        names verifies.
+        """
+        worker = self._worker() if len(envelopes) >= WORKER_MIN_BATCH else None
+        keys: dict[KeyId, PublicKey] = {}
+        looked_up: set[KeyId] = set()
+        started: list[tuple[list[_Parsed], int | None]] = []
+        chunk: list[_Parsed] = []
         for position, raw in enumerate(envelopes):
             try:
                 unverified = dsse.parse(raw)
-                if unverified.payload_type != dsse.STATEMENT_PAYLOAD_TYPE:
-                    dsse.verify(unverified, {})  # raises the payloadType error
-                parsed.append((position, unverified, statement.parse(unverified.payload)))
-            except QILedgerError as exc:
-                outcomes[position] = Refused(exc)
-        keys = self.policy.candidate_keys({s.keyid for _, env, _ in parsed for s in env.signatures})
-        verified: list[tuple[int, _Verified]] = []
-        for position, unverified, stmt in parsed:
-            try:
-                try:
-                    checked = dsse.verify(unverified, keys)
-                except UnknownKeyError:
-                    ids = {s.keyid for s in unverified.signatures}
-                    raise self.policy.unknown_signer(stmt, ids) from None
-                envelope_json = unverified.to_json()
-                canonical = jcs.canonical_bytes(envelope_json)
+                stmt = statement.parse(unverified.payload)
+                wanted = {s.keyid for s in unverified.signatures} - looked_up
+                if wanted:  # one policy lookup per new key ID, not per envelope
+                    keys.update(self.policy.candidate_keys(wanted))
+                    looked_up |= wanted
+                pending = dsse.pending_signatures(unverified, keys)
+            except UnknownKeyError:
+                ids = {s.keyid for s in unverified.signatures}
+                outcomes[position] = Refused(self.policy.unknown_signer(stmt, ids))
+                continue
             except QILedgerError as exc:
                 outcomes[position] = Refused(exc)
                 continue
-            digest = hashlib.sha256(canonical).digest()
-            verified.append((position, _Verified(checked, stmt, envelope_json, digest)))
+            chunk.append((position, unverified, stmt, pending))
+            if len(chunk) == VERIFY_CHUNK or position == len(envelopes) - 1:
+                started.append((chunk, self._send_to_worker(worker, chunk, len(started))))
+                chunk = []
+        if chunk:
+            started.append((chunk, None))
+
+        verified: list[tuple[int, _Verified]] = []
+        for parsed, ticket in started:
+            verdicts = self._verdicts(ticket)
+            flags = iter(verdicts if verdicts is not None else bytes(VERIFY_CHUNK * 8))
+            for position, unverified, stmt, pending in parsed:
+                worker_said = [next(flags) for _ in pending]
+                try:
+                    for signature, good in zip(pending, worker_said, strict=True):
+                        if not good:
+                            signature.check()  # here, or again for the exact error
+                except QILedgerError as exc:
+                    outcomes[position] = Refused(exc)
+                    continue
+                canonical = unverified.canonical_bytes()
+                digest = hashlib.sha256(canonical).digest()
+                checked = dsse.VerifiedEnvelope(unverified, pending[0].key)
+                verified.append((position, _Verified(checked, stmt, canonical, digest)))
         return verified
+
+    def _send_to_worker(
+        self, worker: VerifyWorker | None, chunk: list[_Parsed], number: int
+    ) -> int | None:
+        """Send a chunk's signatures to the worker; None = this thread checks them."""
+        if worker is None or number % WORKER_SHARE == WORKER_SHARE - 1:
+            return None
+        try:
+            return worker.send([sig for *_, pending in chunk for sig in pending])
+        except WorkerLost:
+            self._lose_worker()
+            return None
+
+    def _verdicts(self, ticket: int | None) -> bytes | None:
+        if ticket is None or self._worker_process is None:
+            return None
+        try:
+            return self._worker_process.verdicts(ticket)
+        except WorkerLost:
+            self._lose_worker()
+            return None
+
+    def _lose_worker(self) -> None:
+        # Keep ingesting on this core alone; every signature is still checked.
+        self.close()
+        self.verify_worker = False
+
+    def _worker(self) -> VerifyWorker | None:
+        if not self.verify_worker:
+            return None
+        if self._worker_process is None:
+            self._worker_process = VerifyWorker()
+        return self._worker_process
+
+    def close(self) -> None:
+        if self._worker_process is not None:
+            self._worker_process.close()
+            self._worker_process = None
 
     # --- under the lock ------------------------------------------------------
 
@@ -173,7 +255,7 @@ class Sequencer:
                     continue
                 try:
                     self.policy.admit(item.envelope, item.statement, moment)
-                    data = entry.encode(prev, logged_at, item.envelope_json)
+                    data = entry.encode_spliced(prev, logged_at, item.canonical_envelope)
                 except QILedgerError as exc:  # a TrustError, or an entry too large
                     outcomes[position] = Refused(exc)
                     continue

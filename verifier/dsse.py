@@ -51,7 +51,17 @@ class UnverifiedEnvelope:
         }
 
     def canonical_bytes(self) -> bytes:
-        return jcs.canonical_bytes(self.to_json())
+        """JCS bytes of :meth:`to_json`, spliced: base64 and hex need no escaping,
+        so only ``payloadType`` goes through the JSON encoder (~4x faster; the
+        tests check it against :func:`jcs.canonical_bytes`)."""
+        signatures = ",".join(
+            f'{{"keyid":"{s.keyid}","sig":"{b64encode(s.sig)}"}}' for s in self.signatures
+        )
+        return (
+            f'{{"payload":"{b64encode(self.payload)}",'
+            f'"payloadType":{jcs.canonical_bytes(self.payload_type).decode("utf-8")},'
+            f'"signatures":[{signatures}]}}'
+        ).encode()
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,43 @@ def parse(data: bytes) -> UnverifiedEnvelope:
     return from_json(jcs.parse_json(data))
 
 
+@dataclass(frozen=True)
+class PendingSignature:
+    """A signature by a known key that must verify (checked by :meth:`check`)."""
+
+    key: PublicKey
+    signature: bytes
+    message: bytes
+
+    def check(self) -> None:
+        self.key.verify(self.signature, self.message)
+
+
+def pending_signatures(
+    envelope: UnverifiedEnvelope,
+    keys: Mapping[KeyId, PublicKey],
+    payload_type: str = STATEMENT_PAYLOAD_TYPE,
+) -> tuple[PendingSignature, ...]:
+    """The signatures :func:`verify` checks: every one made by a key in ``keys``.
+
+    Signatures by other keys are ignored; there must be at least one by a known
+    key. Exposed so a caller can run the checks elsewhere (the registry runs
+    them on a worker process) and then trust exactly the same set.
+    """
+    if envelope.payload_type != payload_type:
+        raise MalformedError(f"payloadType {envelope.payload_type!r} is not {payload_type!r}")
+    message = pae(envelope.payload_type, envelope.payload)
+    pending = tuple(
+        PendingSignature(keys[s.keyid], s.sig, message)
+        for s in envelope.signatures
+        if s.keyid in keys
+    )
+    if not pending:
+        ids = ", ".join(s.keyid for s in envelope.signatures)
+        raise UnknownKeyError(f"envelope is not signed by a known key (keyids: {ids})")
+    return pending
+
+
 def verify(
     envelope: UnverifiedEnvelope,
     keys: Mapping[KeyId, PublicKey],
@@ -120,20 +167,10 @@ def verify(
     Signatures by keys outside ``keys`` are ignored; a signature by a listed key
     that fails is an error, not skipped.
     """
-    if envelope.payload_type != payload_type:
-        raise MalformedError(f"payloadType {envelope.payload_type!r} is not {payload_type!r}")
-    message = pae(envelope.payload_type, envelope.payload)
-    signer: PublicKey | None = None
-    for signature in envelope.signatures:
-        key = keys.get(signature.keyid)
-        if key is None:
-            continue
-        key.verify(signature.sig, message)
-        signer = signer or key
-    if signer is None:
-        ids = ", ".join(s.keyid for s in envelope.signatures)
-        raise UnknownKeyError(f"envelope is not signed by a known key (keyids: {ids})")
-    return VerifiedEnvelope(envelope, signer)
+    pending = pending_signatures(envelope, keys, payload_type)
+    for signature in pending:
+        signature.check()
+    return VerifiedEnvelope(envelope, pending[0].key)
 
 
 def sign(

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
 
 from verifier import dsse, entry, statement
 from verifier.errors import QILedgerError, TrustError
@@ -91,7 +90,8 @@ class CertificateEvent:
     type: str
     logged_at: str
     key_id: KeyId
-    fields: dict[str, Any]
+    reason: str = ""
+    """The statement's reason (status changes); the rest stays in the log entry."""
 
 
 @dataclass
@@ -100,6 +100,7 @@ class Certificate:
     issuer_id: str
     kind: str
     document_sha256: str
+    valid_until: date | None = None
     events: list[CertificateEvent] = field(default_factory=list)
     superseded_by: str | None = None
 
@@ -463,10 +464,17 @@ class TrustState:
     def _apply_certificate(
         self, index: int, signer: PublicKey, stmt: Statement, logged_at: str
     ) -> None:
-        event = CertificateEvent(index, stmt.type, logged_at, signer.key_id, stmt.fields)
+        event = CertificateEvent(index, stmt.type, logged_at, signer.key_id, stmt.get("reason", ""))
         cert_id = stmt["certificate_id"]
         if stmt.type in ("certificate.issue", "certificate.amend"):
-            cert = Certificate(cert_id, stmt["issuer_id"], stmt["kind"], stmt["document_sha256"])
+            until = stmt.get("valid_until")
+            cert = Certificate(
+                cert_id,
+                stmt["issuer_id"],
+                stmt["kind"],
+                stmt["document_sha256"],
+                parse_date(until) if until is not None else None,
+            )
             self.certificates[cert_id] = cert
             self.certificates_by_digest.setdefault(stmt["document_sha256"], []).append(cert_id)
             if stmt.type == "certificate.amend":
@@ -509,7 +517,7 @@ def _status(cert: Certificate, state: TrustState, at: datetime | None) -> tuple[
             "certificate.reinstate": ACTIVE,
             "certificate.withdraw": WITHDRAWN,
         }[event.type]
-        reason = event.fields.get("reason", "")
+        reason = event.reason
     if status == ACTIVE and cert.superseded_by is not None:
         successor = state.certificates[cert.superseded_by]
         first = successor.events[0]
@@ -517,11 +525,13 @@ def _status(cert: Certificate, state: TrustState, at: datetime | None) -> tuple[
             state, first, at
         ) is None:
             return SUPERSEDED, f"superseded by {cert.superseded_by}"
-    if status == ACTIVE and "valid_until" in events[0].fields:
-        today = at.date() if at is not None else None
-        until = parse_date(events[0].fields["valid_until"])
-        if today is not None and today > until:
-            return EXPIRED, f"expired on {until}"
+    if (
+        status == ACTIVE
+        and cert.valid_until is not None
+        and at is not None
+        and at.date() > cert.valid_until
+    ):
+        return EXPIRED, f"expired on {cert.valid_until}"
     return status, reason
 
 
