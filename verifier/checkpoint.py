@@ -51,6 +51,8 @@ class Checkpoint:
             or (size_text != "0" and size_text.startswith("0"))
         ):
             raise MalformedError("checkpoint size is not a decimal without leading zeros")
+        if len(size_text) > len(str(MAX_TREE_SIZE)):  # before int(): it refuses >4300 digits
+            raise MalformedError("checkpoint size is too large")
         size = int(size_text)
         if size > MAX_TREE_SIZE:
             raise MalformedError("checkpoint size is too large")

@@ -20,6 +20,11 @@ class QILedgerError(Exception):
         super().__init__(message)
         self.message = message
 
+    def with_code(self, code: str) -> QILedgerError:
+        """This error with a more specific stable code (same class, same message)."""
+        self.code = code
+        return self
+
 
 class MalformedError(QILedgerError):
     """Input could not be parsed: wrong syntax, type, encoding or length."""

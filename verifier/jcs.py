@@ -63,6 +63,9 @@ def canonical_bytes(value: object) -> bytes:
         return rfc8785.dumps(value)  # type: ignore[arg-type]
     except (rfc8785.CanonicalizationError, UnicodeEncodeError, ValueError, TypeError) as exc:
         raise MalformedError(f"value has no RFC 8785 canonical form: {exc}") from None
+    except RecursionError:
+        # parse_canonical re-encodes what it parsed, one stack frame deeper.
+        raise MalformedError("JSON nested too deeply") from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -94,6 +97,8 @@ def parse_json(data: bytes) -> Any:
         raise MalformedError(
             f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except ValueError:  # an integer beyond Python's int-parsing digit limit
+        raise MalformedError("JSON number has too many digits") from None
     except RecursionError:
         raise MalformedError("JSON nested too deeply") from None
 
@@ -113,6 +118,8 @@ def parse_canonical(data: bytes) -> Any:
         raise MalformedError(
             f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except ValueError:  # an integer beyond Python's int-parsing digit limit
+        raise MalformedError("JSON number has too many digits") from None
     except RecursionError:
         raise MalformedError("JSON nested too deeply") from None
     if canonical_bytes(value) != data:

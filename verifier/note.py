@@ -27,7 +27,8 @@ def _check_key_name(name: str) -> None:
         not isinstance(name, str)
         or not name
         or "+" in name
-        or any(c.isspace() or ord(c) < 0x20 for c in name)
+        # Lone surrogates (e.g. argv bytes under surrogateescape) have no UTF-8 form.
+        or any(c.isspace() or ord(c) < 0x20 or 0xD800 <= ord(c) <= 0xDFFF for c in name)
     ):
         raise MalformedError(f"invalid note key name {name!r}")
 

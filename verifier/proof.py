@@ -66,6 +66,8 @@ class TlogProof:
             or (index_text != "0" and index_text.startswith("0"))
         ):
             raise MalformedError("tlog-proof index is not a decimal without leading zeros")
+        if len(index_text) > len(str(checkpoint_mod.MAX_TREE_SIZE)):
+            raise MalformedError("tlog-proof index is too large")
         hash_lines = lines[pos + 1 :]
         if len(hash_lines) > MAX_PROOF_HASHES:
             raise MalformedError("tlog-proof has too many hashes")

@@ -30,7 +30,11 @@ CERTIFICATE_KINDS_BY_ISSUER = {
 CERTIFICATE_KINDS = frozenset().union(*CERTIFICATE_KINDS_BY_ISSUER.values())
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_CERT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+# "<issuer id>/<the issuer's own certificate number>": numbers are the issuer's
+# (a DCC uniqueIdentifier may hold spaces or any script), minus control characters.
+_CERT_ID_RE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,126}[^\s\x00-\x1f\x7f])?"
+)
 _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
@@ -98,7 +102,7 @@ def _key_list(value: Any) -> None:
 
 def _one_of(options: frozenset[str]) -> Check:
     def check(value: Any) -> None:
-        if value not in options:
+        if not isinstance(value, str) or value not in options:
             raise _fail(f"must be one of {', '.join(sorted(options))}")
 
     return check
@@ -108,8 +112,8 @@ def _kinds(value: Any) -> None:
     if (
         not isinstance(value, list)
         or not value
-        or len(set(value)) != len(value)
         or not all(isinstance(v, str) and v in CERTIFICATE_KINDS for v in value)
+        or len(set(value)) != len(value)
     ):
         raise _fail(f"must list distinct certificate kinds from {sorted(CERTIFICATE_KINDS)}")
 
