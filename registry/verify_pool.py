@@ -71,7 +71,12 @@ def check_batch(data: bytes, keys: dict[bytes, PublicKey]) -> bytes:
     return bytes(verdicts)
 
 
-def _serve(inbox: Connection, outbox: Connection) -> None:
+def _serve(inbox: Connection, outbox: Connection, parent_ends: Sequence[Connection]) -> None:
+    # A forked child inherits the parent's ends of both pipes; holding the write
+    # end of its own inbox would keep it from ever seeing EOF, so a parent killed
+    # with SIGKILL would leave it running forever.
+    for conn in parent_ends:
+        conn.close()
     keys: dict[bytes, PublicKey] = {}
     while True:
         try:
@@ -99,8 +104,14 @@ class VerifyWorker:
         self._from_worker, outbox = context.Pipe(duplex=False)
         for conn in (inbox, self._to_worker, self._from_worker, outbox):
             _widen(conn)
+        parent_ends = (
+            (self._to_worker, self._from_worker) if context.get_start_method() == "fork" else ()
+        )
         self._process = context.Process(
-            target=_serve, args=(inbox, outbox), name="qiledger-verify", daemon=True
+            target=_serve,
+            args=(inbox, outbox, parent_ends),
+            name="qiledger-verify",
+            daemon=True,
         )
         self._process.start()
         inbox.close()

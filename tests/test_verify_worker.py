@@ -102,3 +102,47 @@ def test_a_dead_worker_falls_back_to_local_checks(tmp_path: Path) -> None:
 
     assert fsck(ledger).entries == ledger.latest_checkpoint().size
     ledger.close()
+
+
+ORPHAN_SCRIPT = r"""
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from registry.config import Settings
+from tests.conftest import make_ledger
+from tests.helpers import envelope_bytes, issue_statement, key_from
+key = key_from("lab-1")
+ledger = make_ledger(Settings(data_dir=Path(sys.argv[1])), key)
+ledger.sequencer.verify_worker = True
+ledger.sequencer.submit_many([envelope_bytes(issue_statement(n), key) for n in range(600)])
+print(ledger.sequencer._worker_process._process.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """Regression: a forked worker held the write end of its own inbox, so a parent
+    killed with SIGKILL left it waiting forever."""
+    import subprocess
+    import sys
+    import time
+
+    root = str(Path(__file__).resolve().parents[1])
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_SCRIPT, str(tmp_path / "d"), root],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    worker_pid = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker_pid, signal.SIGKILL)
+    raise AssertionError("the verify worker outlived its killed parent")
