@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from registry import cli_trust, keyfile
+from registry import cli_certificates, cli_trust, keyfile
 from registry.cli_output import Output
 from registry.config import Settings
 from registry.errors import ConfigError, IntegrityError, KeyFileError
@@ -108,7 +108,7 @@ def _read_input(path: str) -> bytes:
 def cmd_append(args: argparse.Namespace, out: Output) -> int:
     ledger = Ledger.open(_settings(args))
     envelopes = [_read_input(p) for p in args.envelopes]
-    outcomes = ledger.sequencer.submit_many(envelopes)
+    outcomes = ledger.submit_envelopes(envelopes)
     failed = 0
     results = []
     for path, outcome in zip(args.envelopes, outcomes, strict=True):
@@ -237,12 +237,14 @@ def cmd_fsck(args: argparse.Namespace, out: Output) -> int:
         print(file=sys.stderr)
     out.emit(
         f"fsck OK: {report.entries} entries, {report.nodes} tree nodes, "
-        f"{report.checkpoints} checkpoints; root {b64encode(report.root)}",
+        f"{report.checkpoints} checkpoints, {report.documents} documents; "
+        f"root {b64encode(report.root)}",
         {
             "ok": True,
             "entries": report.entries,
             "nodes": report.nodes,
             "checkpoints": report.checkpoints,
+            "documents": report.documents,
             "root": b64encode(report.root),
         },
     )
@@ -350,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-passphrase", action="store_true", help="store the key unencrypted")
     add("demo", cmd_demo, "run the end-to-end demo in a fresh ledger")
     cli_trust.register(sub, add, common)
+    cli_certificates.register(add)
     return parser
 
 

@@ -28,6 +28,18 @@ class Settings:
     demo: bool = False
     """Allow the public demo keys of ``keys.example/``; never in production."""
 
+    dcc_schemas: Path | None = None
+    """Folder of PTB DCC schemas laid out as ``v<version>/dcc.xsd``. Without it DCCs
+    are parsed strictly but logged with ``schema_validated: false``.
+    Env QILEDGER_DCC_SCHEMAS."""
+
+    require_schema: bool = False
+    """Refuse DCCs that cannot be schema-validated. Env QILEDGER_REQUIRE_SCHEMA=1."""
+
+    dcc_trust_store: Path | None = None
+    """Folder of CA certificates (PEM/DER) trusted for DCC XMLDSig/XAdES signatures.
+    Env QILEDGER_DCC_TRUST_STORE."""
+
     @classmethod
     def from_env(
         cls,
@@ -42,7 +54,17 @@ class Settings:
         if url is not None and not url.startswith(("sqlite", "postgresql")):
             raise ConfigError(f"unsupported database URL scheme in {url.split(':', 1)[0]!r}")
         key = log_key or env.get("QILEDGER_LOG_KEY")
-        return cls(chosen_dir, url, Path(key) if key else None, demo)
+        schemas = env.get("QILEDGER_DCC_SCHEMAS")
+        trust_store = env.get("QILEDGER_DCC_TRUST_STORE")
+        return cls(
+            chosen_dir,
+            url,
+            Path(key) if key else None,
+            demo,
+            dcc_schemas=Path(schemas) if schemas else None,
+            require_schema=env.get("QILEDGER_REQUIRE_SCHEMA", "") in {"1", "true", "yes"},
+            dcc_trust_store=Path(trust_store) if trust_store else None,
+        )
 
     @property
     def url(self) -> str:

@@ -1,10 +1,12 @@
 """``qiledger demo``: the end-to-end story on the embedded SQLite default.
 
-With the public demo keys of ``keys.example/``: the operator makes an
-accreditation body a trust anchor, the body accredits a calibration laboratory,
-the laboratory logs signed certificate statements, the log refuses what the
-trust chain does not allow, and an outside auditor checks inclusion and
-consistency with nothing but ``verifier`` and the log's verifier-key string.
+With the public demo keys of ``keys.example/`` and the invented documents of
+``registry/demo_documents/``: the operator makes an accreditation body a trust
+anchor, the body accredits a calibration laboratory and a certification body,
+they register a DCC and a certification certificate with their documents, the
+log refuses what the trust chain does not allow, the lab amends its DCC, and an
+outside auditor checks inclusion and consistency with nothing but ``verifier``
+and the log's verifier-key string.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,16 +25,19 @@ from registry.demo_keys import DEMO_KEYS_DIR
 from registry.errors import ConfigError
 from registry.fsck import fsck
 from registry.ledger import Ledger
-from registry.sequencer import Refused
+from registry.sequencer import Accepted, Outcome, Refused
 from verifier import checkpoint, dsse, jcs, merkle, statement
 from verifier import proof as tlog_proof
+from verifier.certification import IAF_STATUS
 from verifier.encoding import b64encode
 from verifier.entry import format_time
+from verifier.errors import QILedgerError
 from verifier.keys import SigningKey
 from verifier.note import NoteVerifier
 from verifier.trust import certificate_status
 
-LAB, BODY = "DEMO-LAB", "CNAS-DEMO"
+LAB, CB, BODY = "DEMO-LAB", "DEMO-CB", "CNAS-DEMO"
+DOCUMENTS = Path(__file__).resolve().parent / "demo_documents"
 
 
 def _key(name: str) -> SigningKey:
@@ -45,10 +51,28 @@ def _say(step: str) -> None:
     print(f"\n== {step}")
 
 
+def _show(label: str, outcome: Outcome) -> None:
+    if isinstance(outcome, Refused):
+        print(f"  {label:36} REFUSED ({outcome.error.code}): {outcome.error.message}")
+    else:
+        verb = "already logged at" if outcome.duplicate else "logged at"
+        print(f"  {label:36} {verb} index {outcome.index}")
+
+
+def _attempt(label: str, action: Callable[[], Accepted]) -> None:
+    try:
+        _show(label, action())
+    except QILedgerError as exc:
+        _show(label, Refused(exc))
+
+
 def run_demo(data_dir: Path | None) -> int:
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="qiledger-demo-"))
-    settings = Settings(data_dir=data_dir, log_key_path=DEMO_KEYS_DIR / "log.key", demo=True)
-    log_key, body_key, lab_key = _key("log"), _key("accreditation-body"), _key("calibration-lab")
+    settings = replace(
+        Settings.from_env(str(data_dir)), log_key_path=DEMO_KEYS_DIR / "log.key", demo=True
+    )
+    log_key, body_key = _key("log"), _key("accreditation-body")
+    lab_key, cb_key = _key("calibration-lab"), _key("certification-body")
 
     _say(f"1. create a ledger in {data_dir} (SQLite, WAL, synchronous=FULL)")
     ledger = Ledger.init(
@@ -56,131 +80,157 @@ def run_demo(data_dir: Path | None) -> int:
     )
     verifier_key = str(ledger.identity.verifier)
     print(f"log verifier key: {verifier_key}")
+    if settings.dcc_schemas is None:
+        print("(QILEDGER_DCC_SCHEMAS is not set: DCCs are logged with schema_validated: false)")
     now = format_time(ledger.clock())
 
     def signed(fields: dict[str, Any], key: SigningKey) -> bytes:
         payload = statement.encode({"signed_at": now, **fields})
         return jcs.canonical_bytes(dsse.sign(payload, key).to_json())
 
-    def certificate(number: int, kind: str = "dcc") -> dict[str, Any]:
-        # Only identifiers, dates and the digest enter the public log (DESIGN.md).
-        document = f"demo calibration certificate {number}".encode()
+    def submit(label: str, fields: dict[str, Any], key: SigningKey) -> None:
+        (outcome,) = ledger.submit_envelopes([signed(fields, key)])
+        _show(label, outcome)
+
+    def issue(label: str, name: str, issuer: str, key: SigningKey) -> None:
+        data = (DOCUMENTS / name).read_bytes()
+        _attempt(label, lambda: ledger.issue_certificate(data, issuer, key))
+
+    def grant(
+        issuer: str,
+        kind: str,
+        key: SigningKey,
+        covers: str,
+        number: str,
+        standard: str,
+        signer: SigningKey,
+    ) -> dict[str, Any]:
         return {
-            "type": "certificate.issue",
-            "issuer_id": LAB,
-            "certificate_id": f"{LAB}/DCC-2026-{number:04d}",
-            "kind": kind,
-            "document_sha256": hashlib.sha256(document).hexdigest(),
-            "issued": now[:10],
+            "type": "accreditation.grant",
+            "body_id": BODY,
+            "issuer_id": issuer,
+            "issuer_name": f"{issuer} (demo)",
+            "issuer_kind": kind,
+            "public_keys": [base64.b64encode(key.public_key.raw).decode()],
+            "accreditation_number": number,
+            "standard": standard,
+            "scope": "demo scope",
+            "covers": [covers],
+            "valid_from": "2026-01-01",
+            "valid_until": "2030-12-31",
         }
 
-    def submit(label: str, envelopes: list[bytes]) -> None:
-        for n, outcome in enumerate(ledger.sequencer.submit_many(envelopes)):
-            name = f"{label}#{n + 1}" if len(envelopes) > 1 else label
-            if isinstance(outcome, Refused):
-                print(f"  {name:34} REFUSED ({outcome.error.code}): {outcome.error.message}")
-            else:
-                verb = "already logged at" if outcome.duplicate else "logged at"
-                print(f"  {name:34} {verb} index {outcome.index}")
-
-    _say("2. the operator trusts an accreditation body; the body accredits a lab")
-    body_pub = base64.b64encode(body_key.public_key.raw).decode()
-    lab_pub = base64.b64encode(lab_key.public_key.raw).decode()
+    _say("2. the operator trusts an accreditation body; it accredits a lab and a CB")
     submit(
         "trust.body.add CNAS-DEMO",
-        [
-            signed(
-                {
-                    "type": "trust.body.add",
-                    "body_id": BODY,
-                    "name": "Demo Accreditation Service",
-                    "country": "CN",
-                    "public_key": body_pub,
-                },
-                log_key,
-            )
-        ],
+        {
+            "type": "trust.body.add",
+            "body_id": BODY,
+            "name": "Demo Accreditation Service",
+            "country": "CN",
+            "public_key": base64.b64encode(body_key.public_key.raw).decode(),
+        },
+        log_key,
     )
     submit(
         "accreditation.grant DEMO-LAB",
-        [
-            signed(
-                {
-                    "type": "accreditation.grant",
-                    "body_id": BODY,
-                    "issuer_id": LAB,
-                    "issuer_name": "Demo Calibration Laboratory",
-                    "issuer_kind": "calibration_laboratory",
-                    "public_keys": [lab_pub],
-                    "accreditation_number": "CNAS-DEMO-L0001",
-                    "standard": "ISO/IEC 17025:2017",
-                    "scope": "Temperature: -40 °C to 150 °C",
-                    "covers": ["dcc"],
-                    "valid_from": "2026-01-01",
-                    "valid_until": "2030-12-31",
-                },
-                body_key,
-            )
-        ],
+        grant(
+            LAB,
+            "calibration_laboratory",
+            lab_key,
+            "dcc",
+            "CNAS-DEMO-L0001",
+            "ISO/IEC 17025:2017",
+            body_key,
+        ),
+        body_key,
+    )
+    submit(
+        "accreditation.grant DEMO-CB",
+        grant(
+            CB,
+            "certification_body",
+            cb_key,
+            "management_system",
+            "CNAS-DEMO-C0001",
+            "ISO/IEC 17021-1:2015",
+            body_key,
+        ),
+        body_key,
     )
 
-    _say("3. the lab logs three certificate statements as one batch")
-    submit("certificate.issue", [signed(certificate(n), lab_key) for n in (1, 2, 3)])
+    _say("3. the lab registers a DCC, the CB a certification certificate")
+    issue("DCC DEMO-LAB/DCC-2026-0001", "demo-dcc.xml", LAB, lab_key)
+    issue("ISO 9001 DEMO-CB/DEMO-QMS-2026-0042", "demo-certification.json", CB, cb_key)
     old = ledger.verified_checkpoint()
     print(old.note.decode(), end="")
 
-    _say("4. more statements, a resubmission, and what the trust chain refuses")
-    genuine = dsse.sign(statement.encode({"signed_at": now, **certificate(6)}), lab_key)
+    _say("4. what the trust chain refuses")
+    genuine = dsse.sign(
+        statement.encode(
+            {
+                "signed_at": now,
+                "type": "certificate.suspend",
+                "issuer_id": LAB,
+                "certificate_id": f"{LAB}/DCC-2026-0001",
+                "reason": "demo",
+            }
+        ),
+        lab_key,
+    )
     (sig,) = genuine.signatures
     tampered = dsse.Signature(sig.keyid, bytes([sig.sig[0] ^ 1]) + sig.sig[1:])  # one bit
     forged = jcs.canonical_bytes(replace(genuine, signatures=(tampered,)).to_json())
+    _show("forged signature", ledger.submit_envelopes([forged])[0])
     stranger = SigningKey.generate(hashlib.sha256(b"not accredited").digest())
-    submit("certificate.issue #4", [signed(certificate(4), lab_key)])
-    submit("certificate.issue #1 again", [signed(certificate(1), lab_key)])
-    submit("forged signature", [forged])
-    submit("unaccredited key", [signed(certificate(7), stranger)])
+    issue("DCC signed by an unaccredited key", "demo-dcc-amended.xml", LAB, stranger)
+    issue("lab issuing an ISO 9001 certificate", "demo-certification.json", LAB, lab_key)
     submit(
-        "lab self-accreditation",
-        [
-            signed(
-                {
-                    "type": "accreditation.grant",
-                    "body_id": BODY,
-                    "issuer_id": LAB,
-                    "issuer_name": "Demo Calibration Laboratory",
-                    "issuer_kind": "calibration_laboratory",
-                    "public_keys": [lab_pub],
-                    "accreditation_number": "SELF-1",
-                    "standard": "ISO/IEC 17025:2017",
-                    "scope": "everything",
-                    "covers": ["dcc"],
-                    "valid_from": "2026-01-01",
-                    "valid_until": "2099-12-31",
-                },
+        "lab accrediting itself",
+        {
+            **grant(
+                LAB,
+                "calibration_laboratory",
+                lab_key,
+                "dcc",
+                "SELF-1",
+                "ISO/IEC 17025:2017",
                 lab_key,
             )
-        ],
+        },
+        lab_key,
     )
-    suspend = {"body_id": BODY, "issuer_id": LAB, "accreditation_number": "CNAS-DEMO-L0001"}
+    acc = {"body_id": BODY, "issuer_id": LAB, "accreditation_number": "CNAS-DEMO-L0001"}
     submit(
-        "accreditation.suspend",
-        [
-            signed(
-                {"type": "accreditation.suspend", **suspend, "reason": "surveillance audit"},
-                body_key,
-            )
-        ],
+        "accreditation.suspend DEMO-LAB",
+        {"type": "accreditation.suspend", **acc, "reason": "surveillance audit"},
+        body_key,
     )
-    submit("certificate.issue while suspended", [signed(certificate(8), lab_key)])
+    issue("amended DCC while suspended", "demo-dcc-amended.xml", LAB, lab_key)
     submit(
-        "accreditation.restore",
-        [signed({"type": "accreditation.restore", **suspend, "reason": "audit passed"}, body_key)],
+        "accreditation.restore DEMO-LAB",
+        {"type": "accreditation.restore", **acc, "reason": "audit passed"},
+        body_key,
     )
-    submit("certificate.issue #5", [signed(certificate(5), lab_key)])
+
+    _say("5. the lab amends its DCC; the CB suspends and reinstates its certificate")
+    issue("DCC DEMO-LAB/DCC-2026-0001-A1", "demo-dcc-amended.xml", LAB, lab_key)
+    issue("the same amended DCC again", "demo-dcc-amended.xml", LAB, lab_key)
+    qms = {"issuer_id": CB, "certificate_id": f"{CB}/DEMO-QMS-2026-0042"}
+    submit(
+        "certificate.suspend QMS",
+        {"type": "certificate.suspend", **qms, "reason": "major nonconformity"},
+        cb_key,
+    )
+    submit(
+        "certificate.reinstate QMS",
+        {"type": "certificate.reinstate", **qms, "reason": "corrective action verified"},
+        cb_key,
+    )
     new = ledger.verified_checkpoint()
     print(new.note.decode(), end="")
 
-    _say("5. an auditor checks entry 3 offline: tlog-proof + verifier key only")
+    _say("6. an auditor checks the DCC's entry offline: tlog-proof + verifier key only")
     proof_bytes = ledger.inclusion_proof(3).to_bytes()
     leaf_data = ledger.storage.entry(3).data
     trusted = NoteVerifier.parse(verifier_key)
@@ -188,7 +238,7 @@ def run_demo(data_dir: Path | None) -> int:
     print(proof_bytes.decode().split("\n\n")[0])
     print(f"OK: entry 3 is included in the signed tree of size {checked.checkpoint.size}")
 
-    _say("6. a monitor checks the log only grew: consistency proof old -> new")
+    _say("7. a monitor checks the log only grew: consistency proof old -> new")
     old_cp = checkpoint.verify(old.note, trusted).checkpoint
     new_cp = checkpoint.verify(new.note, trusted).checkpoint
     hashes = ledger.consistency_proof(old_cp.size, new_cp.size)
@@ -197,20 +247,26 @@ def run_demo(data_dir: Path | None) -> int:
         print(b64encode(h))
     print(f"OK: the tree of size {new_cp.size} extends the tree of size {old_cp.size}")
 
-    _say("7. replay the whole log through the trust rules; status of a certificate")
+    _say("8. statuses replayed from the log; documents come back byte for byte")
     state = ledger.trust_state()
-    status = certificate_status(state, f"{LAB}/DCC-2026-0001", ledger.clock())
-    print(f"{status.certificate_id}: {status.status} (issued at index {status.events[0].index})")
+    for cert_id in (f"{LAB}/DCC-2026-0001", f"{LAB}/DCC-2026-0001-A1", f"{CB}/DEMO-QMS-2026-0042"):
+        status = certificate_status(state, cert_id, ledger.clock())
+        detail = f" ({status.reason})" if status.reason else ""
+        print(f"  {cert_id:32} {IAF_STATUS[status.status]}{detail}")
+    original = (DOCUMENTS / "demo-dcc.xml").read_bytes()
+    stored = ledger.storage.document(hashlib.sha256(original).hexdigest())
+    print(f"  stored DCC document: {len(stored.data)} bytes, identical: {stored.data == original}")
 
-    _say("8. fsck: re-check every stored byte and replay every signature and rule")
+    _say("9. fsck: re-check every stored byte and replay every signature and rule")
     report = fsck(ledger)
     print(
         f"OK: {report.entries} entries, {report.nodes} tree nodes, "
-        f"{report.checkpoints} checkpoints verified"
+        f"{report.checkpoints} checkpoints, {report.documents} documents verified"
     )
     print(
         f"\nThe demo ledger stays in {data_dir}; try:\n"
-        f"  qiledger --demo --data-dir {data_dir} --log-key {settings.log_key_file} issuer {LAB}"
+        f"  qiledger --demo --data-dir {data_dir} --log-key {settings.log_key_file} "
+        f"certificate {LAB}/DCC-2026-0001"
     )
     ledger.close()
     return 0

@@ -13,7 +13,8 @@ batch of entries plus the O(log n) right edge of the tree):
 - every stored tree node equals the one recomputed from the leaves, and there
   are no extra nodes;
 - every checkpoint is signed by the log key, names this log, and its size and
-  root match the recomputed tree.
+  root match the recomputed tree;
+- every stored document's bytes hash to the digest it is stored under.
 
 The first problem raises :class:`IntegrityError` naming where it is.
 """
@@ -40,6 +41,7 @@ class FsckReport:
     nodes: int
     checkpoints: int
     root: Hash
+    documents: int = 0
 
 
 def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> FsckReport:
@@ -112,8 +114,16 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
             f"{stored_nodes} tree nodes stored, {expected_nodes} expected",
             where="tree nodes",
         )
+    documents = 0
+    for document in storage.iter_documents():
+        if hashlib.sha256(document.data).hexdigest() != document.digest:
+            raise IntegrityError(
+                f"document {document.digest}: its bytes no longer hash to its digest",
+                where=f"document {document.digest[:16]}",
+            )
+        documents += 1
     root = merkle.fold_nodes([h for _, h in stack]) if stack else Hash(merkle.EMPTY_ROOT)
-    return FsckReport(expected_index, stored_nodes, checked_checkpoints, root)
+    return FsckReport(expected_index, stored_nodes, checked_checkpoints, root, documents)
 
 
 def _chunks(items: Iterator[StoredEntry], size: int) -> Iterator[list[StoredEntry]]:

@@ -4,7 +4,7 @@ everything the CLI (and the HTTP API) does with the log."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import insert
 
 from registry import keyfile, tables
+from registry.certificates import DocumentReader
 from registry.config import Settings
 from registry.database import Database
 from registry.demo_keys import DEMO_KEY_IDS
@@ -20,10 +21,11 @@ from registry.errors import ConfigError, NotFoundError
 from registry.log_signer import LogSigner
 from registry.policy import TrustChainPolicy
 from registry.proofs import ProofBuilder
-from registry.sequencer import Accepted, Sequencer, utc_now
-from registry.storage import SqlStorage, StoredCheckpoint
+from registry.sequencer import Accepted, Outcome, Refused, Sequencer, utc_now
+from registry.storage import SqlStorage, StoredCheckpoint, StoredDocument
 from verifier import checkpoint, dsse, jcs, merkle, statement
 from verifier.entry import format_time
+from verifier.errors import MalformedError, QILedgerError
 from verifier.keys import PublicKey, SigningKey
 from verifier.merkle import Hash
 from verifier.note import NoteVerifier
@@ -57,6 +59,7 @@ class Ledger:
         self.policy = TrustChainPolicy(self.storage, identity.public_key)
         self.proofs = ProofBuilder(self.storage)
         self._sequencer: Sequencer | None = None
+        self._documents: DocumentReader | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -151,6 +154,68 @@ class Ledger:
         fields = {"signed_at": format_time(self.clock()), **fields}
         envelope = dsse.sign(statement.encode(fields), key)
         return self.sequencer.submit(jcs.canonical_bytes(envelope.to_json()))
+
+    @property
+    def documents(self) -> DocumentReader:
+        if self._documents is None:
+            self._documents = DocumentReader(self.settings)
+        return self._documents
+
+    def submit_envelopes(self, envelopes: Sequence[bytes]) -> list[Outcome]:
+        """Append signed statements that come without a document (one batch).
+
+        Certificate issue/amend statements are refused here: the registry must see
+        the document they are about (:meth:`submit_certificate`).
+        """
+        outcomes: list[Outcome | None] = [None] * len(envelopes)
+        plain: list[int] = []
+        for position, raw in enumerate(envelopes):
+            try:
+                kind = statement.parse(dsse.parse(raw).payload).type
+            except QILedgerError:
+                kind = ""  # the sequencer reports the precise error
+            if kind in ("certificate.issue", "certificate.amend"):
+                outcomes[position] = Refused(
+                    MalformedError(
+                        f"{kind} needs its document: register it with 'qiledger issue FILE' "
+                        "or POST /api/v1/certificates"
+                    ).with_code("document_required")
+                )
+            else:
+                plain.append(position)
+        for position, outcome in zip(
+            plain, self.sequencer.submit_many([envelopes[p] for p in plain]), strict=True
+        ):
+            outcomes[position] = outcome
+        return [o for o in outcomes if o is not None]
+
+    def submit_certificate(self, envelope: bytes, document: bytes) -> Accepted:
+        """Append a certificate statement with its document, after checking that the
+        statement is exactly what the document calls for. The document is stored
+        by digest in the same transaction as the entry, or not at all."""
+        stmt = statement.parse(dsse.parse(envelope).payload)
+        if stmt.type not in ("certificate.issue", "certificate.amend"):
+            raise MalformedError(f"a document goes with certificate.issue/amend, not {stmt.type}")
+        checked = self.documents.check(stmt, document, self.clock())
+        existing = self.trust_state().certificates.get(stmt["certificate_id"])
+        if existing is not None and existing.document_sha256 == stmt["document_sha256"]:
+            # The same document registered again (re-signed or not): answer with
+            # the entry that registered it, as for any resubmission.
+            first = self.storage.entry(existing.events[0].index)
+            size = self.latest_checkpoint().size
+            return Accepted(first.index, first.leaf_hash, first.logged_at, True, size)
+        stored = StoredDocument(stmt["document_sha256"], checked.media_type, document)
+        (outcome,) = self.sequencer.submit_many([envelope], {0: stored})
+        if isinstance(outcome, Refused):
+            raise outcome.error
+        return outcome
+
+    def issue_certificate(self, document: bytes, issuer_id: str, key: SigningKey) -> Accepted:
+        """Build, sign and submit the statement a document calls for."""
+        derived = self.documents.statement(document, issuer_id, self.clock())
+        fields = {"signed_at": format_time(self.clock()), **derived.fields}
+        envelope = jcs.canonical_bytes(dsse.sign(statement.encode(fields), key).to_json())
+        return self.submit_certificate(envelope, document)
 
     def trust_state(self) -> TrustState:
         """The trust state replayed up to the log's current size."""

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from registry.database import Database
 from registry.log_signer import LogSigner
 from registry.policy import TrustPolicy
-from registry.storage import LogStorage, StoredCheckpoint, StoredEntry
+from registry.storage import LogStorage, StoredCheckpoint, StoredDocument, StoredEntry
 from registry.verify_pool import VerifyWorker, WorkerLost
 from verifier import dsse, entry, merkle, statement
-from verifier.errors import QILedgerError, UnknownKeyError
+from verifier.errors import MalformedError, QILedgerError, UnknownKeyError
 from verifier.keys import KeyId, PublicKey
 from verifier.merkle import Hash, Node
 
@@ -96,12 +96,31 @@ class Sequencer:
             raise outcome.error
         return outcome
 
-    def submit_many(self, envelopes: Sequence[bytes]) -> list[Outcome]:
-        """Append a batch; one outcome per envelope, in order."""
+    def submit_many(
+        self,
+        envelopes: Sequence[bytes],
+        documents: Mapping[int, StoredDocument] | None = None,
+    ) -> list[Outcome]:
+        """Append a batch; one outcome per envelope, in order.
+
+        ``documents`` maps a position in the batch to the document its
+        certificate statement is about; it is stored, by digest, in the same
+        transaction as the entry — or not at all.
+        """
         outcomes: list[Outcome | None] = [None] * len(envelopes)
         prepared = self._verify_all(envelopes, outcomes)
+        for position, item in prepared:
+            doc = (documents or {}).get(position)
+            if doc is None:
+                continue
+            actual = hashlib.sha256(doc.data).hexdigest()
+            if item.statement.get("document_sha256") != actual or doc.digest != actual:
+                outcomes[position] = Refused(
+                    MalformedError("the document's SHA-256 differs from the statement's")
+                )
+        prepared = [(p, v) for p, v in prepared if outcomes[p] is None]
         if prepared:
-            self._sequence(prepared, outcomes)
+            self._sequence(prepared, outcomes, documents or {})
         return [o if o is not None else Refused(QILedgerError("not processed")) for o in outcomes]
 
     # --- before the lock -----------------------------------------------------
@@ -206,11 +225,14 @@ class Sequencer:
     # --- under the lock ------------------------------------------------------
 
     def _sequence(
-        self, prepared: list[tuple[int, _Verified]], outcomes: list[Outcome | None]
+        self,
+        prepared: list[tuple[int, _Verified]],
+        outcomes: list[Outcome | None],
+        documents: Mapping[int, StoredDocument],
     ) -> None:
         pending: list[tuple[int, StoredEntry, bool]] = []
         try:
-            size = self._sequence_locked(prepared, outcomes, pending)
+            size = self._sequence_locked(prepared, outcomes, pending, documents)
         except BaseException:
             self.policy.abort_batch()
             raise
@@ -224,6 +246,7 @@ class Sequencer:
         prepared: list[tuple[int, _Verified]],
         outcomes: list[Outcome | None],
         pending: list[tuple[int, StoredEntry, bool]],
+        documents: Mapping[int, StoredDocument],
     ) -> int:
         """Sequence under the writer lock; returns the new tree size."""
         with self.db.write() as conn:
@@ -244,6 +267,7 @@ class Sequencer:
             size = tail.size
             new_entries: list[StoredEntry] = []
             new_nodes: dict[Node, bytes] = {}
+            new_documents: list[StoredDocument] = []
             in_batch: dict[bytes, StoredEntry] = {}
             for position, item in prepared:
                 if item.envelope_hash in logged:
@@ -260,6 +284,8 @@ class Sequencer:
                     outcomes[position] = Refused(exc)
                     continue
                 self.policy.record(size, item.envelope, item.statement, logged_at)
+                if position in documents:
+                    new_documents.append(documents[position])
                 leaf = merkle.leaf_hash(data)
                 stored = StoredEntry(size, leaf, item.envelope_hash, logged_at, data)
                 new_entries.append(stored)
@@ -279,6 +305,10 @@ class Sequencer:
                 root = merkle.fold_nodes([h for _, h in stack])
                 note = self.signer.sign(size, root)
                 self.storage.append(
-                    conn, new_entries, new_nodes, StoredCheckpoint(size, root, note, logged_at)
+                    conn,
+                    new_entries,
+                    new_nodes,
+                    StoredCheckpoint(size, root, note, logged_at),
+                    new_documents,
                 )
             return size

@@ -45,6 +45,15 @@ class StoredEntry:
 
 
 @dataclass(frozen=True)
+class StoredDocument:
+    """A certificate document stored by the lowercase hex SHA-256 of its exact bytes."""
+
+    digest: str
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class StoredCheckpoint:
     size: int
     root: Hash
@@ -66,7 +75,9 @@ class LogStorage(Protocol):
         entries: Sequence[StoredEntry],
         nodes: Mapping[Node, bytes],
         checkpoint: StoredCheckpoint,
+        documents: Sequence[StoredDocument] = (),
     ) -> None: ...
+    def document(self, digest: str) -> StoredDocument: ...
     def read_nodes_uncached(self, nodes: Sequence[Node]) -> dict[Node, bytes]: ...
     def count_nodes(self) -> int: ...
     def tail_size(self) -> int: ...
@@ -126,6 +137,7 @@ class SqlStorage:
         entries: Sequence[StoredEntry],
         nodes: Mapping[Node, bytes],
         checkpoint: StoredCheckpoint,
+        documents: Sequence[StoredDocument] = (),
     ) -> None:
         # Raw executemany: SQLAlchemy's per-row parameter processing costs more
         # than the insert itself on the ingest path.
@@ -140,6 +152,14 @@ class SqlStorage:
             conn.exec_driver_sql(
                 f"INSERT INTO tree_nodes (node_id, hash) VALUES ({p}, {p})",
                 [(node_id(n), h) for n, h in nodes.items()],
+            )
+        for doc in documents:
+            # The same bytes may back several statements (re-registration after
+            # an amendment is refused, but a lab may submit one file twice).
+            conn.exec_driver_sql(
+                f"INSERT INTO documents (digest, size, media_type, data, stored_at) "
+                f"VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (digest) DO NOTHING",
+                (doc.digest, len(doc.data), doc.media_type, doc.data, checkpoint.created_at),
             )
         conn.execute(
             insert(tables.CHECKPOINTS),
@@ -224,6 +244,17 @@ class SqlStorage:
             raise NotFoundError(f"no signed checkpoint at tree size {size}")
         return StoredCheckpoint(row[0], Hash(bytes(row[1])), bytes(row[2]), row[3])
 
+    def document(self, digest: str) -> StoredDocument:
+        with self.db.read() as conn:
+            row = conn.exec_driver_sql(
+                "SELECT digest, media_type, data FROM documents "
+                f"WHERE digest = {self.db.placeholder}",
+                (digest,),
+            ).first()
+        if row is None:
+            raise NotFoundError(f"no stored document with SHA-256 {digest}")
+        return StoredDocument(row[0], row[1], bytes(row[2]))
+
     def entry(self, index: int) -> StoredEntry:
         with self.db.read() as conn:
             row = conn.exec_driver_sql(
@@ -283,6 +314,23 @@ class SqlStorage:
                 return
             for key, value in rows:
                 yield node_of(key), bytes(value)
+            after = rows[-1][0]
+
+    def iter_documents(self, batch: int = 50) -> Iterator[StoredDocument]:
+        """Every stored document, a few at a time (they can be 20 MiB each)."""
+        after = ""
+        p = self.db.placeholder
+        while True:
+            with self.db.read() as conn:
+                rows = conn.exec_driver_sql(
+                    f"SELECT digest, media_type, data FROM documents WHERE digest > {p} "
+                    f"ORDER BY digest LIMIT {int(batch)}",
+                    (after,),
+                ).all()
+            if not rows:
+                return
+            for digest, media_type, data in rows:
+                yield StoredDocument(digest, media_type, bytes(data))
             after = rows[-1][0]
 
     def iter_checkpoints(self) -> Iterator[StoredCheckpoint]:

@@ -13,7 +13,7 @@ import pytest
 
 from registry import keyfile
 from registry.cli import main as qiledger
-from tests.helpers import envelope_bytes, issue_statement, key_from
+from tests.helpers import SIGNED_AT, b64key, envelope_bytes, key_from
 from verifier import checkpoint, merkle
 from verifier import proof as tlog_proof
 from verifier.cli import main as qiverify
@@ -84,8 +84,21 @@ def data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     assert "logged at index 1" in out
     lab = keyfile.read_private_key(tmp_path / "lab.key", None)
     for n in range(3):
-        (tmp_path / f"e{n}.json").write_bytes(envelope_bytes(issue_statement(n), lab))
+        (tmp_path / f"e{n}.json").write_bytes(envelope_bytes(key_add(n), lab))
     return data
+
+
+def key_add(n: int) -> dict[str, object]:
+    """A document-free statement LAB-1 can log: adding one more key."""
+    return {
+        "type": "issuer.key.add",
+        "issuer_id": "LAB-1",
+        "signed_at": SIGNED_AT,
+        "public_key": b64key(key_from(f"extra-{n}")),
+    }
+
+
+DCC = Path(__file__).resolve().parents[2] / "shared" / "dcc" / "examples" / "lutaml-dcc"
 
 
 def test_full_cycle(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,7 +192,7 @@ def test_full_cycle(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 0
     assert json.loads(out)["entries"] == 5
     code, out, _ = run(capsys, *d, "entry", "4", "--json")
-    assert json.loads(out)["statement"]["certificate_id"] == "LAB-1/DCC-000002"
+    assert json.loads(out)["statement"]["public_key"] == b64key(key_from("extra-2"))
 
 
 @pytest.mark.parametrize(
@@ -217,7 +230,7 @@ def test_refused_append_names_the_file(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_bytes(envelope_bytes(issue_statement(9), key_from("stranger")))
+    bad.write_bytes(envelope_bytes(key_add(9), key_from("stranger")))
     code, _, err = run(capsys, "--data-dir", str(data_dir), "append", str(bad))
     assert code == 1
     assert f"{bad}: refused: key " in err
@@ -331,7 +344,15 @@ def test_trust_commands(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     code, out, err = run(capsys, *d, "accredit", "suspend", *body, "--reason", "audit")
     assert code == 0, err
     assert "logged at index 2" in out
-    code, _, err = run(capsys, *d, "append", str(tmp_path / "e0.json"))
+    issue = [
+        "issue",
+        str(DCC / "valid.xml"),
+        "--key",
+        str(tmp_path / "lab.key"),
+        "--issuer",
+        "LAB-1",
+    ]
+    code, _, err = run(capsys, *d, *issue)
     assert code == 1
     assert "CNAS L0001 is suspended" in err
     code, _, err = run(capsys, *d, "accredit", "suspend", *body, "--reason", "again")
@@ -370,7 +391,7 @@ def test_trust_commands(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
         "2026-01-01T00:00:00Z",
     )
     assert code == 0, err
-    code, _, err = run(capsys, *d, "append", str(tmp_path / "e0.json"))
+    code, _, err = run(capsys, *d, *issue)
     assert code == 1
     assert "compromised since 2026-01-01T00:00:00.000Z" in err
 

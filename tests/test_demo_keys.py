@@ -63,12 +63,16 @@ def test_demo_command_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     for expected in [
         "REFUSED (signature_invalid)",
+        "REFUSED (key_not_issuer)",
+        "REFUSED (document_mismatch)",
         "REFUSED (self_accreditation)",
         "REFUSED (accreditation_suspended)",
-        "already logged at index 2",
-        "OK: entry 3 is included",
-        "OK: the tree of size 9 extends the tree of size 5",
-        "DEMO-LAB/DCC-2026-0001: active",
-        "OK: 9 entries",
+        "the same amended DCC again           already logged at index 7",
+        "OK: entry 3 is included in the signed tree of size 10",
+        "OK: the tree of size 10 extends the tree of size 5",
+        "DEMO-LAB/DCC-2026-0001           Superseded",
+        "DEMO-LAB/DCC-2026-0001-A1        Active",
+        "stored DCC document: 12922 bytes, identical: True",
+        "OK: 10 entries",
     ]:
         assert expected in out

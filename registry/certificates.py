@@ -1,0 +1,181 @@
+"""Certificate documents → certificate statements, and the check that ties them.
+
+:meth:`DocumentReader.statement` derives the statement a document calls for
+(the issuer signs it); :meth:`DocumentReader.check` derives it again from the
+submitted bytes and requires the signed statement to say exactly that — so the
+public log holds only what the registry itself extracted (identifiers, dates,
+the issuer, the digest), never a client's extra fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from registry.config import Settings
+from registry.errors import ConfigError
+from verifier import certification, dcc
+from verifier.errors import MalformedError
+from verifier.statement import Statement
+
+MAX_DOCUMENT_SIZE = 20 * 1024 * 1024
+DCC_MEDIA_TYPE = "application/vnd.ptb.dcc+xml"
+CERTIFICATION_MEDIA_TYPE = "application/vnd.qiledger.certification+json"
+
+
+class DocumentMismatch(MalformedError):
+    code = "document_mismatch"
+
+
+@dataclass(frozen=True)
+class DocumentStatement:
+    """The statement fields a document calls for (without ``signed_at``)."""
+
+    fields: dict[str, Any]
+    media_type: str
+
+
+def media_type_of(data: bytes) -> str:
+    head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"<"):
+        return DCC_MEDIA_TYPE
+    if head.startswith(b"{"):
+        return CERTIFICATION_MEDIA_TYPE
+    raise MalformedError(
+        "the document is neither a DCC (XML) nor a certification certificate (JSON)"
+    )
+
+
+class DocumentReader:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def schemas(self) -> dcc.DccSchemas | None:
+        folder = self.settings.dcc_schemas
+        if folder is None:
+            return None
+        try:
+            return dcc.DccSchemas(folder)
+        except MalformedError as exc:
+            raise ConfigError(f"QILEDGER_DCC_SCHEMAS: {exc.message}") from None
+
+    def statement(self, data: bytes, issuer_id: str, now: datetime) -> DocumentStatement:
+        """The certificate statement ``data`` calls for, for ``issuer_id``."""
+        if len(data) > MAX_DOCUMENT_SIZE:
+            raise MalformedError(
+                f"document is {len(data)} bytes; the limit is {MAX_DOCUMENT_SIZE}"
+            ).with_code("document_too_large")
+        media_type = media_type_of(data)
+        digest = hashlib.sha256(data).hexdigest()
+        if media_type == DCC_MEDIA_TYPE:
+            fields = self._dcc_statement(data, issuer_id, digest, now)
+        else:
+            fields = self._certification_statement(data, issuer_id, digest)
+        return DocumentStatement(fields, media_type)
+
+    def check(self, stmt: Statement, data: bytes, now: datetime) -> DocumentStatement:
+        """Require the signed statement to be exactly what its document calls for."""
+        expected = self.statement(data, stmt["issuer_id"], now)
+        signed = {k: v for k, v in stmt.fields.items() if k != "signed_at"}
+        if signed != expected.fields:
+            differing = sorted(
+                k
+                for k in signed.keys() | expected.fields.keys()
+                if signed.get(k) != expected.fields.get(k)
+            )
+            raise DocumentMismatch(
+                "the statement does not match its document in: " + ", ".join(differing)
+            )
+        return expected
+
+    def _dcc_statement(
+        self, data: bytes, issuer_id: str, digest: str, now: datetime
+    ) -> dict[str, Any]:
+        schemas = self.schemas
+        if schemas is None and self.settings.require_schema:
+            raise MalformedError(
+                "schema validation is required (QILEDGER_REQUIRE_SCHEMA) but no DCC schema "
+                "folder is configured (QILEDGER_DCC_SCHEMAS)"
+            ).with_code("schema_unavailable")
+        core = dcc.read_dcc(data, schemas)
+        public: dict[str, Any] = {
+            "begin_performance_date": core.begin_performance_date.isoformat(),
+            "end_performance_date": core.end_performance_date.isoformat(),
+            "laboratory": core.laboratory_name[:200],
+        }
+        if core.previous_report:
+            public["previous_report"] = core.previous_report[:128]
+        if core.has_signature:
+            public["document_signature"] = self._dcc_signature(data, now)
+        fields: dict[str, Any] = {
+            "type": "certificate.issue",
+            "issuer_id": issuer_id,
+            "certificate_id": f"{issuer_id}/{core.unique_identifier}",
+            "kind": "dcc",
+            "document_sha256": digest,
+            "issued": (core.issue_date or core.end_performance_date).isoformat(),
+            "schema_version": core.schema_version,
+            "schema_validated": core.schema_validated,
+            "fields": public,
+        }
+        if core.replaces:
+            fields["type"] = "certificate.amend"
+            fields["supersedes"] = f"{issuer_id}/{core.replaces}"
+            public["change"] = core.change or "amended"
+        return fields
+
+    def _dcc_signature(self, data: bytes, now: datetime) -> dict[str, Any]:
+        """Check an embedded XMLDSig/XAdES signature; what the log records about it."""
+        from verifier import dcc_signature
+
+        folder = self.settings.dcc_trust_store
+        if folder is None:
+            return {"present": True, "checked": False}
+        anchors = dcc_signature.load_trust_store(folder)
+        checked = dcc_signature.verify_document_signature(data, anchors, now=now)
+        result: dict[str, Any] = {
+            "present": True,
+            "checked": True,
+            "kind": checked.kind,
+            "signer_sha256": checked.signer_fingerprint_sha256,
+        }
+        if checked.signing_time is not None:
+            result["signing_time"] = checked.signing_time.isoformat()
+        return result
+
+    def _certification_statement(self, data: bytes, issuer_id: str, digest: str) -> dict[str, Any]:
+        cert = certification.read_certification(data)
+        body = cert.fields["certification_body"]["id"]
+        if body != issuer_id:
+            raise DocumentMismatch(
+                f"the certificate names certification body {body}, not issuer {issuer_id}"
+            )
+        if cert.fields["status"] != "Active":
+            raise DocumentMismatch(
+                f"a certificate is registered as Active, not {cert.fields['status']}; "
+                "later status changes are separate signed statements"
+            )
+        public = {
+            k: cert.fields[k]
+            for k in (
+                "certified_entity",
+                "scope",
+                "standard",
+                "original_issue_date",
+                "accreditation_body",
+            )
+        }
+        return {
+            "type": "certificate.issue",
+            "issuer_id": issuer_id,
+            "certificate_id": f"{issuer_id}/{cert.number}",
+            "kind": cert.scheme,
+            "document_sha256": digest,
+            "issued": cert.issue_date.isoformat(),
+            "valid_until": cert.expiry_date.isoformat(),
+            "fields": public,
+        }

@@ -1,0 +1,176 @@
+"""``qiledger`` commands for certificates: issue, status changes, status, documents."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from registry import keyfile
+from registry.cli_output import Output
+from registry.config import Settings
+from registry.errors import NotFoundError
+from registry.ledger import Ledger
+from verifier import trust
+from verifier.certification import IAF_STATUS
+from verifier.errors import MalformedError
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env(args.data_dir, args.database_url, args.log_key, args.demo)
+    if getattr(args, "require_schema", False):
+        from dataclasses import replace
+
+        settings = replace(settings, require_schema=True)
+    return settings
+
+
+def _read(path: str) -> bytes:
+    try:
+        size = Path(path).stat().st_size
+        if size > 20 * 1024 * 1024:
+            raise MalformedError(f"{path} is {size} bytes; the document limit is 20 MiB")
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise MalformedError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def cmd_issue(args: argparse.Namespace, out: Output) -> int:
+    ledger = Ledger.open(_settings(args))
+    document = _read(args.document)
+    key = keyfile.read_private_key(Path(args.key), keyfile.passphrase_from_env(), demo=args.demo)
+    derived = ledger.documents.statement(document, args.issuer, ledger.clock())
+    accepted = ledger.issue_certificate(document, args.issuer, key)
+    fields = derived.fields
+    if accepted.duplicate:
+        out.emit(
+            f"{fields['certificate_id']}: already registered at index {accepted.index}",
+            {
+                "certificate_id": fields["certificate_id"],
+                "index": accepted.index,
+                "duplicate": True,
+            },
+        )
+        return 0
+    verb = "amends " + fields["supersedes"] + ", " if "supersedes" in fields else ""
+    validated = fields.get("schema_validated")
+    note = "" if validated is None else f" (schema validated: {str(validated).lower()})"
+    out.emit(
+        f"{fields['certificate_id']}: {verb}logged at index {accepted.index}{note}",
+        {
+            "certificate_id": fields["certificate_id"],
+            "index": accepted.index,
+            "duplicate": accepted.duplicate,
+            "statement": fields,
+        },
+    )
+    return 0
+
+
+def cmd_status_change(args: argparse.Namespace, out: Output) -> int:
+    ledger = Ledger.open(_settings(args))
+    issuer_id = args.certificate_id.split("/", 1)[0]
+    key = keyfile.read_private_key(Path(args.key), keyfile.passphrase_from_env(), demo=args.demo)
+    fields = {
+        "type": f"certificate.{args.action}",
+        "issuer_id": issuer_id,
+        "certificate_id": args.certificate_id,
+        "reason": args.reason,
+    }
+    accepted = ledger.submit_statement(fields, key)
+    out.emit(
+        f"{args.certificate_id}: {args.action} logged at index {accepted.index}",
+        {"certificate_id": args.certificate_id, "index": accepted.index},
+    )
+    return 0
+
+
+def certificate_report(
+    state: trust.TrustState, certificate_id: str, at: datetime
+) -> dict[str, Any]:
+    cert = state.certificates.get(certificate_id)
+    if cert is None:
+        raise NotFoundError(f"no certificate {certificate_id} in this log")
+    status = trust.certificate_status(state, certificate_id, at)
+    return {
+        "certificate_id": certificate_id,
+        "status": IAF_STATUS[status.status],
+        "reason": status.reason,
+        "issuer_id": cert.issuer_id,
+        "kind": cert.kind,
+        "document_sha256": cert.document_sha256,
+        "valid_until": cert.valid_until.isoformat() if cert.valid_until else None,
+        "superseded_by": cert.superseded_by,
+        "history": [
+            {
+                "index": e.index,
+                "type": e.type,
+                "logged_at": e.logged_at,
+                "key_id": e.key_id,
+                "reason": e.reason,
+            }
+            for e in cert.events
+        ],
+    }
+
+
+def cmd_certificate(args: argparse.Namespace, out: Output) -> int:
+    ledger = Ledger.open(_settings(args))
+    report = certificate_report(ledger.trust_state(), args.certificate_id, datetime.now(UTC))
+    lines = [
+        f"{report['certificate_id']}: {report['status']}"
+        + (f" ({report['reason']})" if report["reason"] else ""),
+        f"  issuer {report['issuer_id']}, kind {report['kind']}, "
+        f"document sha256 {report['document_sha256']}",
+    ]
+    lines += [
+        f"  index {h['index']:>6}  {h['logged_at']}  {h['type']}"
+        + (f"  ({h['reason']})" if h["reason"] else "")
+        for h in report["history"]
+    ]
+    out.emit("\n".join(lines), report)
+    return 0
+
+
+def cmd_document(args: argparse.Namespace, out: Output) -> int:
+    ledger = Ledger.open(_settings(args))
+    cert = ledger.trust_state().certificates.get(args.certificate_id)
+    if cert is None:
+        raise NotFoundError(f"no certificate {args.certificate_id} in this log")
+    stored = ledger.storage.document(cert.document_sha256)
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise MalformedError(f"{args.out} exists; refusing to overwrite it") from None
+    except OSError as exc:
+        raise MalformedError(f"cannot create {args.out}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(stored.data)
+    out.emit(
+        f"wrote {len(stored.data)} bytes ({stored.media_type}) to {args.out}",
+        {"file": args.out, "size": len(stored.data), "sha256": stored.digest},
+    )
+    return 0
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add("issue", cmd_issue, "register a DCC (XML) or certification certificate (JSON)")
+    p.add_argument("document", metavar="FILE")
+    p.add_argument("--key", required=True, metavar="KEY", help="the issuer's signing key file")
+    p.add_argument("--issuer", required=True, help="issuer id, e.g. LAB-1")
+    p.add_argument(
+        "--require-schema", action="store_true", help="refuse a DCC that cannot be schema-validated"
+    )
+    p = add("status", cmd_status_change, "suspend, reinstate or withdraw a certificate")
+    p.add_argument("certificate_id", metavar="CERT-ID")
+    p.add_argument("action", choices=["suspend", "reinstate", "withdraw"])
+    p.add_argument("--reason", required=True)
+    p.add_argument("--key", required=True, metavar="KEY")
+    p = add("certificate", cmd_certificate, "a certificate's status and history")
+    p.add_argument("certificate_id", metavar="CERT-ID")
+    p = add("document", cmd_document, "write a certificate's document (exact bytes) to a file")
+    p.add_argument("certificate_id", metavar="CERT-ID")
+    p.add_argument("--out", required=True, metavar="FILE")

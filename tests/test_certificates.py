@@ -1,0 +1,352 @@
+"""Certificates: DCCs and certification certificates registered with their
+documents, their lifecycle, and every bad document refused with nothing stored."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from registry.certificates import DocumentReader
+from registry.config import Settings
+from registry.ledger import Ledger
+from tests.conftest import TEST_ORIGIN
+from tests.helpers import BODY_KEY, body_add, envelope_bytes, grant, key_from
+from verifier import entry, trust
+from verifier.errors import QILedgerError
+from verifier.keys import SigningKey
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "dcc"
+SCHEMAS = SHARED / "schemas" / "dcc"
+LUTAML = SHARED / "examples" / "lutaml-dcc"
+SIEMENS = SHARED / "examples" / "siemens-pydcc"
+LAB, CB = key_from("lab-1"), key_from("cb-1")
+
+
+def certification(number: str = "QMS-1", **changes: Any) -> dict[str, Any]:
+    doc = {
+        "certificate_number": number,
+        "certified_entity": {
+            "name": "Example Valves Co., Ltd.",
+            "country": "CN",
+            "sites": [{"address": "1 Example Road, Ningbo", "country": "CN"}],
+        },
+        "scope": "Design and manufacture of industrial valves",
+        "standard": "ISO 9001:2015",
+        "scheme": "management_system",
+        "certification_body": {"id": "CB-1", "name": "Example Certification Center"},
+        "accreditation_body": {"id": "CNAS", "accreditation_number": "CNAS C001-M"},
+        "original_issue_date": "2020-01-01",
+        "issue_date": "2026-01-01",
+        "expiry_date": "2028-12-31",
+        "status": "Active",
+    }
+    doc.update(changes)
+    return doc
+
+
+def as_bytes(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=2, ensure_ascii=False).encode()
+
+
+@pytest.fixture
+def ledger(settings: Settings) -> Iterator[Ledger]:
+    ledger = Ledger.init(
+        replace(settings, dcc_schemas=SCHEMAS), origin=TEST_ORIGIN, passphrase=None
+    )
+    log_key = ledger.load_log_key().key
+    ledger.sequencer.submit(envelope_bytes(body_add(), log_key))
+    ledger.sequencer.submit(envelope_bytes(grant("LAB-1", [LAB]), BODY_KEY))
+    ledger.sequencer.submit(
+        envelope_bytes(
+            grant("CB-1", [CB], kind="certification_body", covers=("management_system",)), BODY_KEY
+        )
+    )
+    yield ledger
+    ledger.close()
+
+
+def state_of(ledger: Ledger) -> tuple[int, int]:
+    with ledger.db.read() as conn:
+        docs = conn.exec_driver_sql("SELECT count(*) FROM documents").scalar()
+    return ledger.latest_checkpoint().size, int(docs or 0)
+
+
+def refused(
+    ledger: Ledger, document: bytes, key: SigningKey = LAB, issuer: str = "LAB-1"
+) -> QILedgerError:
+    before = state_of(ledger)
+    with pytest.raises(QILedgerError) as caught:
+        ledger.issue_certificate(document, issuer, key)
+    assert state_of(ledger) == before, "a refused document changed the log or the store"
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lutaml-dcc/valid.xml",
+        "siemens-pydcc/dcc_gp_humidity_v1.0.xml",
+        "siemens-pydcc/dcc_gp_temperature_typical_v12.xml",
+    ],
+)
+def test_valid_unsigned_examples_are_registered(ledger: Ledger, name: str) -> None:
+    data = (SHARED / "examples" / name).read_bytes()
+    accepted = ledger.issue_certificate(data, "LAB-1", LAB)
+    logged = entry.parse(ledger.storage.entry(accepted.index).data)
+    stmt = json.loads(logged.envelope.payload)
+    assert stmt["kind"] == "dcc"
+    assert stmt["schema_validated"] is True
+    assert stmt["certificate_id"].startswith("LAB-1/")
+    # Nothing about the customer, the items or the results reaches the log.
+    for private in (b"customer", b"Kunde", b"measurementResult", b"item"):
+        assert private not in json.dumps(stmt).encode()
+    assert ledger.storage.document(stmt["document_sha256"]).data == data
+
+
+def test_invalid_schema_example_is_refused(ledger: Ledger) -> None:
+    error = refused(ledger, (LUTAML / "invalid_schema.xml").read_bytes())
+    assert error.code == "schema_invalid"
+    assert "3.3.0 schema" in error.message
+
+
+def test_without_schemas_dccs_are_marked_unvalidated_or_refused(tmp_path: Path) -> None:
+    plain = Settings(data_dir=tmp_path / "d")
+    data = (LUTAML / "invalid_schema.xml").read_bytes()
+    fields = (
+        DocumentReader(plain)
+        .statement((LUTAML / "valid.xml").read_bytes(), "LAB-1", datetime.now(UTC))
+        .fields
+    )
+    assert fields["schema_validated"] is False
+    # invalid_schema.xml still parses strictly without schemas (its uniqueIdentifier is empty).
+    with pytest.raises(QILedgerError, match="uniqueIdentifier"):
+        DocumentReader(plain).statement(data, "LAB-1", datetime.now(UTC))
+    strict = replace(plain, require_schema=True)
+    with pytest.raises(QILedgerError) as caught:
+        DocumentReader(strict).statement(
+            (LUTAML / "valid.xml").read_bytes(), "LAB-1", datetime.now(UTC)
+        )
+    assert caught.value.code == "schema_unavailable"
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<dcc:digitalCalibrationCertificate xmlns:dcc="https://ptb.de/dcc">&lol3;</dcc:digitalCalibrationCertificate>"""
+XXE = b"""<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>
+<dcc:digitalCalibrationCertificate xmlns:dcc="https://ptb.de/dcc" schemaVersion="3.3.0">&x;
+</dcc:digitalCalibrationCertificate>"""
+
+
+@pytest.mark.parametrize(
+    ("document", "code", "words"),
+    [
+        (BILLION_LAUGHS, "malformed", "DOCTYPE"),
+        (XXE, "malformed", "DOCTYPE"),
+        (
+            b'<?xml version="1.0"?><!DOCTYPE x SYSTEM "http://example.invalid/x.dtd"><x/>',
+            "malformed",
+            "DOCTYPE",
+        ),
+        (b"\x00\x01binary", "malformed", "neither a DCC"),
+        (
+            b"<dcc:digitalCalibrationCertificate xmlns:dcc='https://ptb.de/dcc'",
+            "malformed",
+            "not well-formed",
+        ),
+        (b"<other xmlns='urn:x' schemaVersion='3.3.0'/>", "malformed", "not a DCC"),
+        (
+            b"<dcc:digitalCalibrationCertificate xmlns:dcc='https://ptb.de/dcc' "
+            b"schemaVersion='9.9.9'/>",
+            "malformed",
+            "unsupported DCC schemaVersion",
+        ),
+        (b"{not json", "malformed", "invalid JSON"),
+        (as_bytes(certification(scope="")), "schema_invalid", "scope"),
+        (as_bytes(certification(extra="x")), "schema_invalid", "Additional properties"),
+        (as_bytes(certification(expiry_date="2019-01-01")), "schema_invalid", "expiry_date"),
+        (as_bytes(certification(issue_date="2026-02-30")), "schema_invalid", "issue_date"),
+        (as_bytes(certification(status="Suspended")), "document_mismatch", "Active"),
+        (
+            as_bytes(certification(certification_body={"id": "CB-9", "name": "Other"})),
+            "document_mismatch",
+            "names certification body CB-9",
+        ),
+    ],
+)
+def test_hostile_documents_are_refused(
+    ledger: Ledger, document: bytes, code: str, words: str
+) -> None:
+    error = refused(ledger, document, CB, "CB-1")
+    assert error.code == code
+    assert words in error.message
+
+
+def test_document_over_the_size_limit(ledger: Ledger) -> None:
+    huge = b"<x>" + b" " * (20 * 1024 * 1024) + b"</x>"
+    error = refused(ledger, huge)
+    assert error.code == "document_too_large"
+
+
+def test_certification_certificate_lifecycle(ledger: Ledger) -> None:
+    data = as_bytes(certification())
+    accepted = ledger.issue_certificate(data, "CB-1", CB)
+    state = ledger.trust_state()
+    cert = state.certificates["CB-1/QMS-1"]
+    assert (cert.kind, str(cert.valid_until)) == ("management_system", "2028-12-31")
+    now = datetime.now(UTC)
+    assert trust.certificate_status(state, "CB-1/QMS-1", now).status == "active"
+    later = datetime(2029, 1, 1, tzinfo=UTC)
+    assert trust.certificate_status(state, "CB-1/QMS-1", later).status == "expired"
+    for action, expected in [
+        ("suspend", "suspended"),
+        ("reinstate", "active"),
+        ("suspend", "suspended"),
+        ("withdraw", "withdrawn"),
+    ]:
+        ledger.submit_statement(
+            {
+                "type": f"certificate.{action}",
+                "issuer_id": "CB-1",
+                "certificate_id": "CB-1/QMS-1",
+                "reason": action,
+            },
+            CB,
+        )
+        status = trust.certificate_status(
+            ledger.trust_state(), "CB-1/QMS-1", datetime.now(UTC) + timedelta(seconds=1)
+        )
+        assert status.status == expected
+    with pytest.raises(QILedgerError, match="cannot suspend a withdrawn certificate"):
+        ledger.submit_statement(
+            {
+                "type": "certificate.suspend",
+                "issuer_id": "CB-1",
+                "certificate_id": "CB-1/QMS-1",
+                "reason": "again",
+            },
+            CB,
+        )
+    assert ledger.storage.document(cert.document_sha256).data == data
+    assert accepted.index == 3
+
+
+def test_reusing_a_certificate_id_for_another_document(ledger: Ledger) -> None:
+    ledger.issue_certificate(as_bytes(certification()), "CB-1", CB)
+    error = refused(ledger, as_bytes(certification(scope="Something else")), CB, "CB-1")
+    assert error.code == "certificate_exists"
+    assert "needs certificate.amend" in error.message
+
+
+def test_status_change_for_a_certificate_the_issuer_does_not_own(ledger: Ledger) -> None:
+    ledger.issue_certificate((LUTAML / "valid.xml").read_bytes(), "LAB-1", LAB)
+    before = state_of(ledger)
+    with pytest.raises(QILedgerError) as caught:
+        ledger.submit_statement(
+            {
+                "type": "certificate.suspend",
+                "issuer_id": "LAB-1",
+                "certificate_id": "LAB-1/1234",
+                "reason": "x",
+            },
+            CB,
+        )
+    assert caught.value.code == "key_of_other_issuer"
+    with pytest.raises(QILedgerError) as caught:
+        ledger.submit_statement(
+            {
+                "type": "certificate.suspend",
+                "issuer_id": "CB-1",
+                "certificate_id": "CB-1/1234",
+                "reason": "x",
+            },
+            CB,
+        )
+    assert caught.value.code == "certificate_unknown"
+    assert state_of(ledger) == before
+
+
+def test_statement_must_match_its_document(ledger: Ledger) -> None:
+    data = as_bytes(certification())
+    derived = ledger.documents.statement(data, "CB-1", datetime.now(UTC)).fields
+    sneaky = {
+        **derived,
+        "signed_at": "2026-11-24T00:00:00Z",
+        "fields": {**derived["fields"], "customer_secret": "x"},
+    }
+    with pytest.raises(QILedgerError) as caught:
+        ledger.submit_certificate(envelope_bytes(sneaky, CB), data)
+    assert caught.value.code == "document_mismatch"
+    other = as_bytes(certification(scope="Another scope"))
+    with pytest.raises(QILedgerError) as caught:
+        ledger.submit_certificate(
+            envelope_bytes({**derived, "signed_at": "2026-11-24T00:00:00Z"}, CB), other
+        )
+    assert caught.value.code == "document_mismatch"
+    assert state_of(ledger) == (3, 0)
+
+
+def test_certificate_statements_need_their_document(ledger: Ledger) -> None:
+    derived = ledger.documents.statement(
+        as_bytes(certification()), "CB-1", datetime.now(UTC)
+    ).fields
+    env = envelope_bytes({**derived, "signed_at": "2026-11-24T00:00:00Z"}, CB)
+    (outcome,) = ledger.submit_envelopes([env])
+    assert outcome.error.code == "document_required"
+
+
+OPS = st.lists(st.sampled_from(["issue", "suspend", "reinstate", "withdraw"]), max_size=12)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=OPS)
+def test_replayed_status_depends_only_on_the_log(tmp_path_factory: Any, ops: list[str]) -> None:
+    """Whatever happens, a fresh replay of the raw entries gives the live statuses,
+    at every moment, and refused operations leave no trace."""
+    settings_ = Settings(data_dir=tmp_path_factory.mktemp("prop"), dcc_schemas=SCHEMAS)
+    ledger = Ledger.init(settings_, origin=TEST_ORIGIN, passphrase=None)
+    ledger.sequencer.submit(envelope_bytes(body_add(), ledger.load_log_key().key))
+    ledger.sequencer.submit(
+        envelope_bytes(
+            grant("CB-1", [CB], kind="certification_body", covers=("management_system",)), BODY_KEY
+        )
+    )
+    issued = 0
+    for op in ops:
+        try:
+            if op == "issue":
+                issued += 1
+                ledger.issue_certificate(as_bytes(certification(f"Q-{issued}")), "CB-1", CB)
+            elif issued:
+                ledger.submit_statement(
+                    {
+                        "type": f"certificate.{op}",
+                        "issuer_id": "CB-1",
+                        "certificate_id": f"CB-1/Q-{issued}",
+                        "reason": op,
+                    },
+                    CB,
+                )
+        except QILedgerError:
+            pass
+    entries = [(e.index, e.data) for e in ledger.storage.iter_entries()]
+    replayed = trust.replay(ledger.identity.public_key, entries)
+    live = ledger.trust_state()
+    moments = [datetime.now(UTC) + timedelta(days=d) for d in (0, 365 * 5)]
+    moments += [datetime.fromisoformat(e.logged_at) for e in ledger.storage.iter_entries()]
+    for cert_id in live.certificates:
+        for at in moments:
+            assert trust.certificate_status(replayed, cert_id, at) == trust.certificate_status(
+                live, cert_id, at
+            )
+    ledger.close()
