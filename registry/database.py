@@ -51,6 +51,15 @@ def _sqlite_engine(url: str, begin_sql: str) -> Engine:
     return engine
 
 
+_SQLITE_UNIQUE_KEYS = {
+    "log_meta": ("id",),
+    "entries": ("idx", "envelope_hash"),
+    "tree_nodes": ("node_id",),
+    "checkpoints": ("size",),
+    "documents": ("digest",),
+}
+
+
 class Database:
     """The registry's database: SQLite file (default) or PostgreSQL by URL."""
 
@@ -117,12 +126,23 @@ class Database:
 
     def _trigger_sql(self) -> list[str]:
         if self.is_sqlite:
-            return [
+            statements = [
                 f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb} BEFORE {verb.upper()} "
                 f"ON {table} BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
                 for table in tables.APPEND_ONLY_TABLES
                 for verb in ("update", "delete")
             ]
+            # INSERT OR REPLACE deletes the old row without firing DELETE triggers
+            # (unless recursive_triggers is on), so refuse any insert that would
+            # collide with an existing key, from any connection.
+            for table, keys in _SQLITE_UNIQUE_KEYS.items():
+                collision = " OR ".join(f"{k} = NEW.{k}" for k in keys)
+                statements.append(
+                    f"CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table} "
+                    f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {collision}) "
+                    f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+                )
+            return statements
         statements = [
             "CREATE OR REPLACE FUNCTION qiledger_append_only() RETURNS trigger "
             "LANGUAGE plpgsql AS $$ BEGIN "

@@ -154,12 +154,20 @@ class SqlStorage:
                 [(node_id(n), h) for n, h in nodes.items()],
             )
         for doc in documents:
-            # The same bytes may back several statements (re-registration after
-            # an amendment is refused, but a lab may submit one file twice).
+            # Content-addressed: bytes already stored under this digest are not
+            # inserted again (a collision would trip the append-only trigger).
             conn.exec_driver_sql(
                 f"INSERT INTO documents (digest, size, media_type, data, stored_at) "
-                f"VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (digest) DO NOTHING",
-                (doc.digest, len(doc.data), doc.media_type, doc.data, checkpoint.created_at),
+                f"SELECT {p}, {p}, {p}, {p}, {p} "
+                f"WHERE NOT EXISTS (SELECT 1 FROM documents WHERE digest = {p})",
+                (
+                    doc.digest,
+                    len(doc.data),
+                    doc.media_type,
+                    doc.data,
+                    checkpoint.created_at,
+                    doc.digest,
+                ),
             )
         conn.execute(
             insert(tables.CHECKPOINTS),
