@@ -50,7 +50,7 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
     checkpoints = storage.iter_checkpoints()
     next_cp = next(checkpoints, None)
     state = trust.TrustState(ledger.identity.public_key)
-    stack: list[tuple[int, bytes]] = []
+    edge = merkle.RightEdge()
     prev = entry.GENESIS_PREV
     last_time = ""
     expected_index = 0
@@ -60,7 +60,7 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
     def check_checkpoints_at(size: int) -> None:
         nonlocal next_cp, checked_checkpoints
         while next_cp is not None and next_cp.size == size:
-            root = merkle.fold_nodes([h for _, h in stack]) if stack else merkle.EMPTY_ROOT
+            root = edge.root()
             _check_checkpoint(ledger, next_cp, root)
             checked_checkpoints += 1
             next_cp = next(checkpoints, None)
@@ -83,15 +83,7 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
             parsed = _check_entry(stored, prev, last_time, state, where)
             prev = stored.leaf_hash
             last_time = parsed.logged_at
-            index = stored.index
-            computed[(0, index)] = stored.leaf_hash
-            level, node = 0, bytes(stored.leaf_hash)
-            while stack and stack[-1][0] == level:
-                _, left = stack.pop()
-                node = merkle.node_hash(left, node)
-                level += 1
-                computed[(level, index >> level)] = node
-            stack.append((level, node))
+            edge.append(stored.leaf_hash, computed)
             expected_index += 1
             check_checkpoints_at(expected_index)
         _check_nodes(ledger, computed)
@@ -122,7 +114,7 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
                 where=f"document {document.digest[:16]}",
             )
         documents += 1
-    root = merkle.fold_nodes([h for _, h in stack]) if stack else Hash(merkle.EMPTY_ROOT)
+    root = edge.root()
     return FsckReport(expected_index, stored_nodes, checked_checkpoints, root, documents)
 
 

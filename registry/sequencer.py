@@ -259,9 +259,9 @@ class Sequencer:
                 moment = max(moment, entry.parse_time(tail.last_logged_at))
             moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
             logged_at = entry.format_time(moment)
-            right_edge = merkle.nodes_of_range(0, tail.size)
-            edge_hashes = self.storage.read_nodes(right_edge, conn)
-            stack: list[tuple[int, bytes]] = [(n[0], edge_hashes[n]) for n in right_edge]
+            edge_nodes = merkle.nodes_of_range(0, tail.size)
+            edge_hashes = self.storage.read_nodes(edge_nodes, conn)
+            edge = merkle.RightEdge(tail.size, [edge_hashes[n] for n in edge_nodes])
 
             prev = tail.last_leaf_hash
             size = tail.size
@@ -291,18 +291,11 @@ class Sequencer:
                 new_entries.append(stored)
                 in_batch[item.envelope_hash] = stored
                 pending.append((position, stored, False))
-                new_nodes[(0, size)] = leaf
-                level, node = 0, leaf
-                while stack and stack[-1][0] == level:
-                    _, left = stack.pop()
-                    node = merkle.node_hash(left, node)
-                    level += 1
-                    new_nodes[(level, size >> level)] = node
-                stack.append((level, node))
+                edge.append(leaf, new_nodes)
                 prev = leaf
                 size += 1
             if new_entries:
-                root = merkle.fold_nodes([h for _, h in stack])
+                root = edge.root()
                 note = self.signer.sign(size, root)
                 self.storage.append(
                     conn,

@@ -83,8 +83,14 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def parse_json(data: bytes) -> Any:
-    """Parse strict JSON from UTF-8 bytes: no BOM, no NaN/Infinity, no duplicate keys."""
+_STRICT_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_object, parse_constant=_reject_constant
+)
+_CANONICAL_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _decode(data: bytes, decoder: json.JSONDecoder) -> Any:
+    """UTF-8 bytes to a JSON value; every failure is a MalformedError."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -92,7 +98,7 @@ def parse_json(data: bytes) -> Any:
     if text.startswith("\ufeff"):
         raise MalformedError("JSON must not start with a byte order mark")
     try:
-        return json.loads(text, object_pairs_hook=_unique_object, parse_constant=_reject_constant)
+        return decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise MalformedError(
             f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -101,6 +107,11 @@ def parse_json(data: bytes) -> Any:
         raise MalformedError("JSON number has too many digits") from None
     except RecursionError:
         raise MalformedError("JSON nested too deeply") from None
+
+
+def parse_json(data: bytes) -> Any:
+    """Parse strict JSON from UTF-8 bytes: no BOM, no NaN/Infinity, no duplicate keys."""
+    return _decode(data, _STRICT_DECODER)
 
 
 def parse_canonical(data: bytes) -> Any:
@@ -109,19 +120,7 @@ def parse_canonical(data: bytes) -> Any:
     Round-tripping catches every deviation at once: whitespace, key order,
     escapes, number forms and duplicate keys all change the bytes.
     """
-    try:
-        text = data.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise MalformedError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise MalformedError(
-            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except ValueError:  # an integer beyond Python's int-parsing digit limit
-        raise MalformedError("JSON number has too many digits") from None
-    except RecursionError:
-        raise MalformedError("JSON nested too deeply") from None
+    value = _decode(data, _CANONICAL_DECODER)
     if canonical_bytes(value) != data:
         raise NonCanonicalError("JSON is not in RFC 8785 canonical form")
     return value

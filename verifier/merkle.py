@@ -266,6 +266,41 @@ def tree_root(tree_size: int, read_nodes: Callable[[Sequence[Node]], Mapping[Nod
     return fold_nodes([found[n] for n in nodes])
 
 
+class RightEdge:
+    """The right edge of a growing tree: one (level, hash) per complete subtree.
+
+    The writer extends it to store new node hashes, and fsck extends it to
+    recompute them — one definition, so the two cannot disagree.
+    """
+
+    def __init__(self, size: int = 0, edge_hashes: Sequence[bytes] = ()) -> None:
+        nodes = nodes_of_range(0, size)
+        if len(nodes) != len(edge_hashes):
+            raise ProofError(f"a tree of size {size} has {len(nodes)} right-edge nodes")
+        self.size = size
+        self._stack: list[tuple[int, bytes]] = [
+            (level, h) for (level, _), h in zip(nodes, edge_hashes, strict=True)
+        ]
+
+    def append(self, leaf: bytes, new_nodes: dict[Node, bytes]) -> None:
+        """Add the next leaf hash, recording every node it completes in ``new_nodes``."""
+        index = self.size
+        new_nodes[(0, index)] = leaf
+        level, node = 0, leaf
+        stack = self._stack
+        while stack and stack[-1][0] == level:
+            node = node_hash(stack.pop()[1], node)
+            level += 1
+            new_nodes[(level, index >> level)] = node
+        stack.append((level, node))
+        self.size += 1
+
+    def root(self) -> Hash:
+        if not self._stack:
+            return Hash(EMPTY_ROOT)
+        return fold_nodes([h for _, h in self._stack])
+
+
 def nodes_completed_by_leaf(index: int) -> list[Node]:
     """Nodes above leaf ``index`` that become complete when it is appended (bottom up)."""
     nodes: list[Node] = []
