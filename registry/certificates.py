@@ -17,7 +17,7 @@ from typing import Any
 
 from registry.config import Settings
 from registry.errors import ConfigError
-from verifier import certification, dcc
+from verifier import certification, dcc, dcc_signature
 from verifier.errors import MalformedError
 from verifier.statement import Statement
 
@@ -62,6 +62,16 @@ class DocumentReader:
             return dcc.DccSchemas(folder)
         except MalformedError as exc:
             raise ConfigError(f"QILEDGER_DCC_SCHEMAS: {exc.message}") from None
+
+    @cached_property
+    def trust_anchors(self) -> list[Any]:
+        folder = self.settings.dcc_trust_store
+        if folder is None:
+            return []
+        try:
+            return dcc_signature.load_trust_store(folder)
+        except MalformedError as exc:
+            raise ConfigError(f"QILEDGER_DCC_TRUST_STORE: {exc.message}") from None
 
     def statement(self, data: bytes, issuer_id: str, now: datetime) -> DocumentStatement:
         """The certificate statement ``data`` calls for, for ``issuer_id``."""
@@ -130,12 +140,10 @@ class DocumentReader:
 
     def _dcc_signature(self, data: bytes, now: datetime) -> dict[str, Any]:
         """Check an embedded XMLDSig/XAdES signature; what the log records about it."""
-        from verifier import dcc_signature
-
         folder = self.settings.dcc_trust_store
         if folder is None:
             return {"present": True, "checked": False}
-        anchors = dcc_signature.load_trust_store(folder)
+        anchors = self.trust_anchors
         checked = dcc_signature.verify_document_signature(data, anchors, now=now)
         result: dict[str, Any] = {
             "present": True,
