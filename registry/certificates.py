@@ -18,10 +18,10 @@ from typing import Any
 from registry.config import Settings
 from registry.errors import ConfigError
 from verifier import certification, dcc, dcc_signature
+from verifier.dcc import MAX_DOCUMENT_SIZE
 from verifier.errors import MalformedError
 from verifier.statement import Statement
 
-MAX_DOCUMENT_SIZE = 20 * 1024 * 1024
 DCC_MEDIA_TYPE = "application/vnd.ptb.dcc+xml"
 CERTIFICATION_MEDIA_TYPE = "application/vnd.qiledger.certification+json"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,13 @@ from registry.errors import NotFoundError
 from registry.ledger import Ledger
 from verifier import trust
 from verifier.certification import IAF_STATUS
+from verifier.dcc import MAX_DOCUMENT_SIZE
 from verifier.errors import MalformedError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env(args.data_dir, args.database_url, args.log_key, args.demo)
     if getattr(args, "require_schema", False):
-        from dataclasses import replace
-
         settings = replace(settings, require_schema=True)
     return settings
 
@@ -31,8 +31,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _read(path: str) -> bytes:
     try:
         size = Path(path).stat().st_size
-        if size > 20 * 1024 * 1024:
-            raise MalformedError(f"{path} is {size} bytes; the document limit is 20 MiB")
+        if size > MAX_DOCUMENT_SIZE:  # refuse before reading it all
+            raise MalformedError(
+                f"{path} is {size} bytes; the document limit is {MAX_DOCUMENT_SIZE}"
+            ).with_code("document_too_large")
         return Path(path).read_bytes()
     except OSError as exc:
         raise MalformedError(f"cannot read {path}: {exc.strerror}") from None

@@ -18,9 +18,9 @@ from typing import Any
 import jsonschema
 
 from verifier import jcs
+from verifier.dcc import MAX_DOCUMENT_SIZE
 from verifier.errors import MalformedError, TooLargeError
 
-MAX_DOCUMENT_SIZE = 20 * 1024 * 1024
 SCHEMA_NAME = "certification-certificate.schema.json"
 
 # IAF CertSearch status words, one to one with the log's replayed statuses.

@@ -26,6 +26,7 @@ DCC_NS = "https://ptb.de/dcc"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 SUPPORTED_VERSIONS = ("3.1.1", "3.1.2", "3.2.0", "3.2.1", "3.3.0")
 MAX_DOCUMENT_SIZE = 20 * 1024 * 1024
+"""Largest certificate document accepted (DCC or certification), in bytes."""
 _NS = {"dcc": DCC_NS, "ds": DS_NS}
 _VERSION_RE = re.compile(r"\d+\.\d+\.\d+")
 
