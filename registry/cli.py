@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from registry import cli_certificates, cli_trust, keyfile
+from registry import cli_certificates, cli_service, cli_tiles, cli_trust, keyfile
 from registry.cli_output import Output
 from registry.config import Settings
 from registry.errors import ConfigError, IntegrityError, KeyFileError
@@ -352,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-passphrase", action="store_true", help="store the key unencrypted")
     add("demo", cmd_demo, "run the end-to-end demo in a fresh ledger")
     cli_trust.register(sub, add, common)
+    cli_service.register(sub, add, common)
     cli_certificates.register(add)
+    cli_tiles.register(add)
     return parser
 
 

@@ -8,15 +8,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from registry import keyfile
 from registry.cli_output import Output
 from registry.config import Settings
 from registry.errors import NotFoundError
 from registry.ledger import Ledger
-from verifier import trust
-from verifier.certification import IAF_STATUS
+from registry.reports import certificate_report
 from verifier.dcc import MAX_DOCUMENT_SIZE
 from verifier.errors import MalformedError
 
@@ -88,35 +86,6 @@ def cmd_status_change(args: argparse.Namespace, out: Output) -> int:
         {"certificate_id": args.certificate_id, "index": accepted.index},
     )
     return 0
-
-
-def certificate_report(
-    state: trust.TrustState, certificate_id: str, at: datetime
-) -> dict[str, Any]:
-    cert = state.certificates.get(certificate_id)
-    if cert is None:
-        raise NotFoundError(f"no certificate {certificate_id} in this log")
-    status = trust.certificate_status(state, certificate_id, at)
-    return {
-        "certificate_id": certificate_id,
-        "status": IAF_STATUS[status.status],
-        "reason": status.reason,
-        "issuer_id": cert.issuer_id,
-        "kind": cert.kind,
-        "document_sha256": cert.document_sha256,
-        "valid_until": cert.valid_until.isoformat() if cert.valid_until else None,
-        "superseded_by": cert.superseded_by,
-        "history": [
-            {
-                "index": e.index,
-                "type": e.type,
-                "logged_at": e.logged_at,
-                "key_id": e.key_id,
-                "reason": e.reason,
-            }
-            for e in cert.events
-        ],
-    }
 
 
 def cmd_certificate(args: argparse.Namespace, out: Output) -> int:

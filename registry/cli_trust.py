@@ -20,7 +20,7 @@ from registry.cli_output import Output
 from registry.config import Settings
 from registry.errors import NotFoundError
 from registry.ledger import Ledger
-from verifier import trust
+from registry.reports import issuer_report
 from verifier.encoding import b64encode
 from verifier.errors import MalformedError
 from verifier.keys import SigningKey
@@ -168,42 +168,9 @@ def cmd_key_revoke(args: argparse.Namespace, out: Output) -> int:
     )
 
 
-def _issuer_summary(state: trust.TrustState, issuer: trust.Issuer) -> dict[str, Any]:
-    return {
-        "issuer_id": issuer.issuer_id,
-        "name": issuer.name,
-        "kind": issuer.kind,
-        "accreditations": [
-            {
-                "body_id": a.body_id,
-                "number": a.number,
-                "standard": a.standard,
-                "scope": a.scope,
-                "covers": sorted(a.covers),
-                "valid_from": str(a.valid_from),
-                "valid_until": str(a.valid_until),
-                "status": a.status,
-                "body_trusted": state.bodies[a.body_id].removed_at is None,
-                "history": [{"logged_at": t, "status": s, "reason": r} for t, s, r in a.events],
-            }
-            for a in issuer.accreditations.values()
-        ],
-        "keys": [
-            {
-                "key_id": k.key.key_id,
-                "added_at": k.added_at,
-                "revoked_at": k.revoked_at,
-                "compromised_at": k.compromised_at.isoformat() if k.compromised_at else None,
-                "reason": k.revocation_reason,
-            }
-            for k in issuer.keys.values()
-        ],
-    }
-
-
 def cmd_issuers(args: argparse.Namespace, out: Output) -> int:
     state = Ledger.open(_settings(args)).trust_state()
-    rows = [_issuer_summary(state, i) for i in state.issuers.values()]
+    rows = [issuer_report(state, i) for i in state.issuers.values()]
     human = "\n".join(
         f"{r['issuer_id']:16} {r['kind']:22} {r['name']}  "
         + ", ".join(f"{a['number']} ({a['body_id']}): {a['status']}" for a in r["accreditations"])
@@ -218,7 +185,7 @@ def cmd_issuer(args: argparse.Namespace, out: Output) -> int:
     issuer = state.issuers.get(args.issuer_id)
     if issuer is None:
         raise NotFoundError(f"no issuer {args.issuer_id} in this log")
-    summary = _issuer_summary(state, issuer)
+    summary = issuer_report(state, issuer)
     lines = [f"{issuer.issuer_id}: {issuer.name} ({issuer.kind})", "accreditations:"]
     for a in summary["accreditations"]:
         lines.append(

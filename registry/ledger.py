@@ -43,6 +43,15 @@ class LogIdentity:
         return NoteVerifier.for_key(self.origin, self.public_key)
 
 
+@dataclass(frozen=True)
+class CertificateSubmission:
+    """A certificate statement checked against its document, ready to append."""
+
+    envelope: bytes
+    statement: statement.Statement
+    document: StoredDocument
+
+
 class Ledger:
     def __init__(
         self,
@@ -171,41 +180,51 @@ class Ledger:
         plain: list[int] = []
         for position, raw in enumerate(envelopes):
             try:
-                kind = statement.parse(dsse.parse(raw).payload).type
-            except QILedgerError:
-                kind = ""  # the sequencer reports the precise error
-            if kind in ("certificate.issue", "certificate.amend"):
-                outcomes[position] = Refused(
-                    MalformedError(
-                        f"{kind} needs its document: register it with 'qiledger issue FILE' "
-                        "or POST /api/v1/certificates"
-                    ).with_code("document_required")
-                )
-            else:
-                plain.append(position)
+                plain_statement(raw)
+            except QILedgerError as exc:
+                if exc.code == "document_required":
+                    outcomes[position] = Refused(exc)
+                    continue
+                # other faults: the sequencer reports them precisely
+            plain.append(position)
         for position, outcome in zip(
             plain, self.sequencer.submit_many([envelopes[p] for p in plain]), strict=True
         ):
             outcomes[position] = outcome
         return [o for o in outcomes if o is not None]
 
-    def submit_certificate(self, envelope: bytes, document: bytes) -> Accepted:
-        """Append a certificate statement with its document, after checking that the
-        statement is exactly what the document calls for. The document is stored
-        by digest in the same transaction as the entry, or not at all."""
+    def check_certificate(self, envelope: bytes, document: bytes) -> CertificateSubmission:
+        """Check that a certificate statement is exactly what its document calls for
+        (parsing, schema and signature of the document; no log state needed)."""
         stmt = statement.parse(dsse.parse(envelope).payload)
         if stmt.type not in ("certificate.issue", "certificate.amend"):
             raise MalformedError(f"a document goes with certificate.issue/amend, not {stmt.type}")
         checked = self.documents.check(stmt, document, self.clock())
-        existing = self.trust_state().certificates.get(stmt["certificate_id"])
-        if existing is not None and existing.document_sha256 == stmt["document_sha256"]:
-            # The same document registered again (re-signed or not): answer with
-            # the entry that registered it, as for any resubmission.
-            first = self.storage.entry(existing.events[0].index)
-            size = self.latest_checkpoint().size
-            return Accepted(first.index, first.leaf_hash, first.logged_at, True, size)
         stored = StoredDocument(stmt["document_sha256"], checked.media_type, document)
-        (outcome,) = self.sequencer.submit_many([envelope], {0: stored})
+        return CertificateSubmission(envelope, stmt, stored)
+
+    def registered_certificate(self, stmt: statement.Statement) -> Accepted | None:
+        """The entry that already registered this certificate with this document.
+
+        The same document registered again (re-signed or not) is answered with
+        that entry, as for any resubmission; a different document under the same
+        id is left to the trust rules (which refuse it).
+        """
+        existing = self.trust_state().certificates.get(stmt["certificate_id"])
+        if existing is None or existing.document_sha256 != stmt["document_sha256"]:
+            return None
+        first = self.storage.entry(existing.events[0].index)
+        size = self.latest_checkpoint().size
+        return Accepted(first.index, first.leaf_hash, first.logged_at, True, size)
+
+    def submit_certificate(self, envelope: bytes, document: bytes) -> Accepted:
+        """Append a certificate statement with its document. The document is stored
+        by digest in the same transaction as the entry, or not at all."""
+        submission = self.check_certificate(envelope, document)
+        registered = self.registered_certificate(submission.statement)
+        if registered is not None:
+            return registered
+        (outcome,) = self.sequencer.submit_many([envelope], {0: submission.document})
         if isinstance(outcome, Refused):
             raise outcome.error
         return outcome
@@ -253,6 +272,18 @@ class Ledger:
         self._checkpoint_at(first)
         self._checkpoint_at(second)
         return self.proofs.consistency(first, second)
+
+
+def plain_statement(envelope: bytes) -> statement.Statement:
+    """The statement of an envelope that needs no document; certificate
+    issue/amend statements are refused (``document_required``)."""
+    stmt = statement.parse(dsse.parse(envelope).payload)
+    if stmt.type in ("certificate.issue", "certificate.amend"):
+        raise MalformedError(
+            f"{stmt.type} needs its document: register it with 'qiledger issue FILE' "
+            "or POST /api/v1/certificates"
+        ).with_code("document_required")
+    return stmt
 
 
 def _refuse_demo_key(settings: Settings, key: PublicKey) -> None:

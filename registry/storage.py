@@ -232,6 +232,34 @@ class SqlStorage:
             out.extend((k, bytes(h)) for k, h in rows)
         return out
 
+    def node_range(self, level: int, start: int, end: int) -> list[bytes]:
+        """Hashes of nodes ``(level, start)`` .. ``(level, end - 1)`` in order, by one
+        key-range read; raises StorageError if one is missing."""
+        p = self.db.placeholder
+        with self.db.read() as conn:
+            rows = conn.exec_driver_sql(
+                f"SELECT hash FROM tree_nodes WHERE node_id >= {p} AND node_id < {p} "
+                f"ORDER BY node_id",
+                (node_id((level, start)), node_id((level, end))),
+            ).all()
+        if len(rows) != end - start:
+            raise StorageError(
+                f"tree nodes missing from storage: level {level}, indices [{start}, {end})"
+            )
+        return [bytes(row[0]) for row in rows]
+
+    def entry_data_range(self, start: int, end: int) -> list[bytes]:
+        """Leaf data of entries ``start`` .. ``end - 1`` in order, by one range read."""
+        p = self.db.placeholder
+        with self.db.read() as conn:
+            rows = conn.exec_driver_sql(
+                f"SELECT data FROM entries WHERE idx >= {p} AND idx < {p} ORDER BY idx",
+                (start, end),
+            ).all()
+        if len(rows) != end - start:
+            raise StorageError(f"entries missing from storage: indices [{start}, {end})")
+        return [bytes(row[0]) for row in rows]
+
     def latest_checkpoint(self) -> StoredCheckpoint:
         with self.db.read() as conn:
             row = conn.exec_driver_sql(

@@ -63,6 +63,21 @@ class DocumentRow(SQLModel, table=True):
     stored_at: str
 
 
+class ApiTokenRow(SQLModel, table=True):
+    """An API token: only the SHA-256 of its secret is stored. Not part of the log
+    (revoking sets ``revoked_at``), so not append-only."""
+
+    __tablename__ = "api_tokens"
+    token_id: str = Field(primary_key=True)
+    secret_sha256: bytes = Field(sa_type=LargeBinary)
+    role: str
+    subject: str
+    """The issuer or body id the token acts for ('' for auditor and operator)."""
+    label: str
+    created_at: str
+    revoked_at: str | None = None
+
+
 APPEND_ONLY_TABLES = ("log_meta", "entries", "tree_nodes", "checkpoints", "documents")
 
 
@@ -75,4 +90,5 @@ ENTRIES = _table(EntryRow)
 TREE_NODES = _table(NodeRow)
 CHECKPOINTS = _table(CheckpointRow)
 DOCUMENTS = _table(DocumentRow)
-ALL_TABLES = (LOG_META, ENTRIES, TREE_NODES, CHECKPOINTS, DOCUMENTS)
+API_TOKENS = _table(ApiTokenRow)
+ALL_TABLES = (LOG_META, ENTRIES, TREE_NODES, CHECKPOINTS, DOCUMENTS, API_TOKENS)

@@ -17,6 +17,7 @@ from tests.conftest import TEST_ORIGIN
 from tests.helpers import BODY_KEY, body_add, envelope_bytes, grant, key_from
 from verifier import dcc_signature
 from verifier.dcc_signature import DocumentSignatureError
+from verifier.entry import format_time
 from verifier.errors import QILedgerError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "dcc"
@@ -105,8 +106,10 @@ def ledger(tmp_path: Path) -> Ledger:
         data_dir=tmp_path / "d", dcc_schemas=SHARED / "schemas" / "dcc", dcc_trust_store=store
     )
     ledger = Ledger.init(settings, origin=TEST_ORIGIN, passphrase=None, clock=lambda: NOW)
-    ledger.sequencer.submit(envelope_bytes(body_add(), ledger.load_log_key().key))
-    ledger.sequencer.submit(envelope_bytes(grant("LAB-1", [key_from("lab")]), BODY_KEY))
+    # Signed at the ledger's fixed clock (the helpers sign at the real time).
+    at = {"signed_at": format_time(NOW)}
+    ledger.sequencer.submit(envelope_bytes({**body_add(), **at}, ledger.load_log_key().key))
+    ledger.sequencer.submit(envelope_bytes({**grant("LAB-1", [key_from("lab")]), **at}, BODY_KEY))
     return ledger
 
 

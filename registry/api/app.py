@@ -1,0 +1,70 @@
+"""The FastAPI application: ``create_app(ledger)`` for tests and embedding,
+``app_from_env()`` as the uvicorn factory behind ``qiledger serve``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from registry import __version__
+from registry.api import problems
+from registry.api.limits import BodySizeLimit
+from registry.api.routes import certificates, issuers, log, statements, tiles
+from registry.api.service import RegistryService, ServiceOptions
+from registry.config import Settings
+from registry.ledger import Ledger
+
+DESCRIPTION = """\
+The QI Ledger registry: a public, append-only, verifiable log of calibration and
+certification certificates. Reads need no token. Writes need an API token *and*
+an envelope signed by a key the trust chain accepts. Errors are RFC 9457
+problem details with a stable `code`.
+"""
+
+
+def create_app(ledger: Ledger, options: ServiceOptions | None = None) -> FastAPI:
+    service = RegistryService(ledger, options)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="QI Ledger registry",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.ledger = ledger
+    app.state.service = service
+    problems.install(app)
+    app.add_middleware(BodySizeLimit)
+    for module in (log, certificates, statements, issuers, tiles):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def options_from_env() -> ServiceOptions:
+    env = os.environ
+    defaults = ServiceOptions()
+    return ServiceOptions(
+        public_url=env.get("QILEDGER_PUBLIC_URL") or defaults.public_url,
+        rate_per_second=float(env.get("QILEDGER_RATE_LIMIT") or defaults.rate_per_second),
+        rate_burst=int(env.get("QILEDGER_RATE_BURST") or defaults.rate_burst),
+    )
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory: every worker process opens the ledger from the environment
+    (``qiledger serve`` puts its options there)."""
+    settings = Settings.from_env(demo=os.environ.get("QILEDGER_DEMO") == "1")
+    return create_app(Ledger.open(settings), options_from_env())

@@ -1,0 +1,49 @@
+"""Bearer-token authentication for the write and auditor routes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from registry.api.service import ForbiddenError, RegistryService
+from registry.tokens import AuthenticationError, TokenHolder
+
+_bearer = HTTPBearer(auto_error=False, description="qiledger token create ...")
+
+
+class MissingTokenError(AuthenticationError):
+    code = "token_missing"
+
+
+def service_of(request: Request) -> RegistryService:
+    service: RegistryService = request.app.state.service
+    return service
+
+
+def token_holder(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> TokenHolder:
+    if credentials is None:
+        raise MissingTokenError("this route needs an API token: Authorization: Bearer <token>")
+    service = service_of(request)
+    holder = service.tokens.authenticate(credentials.credentials)
+    service.rate_limiter.take(holder.token_id)
+    return holder
+
+
+def require(*roles: str) -> Callable[..., TokenHolder]:
+    """A dependency admitting tokens of these roles."""
+
+    def check(holder: Annotated[TokenHolder, Depends(token_holder)]) -> TokenHolder:
+        if holder.role not in roles:
+            raise ForbiddenError(f"a {holder.role} token cannot use this route")
+        return holder
+
+    return check
+
+
+Service = Annotated[RegistryService, Depends(service_of)]

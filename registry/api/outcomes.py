@@ -1,0 +1,27 @@
+"""Waiting for a queued submission and turning its outcome into an answer."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Future
+
+from registry.errors import StorageError
+from registry.sequencer import Accepted, Outcome, Refused
+
+SUBMIT_TIMEOUT_S = 60.0
+
+
+async def settled(future: Future[Outcome], timeout: float = SUBMIT_TIMEOUT_S) -> Accepted:
+    """The accepted entry, or the refusal's error. After ``timeout`` the caller hears
+    that the outcome is unknown: resubmitting is safe (a logged envelope is
+    answered with its index, never appended twice)."""
+    try:
+        outcome = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+    except TimeoutError:
+        raise StorageError(
+            f"the log did not confirm the submission within {timeout:g} s; "
+            "resubmit it (a logged envelope is answered with its index)"
+        ) from None
+    if isinstance(outcome, Refused):
+        raise outcome.error
+    return outcome

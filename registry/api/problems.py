@@ -1,0 +1,132 @@
+"""RFC 9457 problem details: one stable ``code`` per failure and its HTTP status.
+
+Every error the registry raises derives from :class:`QILedgerError` and carries a
+code; this module maps codes to statuses in one place, so the API and the CLI
+name a failure the same way and no traceback reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from verifier.errors import (
+    MalformedError,
+    QILedgerError,
+    TooLargeError,
+    TrustError,
+    VerificationError,
+)
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("qiledger.api")
+
+_STATUS_BY_CODE: dict[str, int] = {
+    "not_found": 404,
+    "token_missing": 401,
+    "token_invalid": 401,
+    "token_forbidden": 403,
+    "rate_limited": 429,
+    "too_large": 413,
+    "document_too_large": 413,
+    "request_too_large": 413,
+    # the request is well-formed but what it says cannot be accepted
+    "schema_invalid": 422,
+    "schema_unavailable": 422,
+    "document_mismatch": 422,
+    "document_required": 422,
+    "document_signature_invalid": 422,
+    "signature_invalid": 422,
+    "unknown_key": 422,
+    "request_invalid": 422,
+    # the log already holds something this contradicts
+    "certificate_exists": 409,
+    "body_exists": 409,
+    "key_exists": 409,
+    "key_in_use": 409,
+    "accreditation_exists": 409,
+    "transition_invalid": 409,
+    "config_invalid": 503,
+    "storage_error": 503,
+}
+
+
+def status_for(error: QILedgerError) -> int:
+    if error.code in _STATUS_BY_CODE:
+        return _STATUS_BY_CODE[error.code]
+    if isinstance(error, TooLargeError):
+        return 413
+    if isinstance(error, MalformedError):
+        return 400
+    if isinstance(error, TrustError):
+        return 403  # the trust chain does not allow this signer to say this
+    if isinstance(error, VerificationError):
+        return 422
+    return 500
+
+
+def problem(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = {
+        "type": f"urn:qiledger:error:{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def problem_for(error: QILedgerError) -> JSONResponse:
+    status = status_for(error)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="qiledger"'
+    retry_after = getattr(error, "retry_after", None)
+    if status == 429 and isinstance(retry_after, float):
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return problem(status, error.code, error.message, headers or None)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into problem+json."""
+
+    @app.exception_handler(QILedgerError)
+    async def on_ledger_error(_request: Request, exc: QILedgerError) -> JSONResponse:
+        response = problem_for(exc)
+        if response.status_code >= 500:
+            log.error("%s: %s", exc.code, exc.message)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()
+        )
+        return problem(422, "request_invalid", details or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def on_database(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.error("database error: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0])
+        return problem(503, "storage_error", "the registry's database is unavailable")
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return problem(500, "internal_error", "internal error; the operator's log has details")

@@ -1,0 +1,134 @@
+"""Certificates: register one with its document (issuer), read its status and
+history (public), look one up by document digest (public), fetch its document
+(its issuer or an auditor)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Path, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from registry.api.auth import Service, require
+from registry.api.outcomes import settled
+from registry.api.service import ForbiddenError, RegistryService, receipt_json
+from registry.reports import certificate_report, issuer_report
+from registry.tokens import TokenHolder
+from verifier import dsse, statement
+from verifier.encoding import b64encode
+from verifier.trust import TrustState
+
+router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
+
+CertificateId = Annotated[str, Path(min_length=3, max_length=300, pattern=r"^[^/]+/.+$")]
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Register a certificate: its document and the issuer-signed statement",
+    description=(
+        "Multipart form: `document` (the exact bytes: DCC XML or certification JSON) and "
+        "`envelope` (DSSE JSON of a certificate.issue or certificate.amend statement over "
+        "the document's SHA-256). Answers once the entry is durable and covered by a "
+        "signed checkpoint; 200 with the existing entry when this document is already "
+        "registered under this id."
+    ),
+)
+async def post_certificate(
+    service: Service,
+    holder: Annotated[TokenHolder, Depends(require("issuer", "operator"))],
+    document: Annotated[bytes, File(description="the certificate document, exact bytes")],
+    envelope: Annotated[bytes, File(description="the DSSE envelope (JSON)")],
+) -> JSONResponse:
+    future = await run_in_threadpool(service.enqueue_certificate, holder, envelope, document)
+    accepted = await settled(future)
+    body = await run_in_threadpool(_certificate_receipt, service, envelope, accepted)
+    return JSONResponse(body, status_code=200 if accepted.duplicate else 201)
+
+
+def _certificate_receipt(
+    service: RegistryService, envelope: bytes, accepted: Any
+) -> dict[str, Any]:
+    stmt = statement.parse(dsse.parse(envelope).payload)
+    receipt = service.receipt(accepted)
+    token = service.mark_token(
+        stmt["certificate_id"], stmt["issuer_id"], stmt["document_sha256"], accepted.index
+    )
+    return {
+        "certificate_id": stmt["certificate_id"],
+        **receipt_json(receipt),
+        "mark": token,
+        "mark_url": service.mark_url(token),
+    }
+
+
+@router.get("", summary="Look certificates up by the SHA-256 of their document")
+def find_by_digest(
+    service: Service,
+    digest: Annotated[
+        str, Query(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256:<64 lowercase hex>")
+    ],
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    with service.trust_state() as state:
+        ids = state.certificates_by_digest.get(digest.removeprefix("sha256:"), [])
+        return {
+            "tree_size": state.size,
+            "digest": digest,
+            "certificates": [_public_view(state, cert_id, now) for cert_id in ids],
+        }
+
+
+@router.get(
+    "/{certificate_id:path}/document",
+    summary="The certificate's document, exact bytes (its issuer or an auditor)",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def get_document(
+    service: Service,
+    certificate_id: CertificateId,
+    holder: Annotated[TokenHolder, Depends(require("issuer", "auditor"))],
+) -> Response:
+    issuer_id = certificate_id.split("/", 1)[0]
+    if holder.role == "issuer" and holder.subject != issuer_id:
+        raise ForbiddenError(f"this token acts for issuer {holder.subject}, not {issuer_id}")
+    stored = service.document(certificate_id)
+    digest = hashlib.sha256(stored.data).digest()
+    return Response(
+        stored.data,
+        media_type=stored.media_type,
+        headers={
+            "Repr-Digest": f"sha-256=:{b64encode(digest)}:",
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+@router.get("/{certificate_id:path}", summary="A certificate's status, issuer and history")
+def get_certificate(service: Service, certificate_id: CertificateId) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    with service.trust_state() as state:
+        return {"tree_size": state.size, **_public_view(state, certificate_id, now)}
+
+
+def _public_view(state: TrustState, certificate_id: str, now: datetime) -> dict[str, Any]:
+    report = certificate_report(state, certificate_id, now)
+    issuer = state.issuers.get(report["issuer_id"])
+    if issuer is not None:
+        summary = issuer_report(state, issuer)
+        report["issuer"] = {
+            "issuer_id": summary["issuer_id"],
+            "name": summary["name"],
+            "kind": summary["kind"],
+            "accreditations": [
+                {k: a[k] for k in ("body_id", "number", "standard", "status", "valid_until")}
+                for a in summary["accreditations"]
+            ],
+        }
+    report["checked_at"] = now.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return report

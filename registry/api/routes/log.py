@@ -1,0 +1,102 @@
+"""Public read API of the log: identity, checkpoint, entries and proofs.
+
+Every proof names the signed checkpoint it is pinned to (``tree_size`` and the
+note itself), so a client never mixes sizes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import PlainTextResponse
+
+from registry.api.auth import Service
+from verifier.encoding import b64encode
+
+router = APIRouter(prefix="/api/v1/log", tags=["log"])
+
+MAX_INDEX = 1 << 48
+Index = Annotated[int, Query(ge=0, lt=MAX_INDEX)]
+OptionalSize = Annotated[int | None, Query(ge=0, le=MAX_INDEX, description="a signed tree size")]
+
+
+@router.get("", summary="The log's identity and latest signed checkpoint")
+def log_info(service: Service) -> dict[str, Any]:
+    ledger = service.ledger
+    latest = ledger.latest_checkpoint()
+    return {
+        "origin": ledger.identity.origin,
+        "size": latest.size,
+        "root": b64encode(latest.root),
+        "verifier_key": str(ledger.identity.verifier),
+        "public_key_pem": ledger.identity.public_key.to_pem().decode("ascii"),
+        "checkpoint": latest.note.decode("utf-8"),
+    }
+
+
+@router.get(
+    "/checkpoint",
+    summary="The latest signed checkpoint (C2SP signed note)",
+    response_class=PlainTextResponse,
+)
+def log_checkpoint(service: Service) -> PlainTextResponse:
+    note = service.ledger.latest_checkpoint().note
+    return PlainTextResponse(note, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/entries/{index}", summary="An entry's leaf data with its inclusion proof")
+def log_entry(
+    service: Service,
+    index: Annotated[int, Path(ge=0, lt=MAX_INDEX)],
+    tree_size: OptionalSize = None,
+) -> dict[str, Any]:
+    ledger = service.ledger
+    proof = ledger.inclusion_proof(index, tree_size)
+    stored = ledger.storage.entry(index)
+    return {
+        "index": index,
+        "tree_size": _size_of(proof.checkpoint_note),
+        "leaf_hash": b64encode(stored.leaf_hash),
+        "leaf_data": b64encode(stored.data),
+        "entry": json.loads(stored.data),
+        "inclusion_proof": [b64encode(h) for h in proof.hashes],
+        "checkpoint": proof.checkpoint_note.decode("utf-8"),
+    }
+
+
+@router.get("/proof/inclusion", summary="Inclusion proof of an entry at a signed tree size")
+def inclusion_proof(
+    service: Service, index: Index, tree_size: OptionalSize = None
+) -> dict[str, Any]:
+    proof = service.ledger.inclusion_proof(index, tree_size)
+    return {
+        "index": index,
+        "tree_size": _size_of(proof.checkpoint_note),
+        "leaf_hash": b64encode(service.ledger.storage.entry(index).leaf_hash),
+        "hashes": [b64encode(h) for h in proof.hashes],
+        "checkpoint": proof.checkpoint_note.decode("utf-8"),
+        "tlog_proof": proof.to_bytes().decode("utf-8"),
+    }
+
+
+@router.get("/proof/consistency", summary="Consistency proof between two signed tree sizes")
+def consistency_proof(
+    service: Service,
+    first: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+    second: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+) -> dict[str, Any]:
+    ledger = service.ledger
+    hashes = ledger.consistency_proof(first, second)
+    return {
+        "first": first,
+        "second": second,
+        "hashes": [b64encode(h) for h in hashes],
+        "first_checkpoint": ledger.storage.checkpoint(first).note.decode("utf-8"),
+        "second_checkpoint": ledger.storage.checkpoint(second).note.decode("utf-8"),
+    }
+
+
+def _size_of(note: bytes) -> int:
+    return int(note.split(b"\n", 2)[1])

@@ -1,0 +1,191 @@
+"""What the HTTP routes do, in one object per process: the ledger, the group-commit
+queue, the trust-state lock, API tokens, rate limits and mark signing.
+
+Threads: FastAPI runs the routes' sync functions in a thread pool. The trust
+state (replayed from the log) is shared and mutable, so it is read and
+advanced only under ``state_lock``; the sequencer thread holds that lock for a
+batch. Proof and tile reads go to the database and need no lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from registry.api.submissions import SubmissionQueue
+from registry.errors import NotFoundError
+from registry.ledger import Ledger, plain_statement
+from registry.rate_limit import RateLimiter
+from registry.sequencer import Accepted, Outcome
+from registry.storage import StoredDocument
+from registry.tokens import TokenHolder, TokenStore
+from verifier import mark, statement
+from verifier.encoding import b64encode
+from verifier.errors import QILedgerError
+from verifier.proof import TlogProof
+from verifier.trust import TrustState
+
+
+class ForbiddenError(QILedgerError):
+    """The token is valid but does not speak for what the statement is about."""
+
+    code = "token_forbidden"
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    public_url: str = "http://127.0.0.1:8000"
+    """Base URL of the public verifier; QR marks point to ``<public_url>/m/<token>``."""
+    rate_per_second: float = 100.0
+    """Requests per second allowed per API token (token bucket)."""
+    rate_burst: int = 200
+    max_batch: int = 512
+    read_staleness_s: float = 0.05
+    """A read may answer from trust state this old before catching up with the log
+    (other processes append too); the answer names the tree size it reflects."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A durable submission: its entry, the checkpoint covering it and the proof."""
+
+    accepted: Accepted
+    checkpoint_note: bytes
+    proof: TlogProof
+
+
+class RegistryService:
+    def __init__(
+        self,
+        ledger: Ledger,
+        options: ServiceOptions | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ledger = ledger
+        self.options = options or ServiceOptions()
+        self.tokens = TokenStore(ledger.db)
+        self.tokens.ensure_table()
+        self.rate_limiter = RateLimiter(
+            self.options.rate_per_second, self.options.rate_burst, clock
+        )
+        self.state_lock = threading.Lock()
+        self._clock = clock
+        self._synced_at = float("-inf")
+        # Small batches: a forked signature worker does not pay off, and forking a
+        # threaded server is best avoided.
+        ledger.sequencer.verify_worker = False
+        self._log_signer = ledger.sequencer.signer
+        self.queue = SubmissionQueue(self._submit_batch, self.options.max_batch)
+
+    def close(self) -> None:
+        self.queue.close()
+        self.ledger.close()
+
+    # --- writing -----------------------------------------------------------------
+
+    def _submit_batch(
+        self, envelopes: Sequence[bytes], documents: Mapping[int, StoredDocument]
+    ) -> list[Outcome]:
+        with self.state_lock:
+            return self.ledger.sequencer.submit_many(envelopes, documents)
+
+    def enqueue_certificate(
+        self, holder: TokenHolder, envelope: bytes, document: bytes
+    ) -> Future[Outcome]:
+        """Check a certificate submission and queue it; the future resolves once
+        it is durable (or refused). Re-registering the same document resolves at
+        once with the entry that registered it."""
+        submission = self.ledger.check_certificate(envelope, document)
+        authorize(holder, submission.statement)
+        with self.state_lock:
+            registered = self.ledger.registered_certificate(submission.statement)
+        if registered is not None:
+            done: Future[Outcome] = Future()
+            done.set_result(registered)
+            return done
+        return self.queue.submit(envelope, submission.document)
+
+    def enqueue_statement(self, holder: TokenHolder, envelope: bytes) -> Future[Outcome]:
+        authorize(holder, plain_statement(envelope))
+        return self.queue.submit(envelope, None)
+
+    def receipt(self, accepted: Accepted) -> Receipt:
+        stored = self.ledger.storage.checkpoint(accepted.checkpoint_size)
+        hashes = self.ledger.proofs.inclusion(accepted.index, stored.size)
+        return Receipt(accepted, stored.note, TlogProof(accepted.index, tuple(hashes), stored.note))
+
+    def mark_token(self, certificate_id: str, issuer_id: str, digest_hex: str, index: int) -> str:
+        claims = mark.MarkClaims(
+            origin=self.ledger.identity.origin,
+            certificate_id=certificate_id,
+            issuer_id=issuer_id,
+            document_sha256=bytes.fromhex(digest_hex),
+            index=index,
+            issued_at=int(datetime.now(UTC).timestamp()),
+        )
+        return mark.sign(claims, self._log_signer.key)
+
+    def mark_url(self, token: str) -> str:
+        return f"{self.options.public_url.rstrip('/')}/m/{token}"
+
+    # --- reading -----------------------------------------------------------------
+
+    @contextmanager
+    def trust_state(self) -> Iterator[TrustState]:
+        """The replayed trust state, caught up unless it was moments ago; hold it
+        only inside the ``with`` block."""
+        with self.state_lock:
+            now = self._clock()
+            if now - self._synced_at > self.options.read_staleness_s:
+                self.ledger.policy.sync()
+                self._synced_at = now
+            yield self.ledger.policy.state
+
+    def document(self, certificate_id: str) -> StoredDocument:
+        with self.trust_state() as state:
+            cert = state.certificates.get(certificate_id)
+            if cert is None:
+                raise NotFoundError(f"no certificate {certificate_id} in this log")
+            digest = cert.document_sha256
+        return self.ledger.storage.document(digest)
+
+
+def authorize(holder: TokenHolder, stmt: statement.Statement) -> None:
+    """May this token submit this statement? The signature is checked separately:
+    the token says who is calling, the signature who is speaking."""
+    if holder.role == "operator":
+        return
+    family = stmt.type.split(".", 1)[0]
+    if holder.role == "issuer" and family in ("certificate", "issuer"):
+        if stmt.get("issuer_id") == holder.subject:
+            return
+        raise ForbiddenError(
+            f"this token acts for issuer {holder.subject}, not {stmt.get('issuer_id')}"
+        )
+    if holder.role == "body" and family in ("accreditation", "issuer"):
+        if family == "accreditation" and stmt.get("body_id") != holder.subject:
+            raise ForbiddenError(
+                f"this token acts for body {holder.subject}, not {stmt.get('body_id')}"
+            )
+        return  # issuer key events: the trust rules check the body signs for its issuer
+    raise ForbiddenError(f"a {holder.role} token cannot submit {stmt.type} statements")
+
+
+def receipt_json(receipt: Receipt) -> dict[str, Any]:
+    accepted = receipt.accepted
+    return {
+        "index": accepted.index,
+        "leaf_hash": b64encode(accepted.leaf_hash),
+        "logged_at": accepted.logged_at,
+        "duplicate": accepted.duplicate,
+        "tree_size": accepted.checkpoint_size,
+        "checkpoint": receipt.checkpoint_note.decode("utf-8"),
+        "inclusion_proof": [b64encode(h) for h in receipt.proof.hashes],
+        "tlog_proof": receipt.proof.to_bytes().decode("utf-8"),
+    }

@@ -1,0 +1,42 @@
+"""``qiledger tiles``: write the log's C2SP tlog-tiles static read API to a directory."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from registry.cli_output import Output
+from registry.config import Settings
+from registry.ledger import Ledger
+from registry.tiles import write_static_tree
+
+
+def cmd_tiles(args: argparse.Namespace, out: Output) -> int:
+    settings = Settings.from_env(args.data_dir, args.database_url, args.log_key, args.demo)
+    ledger = Ledger.open(settings)
+    try:
+        report = write_static_tree(ledger, Path(args.out))
+    finally:
+        ledger.close()
+    out.emit(
+        f"tree size {report.size}: wrote {report.written} tiles and entry bundles, "
+        f"{report.skipped} already there; checkpoint written to {Path(args.out) / 'checkpoint'}",
+        {
+            "out": str(args.out),
+            "size": report.size,
+            "written": report.written,
+            "skipped": report.skipped,
+        },
+    )
+    return 0
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add(
+        "tiles",
+        cmd_tiles,
+        "write the checkpoint, tiles and entry bundles (C2SP tlog-tiles) under DIR, "
+        "for any static web server",
+    )
+    p.add_argument("--out", required=True, metavar="DIR")

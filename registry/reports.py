@@ -1,0 +1,73 @@
+"""Read-only views of the replayed trust state, shared by the CLI and the HTTP API
+so both say the same thing about a certificate or an issuer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from registry.errors import NotFoundError
+from verifier import trust
+from verifier.certification import IAF_STATUS
+
+
+def certificate_report(
+    state: trust.TrustState, certificate_id: str, at: datetime
+) -> dict[str, Any]:
+    cert = state.certificates.get(certificate_id)
+    if cert is None:
+        raise NotFoundError(f"no certificate {certificate_id} in this log")
+    status = trust.certificate_status(state, certificate_id, at)
+    return {
+        "certificate_id": certificate_id,
+        "status": IAF_STATUS[status.status],
+        "reason": status.reason,
+        "issuer_id": cert.issuer_id,
+        "kind": cert.kind,
+        "document_sha256": cert.document_sha256,
+        "valid_until": cert.valid_until.isoformat() if cert.valid_until else None,
+        "superseded_by": cert.superseded_by,
+        "history": [
+            {
+                "index": e.index,
+                "type": e.type,
+                "logged_at": e.logged_at,
+                "key_id": e.key_id,
+                "reason": e.reason,
+            }
+            for e in cert.events
+        ],
+    }
+
+
+def issuer_report(state: trust.TrustState, issuer: trust.Issuer) -> dict[str, Any]:
+    return {
+        "issuer_id": issuer.issuer_id,
+        "name": issuer.name,
+        "kind": issuer.kind,
+        "accreditations": [
+            {
+                "body_id": a.body_id,
+                "number": a.number,
+                "standard": a.standard,
+                "scope": a.scope,
+                "covers": sorted(a.covers),
+                "valid_from": str(a.valid_from),
+                "valid_until": str(a.valid_until),
+                "status": a.status,
+                "body_trusted": state.bodies[a.body_id].removed_at is None,
+                "history": [{"logged_at": t, "status": s, "reason": r} for t, s, r in a.events],
+            }
+            for a in issuer.accreditations.values()
+        ],
+        "keys": [
+            {
+                "key_id": k.key.key_id,
+                "added_at": k.added_at,
+                "revoked_at": k.revoked_at,
+                "compromised_at": k.compromised_at.isoformat() if k.compromised_at else None,
+                "reason": k.revocation_reason,
+            }
+            for k in issuer.keys.values()
+        ],
+    }
