@@ -21,6 +21,7 @@ from typing import Any
 
 from registry import keyfile
 from registry.config import Settings
+from registry.demo_http import run_http_step
 from registry.demo_keys import DEMO_KEYS_DIR
 from registry.errors import ConfigError
 from registry.fsck import fsck
@@ -257,7 +258,11 @@ def run_demo(data_dir: Path | None) -> int:
     stored = ledger.storage.document(hashlib.sha256(original).hexdigest())
     print(f"  stored DCC document: {len(stored.data)} bytes, identical: {stored.data == original}")
 
-    _say("9. fsck: re-check every stored byte and replay every signature and rule")
+    _say("9. the HTTP API: a lab's system registers a DCC, anyone reads its status")
+    second_dcc = original.replace(b"DCC-2026-0001", b"DCC-2026-0002")
+    run_http_step(ledger, LAB, lab_key, second_dcc)
+
+    _say("10. fsck: re-check every stored byte and replay every signature and rule")
     report = fsck(ledger)
     print(
         f"OK: {report.entries} entries, {report.nodes} tree nodes, "

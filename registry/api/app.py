@@ -25,13 +25,19 @@ problem details with a stable `code`.
 """
 
 
-def create_app(ledger: Ledger, options: ServiceOptions | None = None) -> FastAPI:
+def create_app(
+    ledger: Ledger, options: ServiceOptions | None = None, *, owns_ledger: bool = False
+) -> FastAPI:
+    """The application over ``ledger``; at shutdown it answers queued submissions
+    and, if ``owns_ledger``, closes the ledger."""
     service = RegistryService(ledger, options)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         service.close()
+        if owns_ledger:
+            ledger.close()
 
     app = FastAPI(
         title="QI Ledger registry",
@@ -67,4 +73,4 @@ def app_from_env() -> FastAPI:
     """uvicorn factory: every worker process opens the ledger from the environment
     (``qiledger serve`` puts its options there)."""
     settings = Settings.from_env(demo=os.environ.get("QILEDGER_DEMO") == "1")
-    return create_app(Ledger.open(settings), options_from_env())
+    return create_app(Ledger.open(settings), options_from_env(), owns_ledger=True)

@@ -84,8 +84,8 @@ class RegistryService:
         self.queue = SubmissionQueue(self._submit_batch, self.options.max_batch)
 
     def close(self) -> None:
+        """Answer what is queued, then stop taking submissions (the ledger stays open)."""
         self.queue.close()
-        self.ledger.close()
 
     # --- writing -----------------------------------------------------------------
 
