@@ -73,6 +73,10 @@ def test_demo_command_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         "DEMO-LAB/DCC-2026-0001           Superseded",
         "DEMO-LAB/DCC-2026-0001-A1        Active",
         "stored DCC document: 12922 bytes, identical: True",
-        "OK: 10 entries",
+        "POST /api/v1/certificates -> 201: DEMO-LAB/DCC-2026-0002 at index 10",
+        "OK: the returned proof verifies against the returned signed checkpoint",
+        "GET /api/v1/certificates/DEMO-LAB/DCC-2026-0002 -> 200: Active",
+        "POST /api/v1/statements without a token -> 401 token_missing",
+        "OK: 11 entries",
     ]:
         assert expected in out
