@@ -23,9 +23,9 @@ from registry.policy import TrustChainPolicy
 from registry.proofs import ProofBuilder
 from registry.sequencer import Accepted, Outcome, Refused, Sequencer, utc_now
 from registry.storage import SqlStorage, StoredCheckpoint, StoredDocument
-from verifier import checkpoint, dsse, jcs, merkle, statement
+from verifier import checkpoint, dsse, jcs, merkle, statement, trust
 from verifier.entry import format_time
-from verifier.errors import MalformedError, QILedgerError
+from verifier.errors import MalformedError, QILedgerError, UnknownKeyError
 from verifier.keys import PublicKey, SigningKey
 from verifier.merkle import Hash
 from verifier.note import NoteVerifier
@@ -203,16 +203,28 @@ class Ledger:
         stored = StoredDocument(stmt["document_sha256"], checked.media_type, document)
         return CertificateSubmission(envelope, stmt, stored)
 
-    def registered_certificate(self, stmt: statement.Statement) -> Accepted | None:
+    def registered_certificate(self, submission: CertificateSubmission) -> Accepted | None:
         """The entry that already registered this certificate with this document.
 
         The same document registered again (re-signed or not) is answered with
-        that entry, as for any resubmission; a different document under the same
-        id is left to the trust rules (which refuse it).
+        that entry, as for any resubmission — but only if a key of the issuer,
+        usable now, signed this envelope: the sequencer never sees it, and the
+        answer (a receipt, over HTTP a log-signed mark) must not go to just anyone.
+        A different document under the same id is left to the trust rules (which
+        refuse it).
         """
-        existing = self.trust_state().certificates.get(stmt["certificate_id"])
+        stmt = submission.statement
+        state = self.trust_state()
+        existing = state.certificates.get(stmt["certificate_id"])
         if existing is None or existing.document_sha256 != stmt["document_sha256"]:
             return None
+        envelope = dsse.parse(submission.envelope)
+        key_ids = {s.keyid for s in envelope.signatures}
+        try:
+            signer = trust.signer_of(state, envelope).signed_by
+        except UnknownKeyError:
+            raise state.unknown_signer(stmt, key_ids) from None
+        state.check_issuer_signer(stmt["issuer_id"], signer, self.clock())
         first = self.storage.entry(existing.events[0].index)
         size = self.latest_checkpoint().size
         return Accepted(first.index, first.leaf_hash, first.logged_at, True, size)
@@ -221,7 +233,7 @@ class Ledger:
         """Append a certificate statement with its document. The document is stored
         by digest in the same transaction as the entry, or not at all."""
         submission = self.check_certificate(envelope, document)
-        registered = self.registered_certificate(submission.statement)
+        registered = self.registered_certificate(submission)
         if registered is not None:
             return registered
         (outcome,) = self.sequencer.submit_many([envelope], {0: submission.document})

@@ -246,6 +246,24 @@ def test_reusing_a_certificate_id_for_another_document(ledger: Ledger) -> None:
     assert "needs certificate.amend" in error.message
 
 
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [(key_from("stranger"), "key_not_issuer"), (LAB, "key_of_other_issuer")],
+)
+def test_re_registration_is_answered_only_to_the_issuers_key(
+    ledger: Ledger, key: SigningKey, code: str
+) -> None:
+    data = as_bytes(certification())
+    first = ledger.issue_certificate(data, "CB-1", CB)
+    again = ledger.issue_certificate(data, "CB-1", CB)  # re-signed by the issuer: same entry
+    assert (again.index, again.duplicate) == (first.index, True)
+    before = state_of(ledger)
+    with pytest.raises(QILedgerError) as caught:
+        ledger.issue_certificate(data, "CB-1", key)
+    assert caught.value.code == code
+    assert state_of(ledger) == before
+
+
 def test_status_change_for_a_certificate_the_issuer_does_not_own(ledger: Ledger) -> None:
     ledger.issue_certificate((LUTAML / "valid.xml").read_bytes(), "LAB-1", LAB)
     before = state_of(ledger)

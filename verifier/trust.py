@@ -272,6 +272,10 @@ class TrustState:
             )
         return issuer
 
+    def check_issuer_signer(self, issuer_id: str, signer: PublicKey, moment: datetime) -> None:
+        """Raise TrustError unless ``signer`` is a usable key of ``issuer_id`` at ``moment``."""
+        self._active_issuer_key(self._issuer(issuer_id), signer, moment)
+
     def _active_issuer_key(self, issuer: Issuer, signer: PublicKey, moment: datetime) -> IssuerKey:
         kid = signer.key_id
         record = issuer.keys.get(kid)

@@ -104,7 +104,7 @@ class RegistryService:
         submission = self.ledger.check_certificate(envelope, document)
         authorize(holder, submission.statement)
         with self.state_lock:
-            registered = self.ledger.registered_certificate(submission.statement)
+            registered = self.ledger.registered_certificate(submission)
         if registered is not None:
             done: Future[Outcome] = Future()
             done.set_result(registered)
