@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from registry.api.submissions import SubmissionQueue
@@ -127,7 +126,7 @@ class RegistryService:
             issuer_id=issuer_id,
             document_sha256=bytes.fromhex(digest_hex),
             index=index,
-            issued_at=int(datetime.now(UTC).timestamp()),
+            issued_at=int(self.ledger.clock().timestamp()),
         )
         return mark.sign(claims, self._log_signer.key)
 

@@ -5,7 +5,7 @@ history (public), look one up by document digest (public), fetch its document
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Path, Query
@@ -73,7 +73,7 @@ def find_by_digest(
         str, Query(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256:<64 lowercase hex>")
     ],
 ) -> dict[str, Any]:
-    now = datetime.now(UTC)
+    now = service.ledger.clock()
     with service.trust_state() as state:
         ids = state.certificates_by_digest.get(digest.removeprefix("sha256:"), [])
         return {
@@ -111,7 +111,7 @@ def get_document(
 
 @router.get("/{certificate_id:path}", summary="A certificate's status, issuer and history")
 def get_certificate(service: Service, certificate_id: CertificateId) -> dict[str, Any]:
-    now = datetime.now(UTC)
+    now = service.ledger.clock()
     with service.trust_state() as state:
         return {"tree_size": state.size, **_public_view(state, certificate_id, now)}
 
