@@ -27,6 +27,7 @@ from registry.errors import StorageError
 # Arbitrary constant naming "the QI Ledger sequencer" among advisory locks.
 SEQUENCER_LOCK_KEY = 0x51494C4544474552 & 0x7FFFFFFFFFFFFFFF
 SQLITE_BUSY_TIMEOUT_MS = 120_000
+READ_POOL_SIZE = 40  # FastAPI's (AnyIO's) default thread pool
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -40,8 +41,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_engine(url: str, begin_sql: str) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False})
+def _sqlite_engine(url: str, begin_sql: str, pool_size: int = 5) -> Engine:
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False}, pool_size=pool_size, max_overflow=10
+    )
     event.listen(engine, "connect", _sqlite_pragmas)
 
     def _begin(conn: Connection) -> None:
@@ -68,10 +71,14 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         try:
             if self.is_sqlite:
-                self.read_engine = _sqlite_engine(url, "BEGIN")
+                # Readers: as many pooled connections as the HTTP service has
+                # threads, so none is opened (with its PRAGMAs) per request.
+                self.read_engine = _sqlite_engine(url, "BEGIN", pool_size=READ_POOL_SIZE)
                 self.write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
             else:
-                self.read_engine = self.write_engine = create_engine(url, pool_pre_ping=True)
+                self.read_engine = self.write_engine = create_engine(
+                    url, pool_pre_ping=True, pool_size=10, max_overflow=20
+                )
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StorageError(f"cannot use database {self.safe_url}: {exc}") from None
 

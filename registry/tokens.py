@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,8 +59,14 @@ class TokenInfo:
 
 
 class TokenStore:
-    def __init__(self, db: Database) -> None:
+    CACHE_SECONDS = 5.0
+    """How long a checked token is trusted without asking the database again:
+    revoking a token takes effect within this time in every server process."""
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
+        self._clock = clock
+        self._checked: dict[str, tuple[bytes, TokenHolder, float]] = {}
 
     def ensure_table(self) -> None:
         """Ledgers created before tokens existed get the table on first use."""
@@ -104,16 +111,25 @@ class TokenStore:
         if match is None:
             raise AuthenticationError("the bearer token is not a QI Ledger API token")
         token_id, secret = match.groups()
+        digest = hashlib.sha256(secret.encode("ascii")).digest()
+        cached = self._checked.get(token_id)
+        if (
+            cached is not None
+            and cached[2] > self._clock()
+            and hmac.compare_digest(cached[0], digest)
+        ):
+            return cached[1]
         with self.db.read() as conn:
             row = conn.execute(
                 select(tables.API_TOKENS).where(tables.API_TOKENS.c.token_id == token_id)
             ).first()
-        digest = hashlib.sha256(secret.encode("ascii")).digest()
         if row is None or not hmac.compare_digest(bytes(row.secret_sha256), digest):
             raise AuthenticationError("unknown API token")
         if row.revoked_at is not None:
             raise AuthenticationError(f"API token {token_id} was revoked at {row.revoked_at}")
-        return TokenHolder(row.token_id, row.role, row.subject, row.label)
+        holder = TokenHolder(row.token_id, row.role, row.subject, row.label)
+        self._checked[token_id] = (digest, holder, self._clock() + self.CACHE_SECONDS)
+        return holder
 
     def list(self) -> list[TokenInfo]:
         self.ensure_table()

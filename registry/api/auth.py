@@ -18,9 +18,14 @@ class MissingTokenError(AuthenticationError):
     code = "token_missing"
 
 
-def service_of(request: Request) -> RegistryService:
+def _service(request: Request) -> RegistryService:
     service: RegistryService = request.app.state.service
     return service
+
+
+async def service_of(request: Request) -> RegistryService:
+    # async: a sync dependency would cost a thread-pool round trip per request
+    return _service(request)
 
 
 def token_holder(
@@ -29,7 +34,7 @@ def token_holder(
 ) -> TokenHolder:
     if credentials is None:
         raise MissingTokenError("this route needs an API token: Authorization: Bearer <token>")
-    service = service_of(request)
+    service = _service(request)
     holder = service.tokens.authenticate(credentials.credentials)
     service.rate_limiter.take(holder.token_id)
     return holder

@@ -75,7 +75,9 @@ class RegistryService:
         )
         self.state_lock = threading.Lock()
         self._clock = clock
-        self._synced_at = float("-inf")
+        # Replay the log now, before the first request waits for it.
+        ledger.policy.sync()
+        self._synced_at = clock()
         # Small batches: a forked signature worker does not pay off, and forking a
         # threaded server is best avoided.
         ledger.sequencer.verify_worker = False

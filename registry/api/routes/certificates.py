@@ -72,15 +72,17 @@ def find_by_digest(
     digest: Annotated[
         str, Query(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256:<64 lowercase hex>")
     ],
-) -> dict[str, Any]:
+) -> JSONResponse:
     now = service.ledger.clock()
     with service.trust_state() as state:
         ids = state.certificates_by_digest.get(digest.removeprefix("sha256:"), [])
-        return {
-            "tree_size": state.size,
-            "digest": digest,
-            "certificates": [_public_view(state, cert_id, now) for cert_id in ids],
-        }
+        return JSONResponse(
+            {
+                "tree_size": state.size,
+                "digest": digest,
+                "certificates": [_public_view(state, cert_id, now) for cert_id in ids],
+            }
+        )
 
 
 @router.get(
@@ -110,10 +112,10 @@ def get_document(
 
 
 @router.get("/{certificate_id:path}", summary="A certificate's status, issuer and history")
-def get_certificate(service: Service, certificate_id: CertificateId) -> dict[str, Any]:
+def get_certificate(service: Service, certificate_id: CertificateId) -> JSONResponse:
     now = service.ledger.clock()
     with service.trust_state() as state:
-        return {"tree_size": state.size, **_public_view(state, certificate_id, now)}
+        return JSONResponse({"tree_size": state.size, **_public_view(state, certificate_id, now)})
 
 
 def _public_view(state: TrustState, certificate_id: str, now: datetime) -> dict[str, Any]:

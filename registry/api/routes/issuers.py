@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
 
 from registry.api.auth import Service
 from registry.errors import NotFoundError
@@ -14,20 +15,22 @@ router = APIRouter(prefix="/api/v1/issuers", tags=["issuers"])
 
 
 @router.get("", summary="Every issuer the log knows, with accreditations and keys")
-def list_issuers(service: Service) -> dict[str, Any]:
+def list_issuers(service: Service) -> JSONResponse:
     with service.trust_state() as state:
-        return {
-            "tree_size": state.size,
-            "issuers": [issuer_report(state, i) for i in state.issuers.values()],
-        }
+        return JSONResponse(
+            {
+                "tree_size": state.size,
+                "issuers": [issuer_report(state, i) for i in state.issuers.values()],
+            }
+        )
 
 
 @router.get("/{issuer_id}", summary="One issuer's accreditation history and keys")
 def get_issuer(
     service: Service, issuer_id: Annotated[str, Path(min_length=1, max_length=200)]
-) -> dict[str, Any]:
+) -> JSONResponse:
     with service.trust_state() as state:
         issuer = state.issuers.get(issuer_id)
         if issuer is None:
             raise NotFoundError(f"no issuer {issuer_id} in this log")
-        return {"tree_size": state.size, **issuer_report(state, issuer)}
+        return JSONResponse({"tree_size": state.size, **issuer_report(state, issuer)})

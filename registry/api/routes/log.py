@@ -7,10 +7,10 @@ note itself), so a client never mixes sizes.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from registry.api.auth import Service
 from verifier.encoding import b64encode
@@ -23,17 +23,19 @@ OptionalSize = Annotated[int | None, Query(ge=0, le=MAX_INDEX, description="a si
 
 
 @router.get("", summary="The log's identity and latest signed checkpoint")
-def log_info(service: Service) -> dict[str, Any]:
+def log_info(service: Service) -> JSONResponse:
     ledger = service.ledger
     latest = ledger.latest_checkpoint()
-    return {
-        "origin": ledger.identity.origin,
-        "size": latest.size,
-        "root": b64encode(latest.root),
-        "verifier_key": str(ledger.identity.verifier),
-        "public_key_pem": ledger.identity.public_key.to_pem().decode("ascii"),
-        "checkpoint": latest.note.decode("utf-8"),
-    }
+    return JSONResponse(
+        {
+            "origin": ledger.identity.origin,
+            "size": latest.size,
+            "root": b64encode(latest.root),
+            "verifier_key": str(ledger.identity.verifier),
+            "public_key_pem": ledger.identity.public_key.to_pem().decode("ascii"),
+            "checkpoint": latest.note.decode("utf-8"),
+        }
+    )
 
 
 @router.get(
@@ -51,34 +53,36 @@ def log_entry(
     service: Service,
     index: Annotated[int, Path(ge=0, lt=MAX_INDEX)],
     tree_size: OptionalSize = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     ledger = service.ledger
     proof = ledger.inclusion_proof(index, tree_size)
     stored = ledger.storage.entry(index)
-    return {
-        "index": index,
-        "tree_size": _size_of(proof.checkpoint_note),
-        "leaf_hash": b64encode(stored.leaf_hash),
-        "leaf_data": b64encode(stored.data),
-        "entry": json.loads(stored.data),
-        "inclusion_proof": [b64encode(h) for h in proof.hashes],
-        "checkpoint": proof.checkpoint_note.decode("utf-8"),
-    }
+    return JSONResponse(
+        {
+            "index": index,
+            "tree_size": _size_of(proof.checkpoint_note),
+            "leaf_hash": b64encode(stored.leaf_hash),
+            "leaf_data": b64encode(stored.data),
+            "entry": json.loads(stored.data),
+            "inclusion_proof": [b64encode(h) for h in proof.hashes],
+            "checkpoint": proof.checkpoint_note.decode("utf-8"),
+        }
+    )
 
 
 @router.get("/proof/inclusion", summary="Inclusion proof of an entry at a signed tree size")
-def inclusion_proof(
-    service: Service, index: Index, tree_size: OptionalSize = None
-) -> dict[str, Any]:
+def inclusion_proof(service: Service, index: Index, tree_size: OptionalSize = None) -> JSONResponse:
     proof = service.ledger.inclusion_proof(index, tree_size)
-    return {
-        "index": index,
-        "tree_size": _size_of(proof.checkpoint_note),
-        "leaf_hash": b64encode(service.ledger.storage.entry(index).leaf_hash),
-        "hashes": [b64encode(h) for h in proof.hashes],
-        "checkpoint": proof.checkpoint_note.decode("utf-8"),
-        "tlog_proof": proof.to_bytes().decode("utf-8"),
-    }
+    return JSONResponse(
+        {
+            "index": index,
+            "tree_size": _size_of(proof.checkpoint_note),
+            "leaf_hash": b64encode(service.ledger.storage.entry(index).leaf_hash),
+            "hashes": [b64encode(h) for h in proof.hashes],
+            "checkpoint": proof.checkpoint_note.decode("utf-8"),
+            "tlog_proof": proof.to_bytes().decode("utf-8"),
+        }
+    )
 
 
 @router.get("/proof/consistency", summary="Consistency proof between two signed tree sizes")
@@ -86,16 +90,18 @@ def consistency_proof(
     service: Service,
     first: Annotated[int, Query(ge=0, le=MAX_INDEX)],
     second: Annotated[int, Query(ge=0, le=MAX_INDEX)],
-) -> dict[str, Any]:
+) -> JSONResponse:
     ledger = service.ledger
     hashes = ledger.consistency_proof(first, second)
-    return {
-        "first": first,
-        "second": second,
-        "hashes": [b64encode(h) for h in hashes],
-        "first_checkpoint": ledger.storage.checkpoint(first).note.decode("utf-8"),
-        "second_checkpoint": ledger.storage.checkpoint(second).note.decode("utf-8"),
-    }
+    return JSONResponse(
+        {
+            "first": first,
+            "second": second,
+            "hashes": [b64encode(h) for h in hashes],
+            "first_checkpoint": ledger.storage.checkpoint(first).note.decode("utf-8"),
+            "second_checkpoint": ledger.storage.checkpoint(second).note.decode("utf-8"),
+        }
+    )
 
 
 def _size_of(note: bytes) -> int:
