@@ -24,10 +24,8 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     settings = _settings(args)
     ledger = Ledger.open(settings)  # fail here, clearly, before uvicorn starts
     ledger.load_log_key()
-    if args.workers > 1 and settings.database_url is None:
-        # Several SQLite writers work (BEGIN IMMEDIATE serializes them) but
-        # contend on one file; say so rather than hide it.
-        print("qiledger: note: several workers on SQLite serialize on the database file")
+    # Several workers on SQLite are fine: BEGIN IMMEDIATE serializes their
+    # sequencers, and group commit keeps batches large.
     ledger.close()
     # Each worker process opens the ledger itself from these (app_from_env).
     env = {
@@ -106,7 +104,10 @@ def register(
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
-        "--workers", type=int, default=1, help="server processes (PostgreSQL: scale out)"
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="server processes (default: one per usable core; a process uses one core)",
     )
     p.add_argument("--public-url", help="base URL of the public verifier, for QR mark URLs")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])

@@ -72,7 +72,7 @@ def servers(postgres_url: str, tmp_path: Path) -> Iterator[tuple[Settings, str, 
             port = _free_port()
             command = [sys.executable, "-m", "registry", "--data-dir", str(settings.data_dir)]
             command += ["--database-url", postgres_url, "serve", "--port", str(port)]
-            command += ["--log-level", "warning"]
+            command += ["--workers", "1", "--log-level", "warning"]
             processes.append(subprocess.Popen(command, env=env))
             urls.append(f"http://127.0.0.1:{port}")
         for url, process in zip(urls, processes, strict=True):

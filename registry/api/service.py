@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from registry.api.submissions import SubmissionQueue
 from registry.errors import NotFoundError
@@ -29,6 +29,8 @@ from verifier.encoding import b64encode
 from verifier.errors import QILedgerError
 from verifier.proof import TlogProof
 from verifier.trust import TrustState
+
+T = TypeVar("T")
 
 
 class ForbiddenError(QILedgerError):
@@ -147,6 +149,25 @@ class RegistryService:
                 self.ledger.policy.sync()
                 self._synced_at = now
             yield self.ledger.policy.state
+
+    def read_now(self, view: Callable[[TrustState], T]) -> T | None:
+        """``view`` of the trust state if it can be had without waiting — the state
+        is fresh and no batch holds it — else None (then use :meth:`trust_state`
+        from a worker thread). Lets async routes answer most reads on the event
+        loop, with no thread hand-off and no database call."""
+        if not self.state_lock.acquire(blocking=False):
+            return None
+        try:
+            if self._clock() - self._synced_at > self.options.read_staleness_s:
+                return None
+            return view(self.ledger.policy.state)
+        finally:
+            self.state_lock.release()
+
+    def read(self, view: Callable[[TrustState], T]) -> T:
+        """``view`` of the caught-up trust state (may wait for a batch or the database)."""
+        with self.trust_state() as state:
+            return view(state)
 
     def document(self, certificate_id: str) -> StoredDocument:
         with self.trust_state() as state:
