@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -1117,6 +1118,27 @@ def test_certificate_view_has_status_and_history_but_never_the_document(api: Api
     assert view["tree_size"] == api.state().size
     assert CUSTOMER not in response.content
     assert b"measurementResult" not in response.content
+
+
+def test_a_status_read_during_a_batch_waits_for_the_batch(api: Api) -> None:
+    """While a batch holds the trust state, a read is not answered from it (it could
+    see statements that are not yet durable); it waits, then answers."""
+    api.register()
+    answers: list[httpx.Response] = []
+    api.service.state_lock.acquire()  # as the sequencer does for a batch
+    try:
+        reader = threading.Thread(
+            target=lambda: answers.append(api.client.get(f"{CERTIFICATES}/{DEMO_DCC_ID}"))
+        )
+        reader.start()
+        reader.join(0.5)
+        assert reader.is_alive()
+        assert answers == []
+    finally:
+        api.service.state_lock.release()
+    reader.join(10)
+    assert [a.status_code for a in answers] == [200]
+    assert answers[0].json()["status"] == "Active"
 
 
 def test_certificates_by_document_digest(api: Api) -> None:
