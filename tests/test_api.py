@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -27,7 +28,7 @@ from fastapi.testclient import TestClient
 import registry
 from registry.api.app import create_app
 from registry.api.limits import CERTIFICATE_REQUEST_LIMIT, OTHER_REQUEST_LIMIT
-from registry.api.routes import certificates, issuers, log, statements, tiles
+from registry.api.routes import certificates, issuers, log, schemas, statements, tiles
 from registry.api.service import RegistryService, ServiceOptions
 from registry.config import Settings
 from registry.fsck import fsck
@@ -1190,6 +1191,17 @@ def test_healthz(api: Api) -> None:
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
+def test_the_certification_schema_is_published_and_validates_documents(api: Api) -> None:
+    response = api.client.get("/api/v1/schemas/certification-certificate.schema.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/schema+json"
+    published = response.json()
+    jsonschema.Draft202012Validator.check_schema(published)
+    jsonschema.validate(json.loads((DEMO / "demo-certification.json").read_bytes()), published)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"certificate_number": 7}, published)
+
+
 def test_openapi_lists_every_route(api: Api) -> None:
     schema = api.client.get("/openapi.json").json()
     paths = {path: sorted(ops) for path, ops in schema["paths"].items()}
@@ -1204,6 +1216,7 @@ def test_openapi_lists_every_route(api: Api) -> None:
         "/api/v1/log/entries/{index}": ["get"],
         "/api/v1/log/proof/consistency": ["get"],
         "/api/v1/log/proof/inclusion": ["get"],
+        "/api/v1/schemas/certification-certificate.schema.json": ["get"],
         "/api/v1/statements": ["post"],
         "/checkpoint": ["get"],
         "/healthz": ["get"],
@@ -1212,7 +1225,7 @@ def test_openapi_lists_every_route(api: Api) -> None:
     }
     routed = {
         route.path.replace(":path}", "}")
-        for module in (certificates, issuers, log, statements, tiles)
+        for module in (certificates, issuers, log, schemas, statements, tiles)
         for route in module.router.routes
         if isinstance(route, APIRoute)
     }

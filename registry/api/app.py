@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from registry import __version__
 from registry.api import problems
 from registry.api.limits import BodySizeLimit
-from registry.api.routes import certificates, issuers, log, statements, tiles
+from registry.api.routes import certificates, issuers, log, schemas, statements, tiles
 from registry.api.service import RegistryService, ServiceOptions
 from registry.config import Settings
 from registry.ledger import Ledger
@@ -50,7 +50,7 @@ def create_app(
     app.state.service = service
     problems.install(app)
     app.add_middleware(BodySizeLimit)
-    for module in (log, certificates, statements, issuers, tiles):
+    for module in (log, certificates, statements, issuers, schemas, tiles):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
