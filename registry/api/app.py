@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -74,4 +75,9 @@ def app_from_env() -> FastAPI:
     """uvicorn factory: every worker process opens the ledger from the environment
     (``qiledger serve`` puts its options there)."""
     settings = Settings.from_env(demo=os.environ.get("QILEDGER_DEMO") == "1")
-    return create_app(Ledger.open(settings), options_from_env(), owns_ledger=True)
+    app = create_app(Ledger.open(settings), options_from_env(), owns_ledger=True)
+    # The replayed trust state lives as long as the process: keep the cyclic
+    # garbage collector from re-scanning it in every full collection.
+    gc.collect()
+    gc.freeze()
+    return app
