@@ -36,14 +36,13 @@ comparing with the targets):
 
 * each route served by one uvicorn process with every thread (event loop,
   sequencer, FastAPI's thread pool) under cProfile counting thread CPU time:
-  CPU per request by package, by registry function and by function;
+  CPU per request by package, by registry function and by function, and for
+  the certificate read how often it was answered on the event loop
+  (``RegistryService.read_now``) rather than in the thread pool;
 * the ASGI app called in this process without an HTTP server, one request at a
-  time and ``--concurrency`` at once: CPU per request of the routes as served,
-  of variants of the certificate route added under ``/bench/`` (the same
-  ``get_certificate`` with fewer thread-pool round trips), of the route's own
-  work, and of one thread-pool round trip;
-* the same variants over HTTP, ``--variant-processes`` uvicorn processes
-  sharing the port: throughput and p99, closed and open loop.
+  time and ``--concurrency`` at once: CPU per request of ``/healthz`` and of the
+  certificate read as served, of the read route's own work, and of the thread-pool
+  round trip a read pays when it cannot be answered on the event loop.
 
 The load generator runs on the same cores as the server and takes CPU from it;
 each run prints the CPU seconds of the server processes, of this client and of
@@ -94,7 +93,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 # This file is named http.py. When another script in bench/ runs, bench/ comes
 # first on the import path and ``import http`` finds this file: it then puts the
@@ -118,8 +117,6 @@ else:
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH] + [str(_BENCH)]
 
     import httpx
-    from fastapi import Depends, Response
-    from fastapi import Request as IncomingRequest
     from ingest import BODY_ID, BODY_KEY, ORIGIN, cpu_ticks, print_machine, signer_key, wait_idle
 
     from registry.api.routes.certificates import get_certificate
@@ -458,33 +455,6 @@ class Server:
                 os.kill(pid, signal.SIGKILL)
 
 
-class ServerGroup:
-    """Several server processes sharing one port (``SO_REUSEPORT``)."""
-
-    def __init__(self, servers: list[Server]) -> None:
-        self.servers = servers
-        self.port = servers[0].port
-
-    @property
-    def pids(self) -> list[int]:
-        return [pid for server in self.servers for pid in server.pids]
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.pids)
-
-    def wait_ready(self) -> None:
-        for server in self.servers:
-            server.wait_ready()
-        time.sleep(1.0)  # any one answering /healthz does not mean all of them listen
-
-    def stop(self) -> None:
-        for server in self.servers:
-            server.stop()
-
-
-Servers = Server | ServerGroup
-
-
 def serve_argv(data_dir: Path, database_url: str | None, port: int, workers: int) -> list[str]:
     argv = [sys.executable, "-m", "registry", "--data-dir", str(data_dir)]
     if database_url:
@@ -560,7 +530,7 @@ def steal_seconds() -> float:
 
 
 @contextmanager
-def measured(run: Run, server: Servers) -> Iterator[None]:
+def measured(run: Run, server: Server) -> Iterator[None]:
     gc.collect()
     gc.disable()  # keep the client's pauses out of the latencies
     by_pid0 = {pid: cpu_seconds([pid]) for pid in server.pids}
@@ -592,7 +562,7 @@ async def closed_loop(
     client: Client,
     next_request: Callable[[], Request | None],
     run: Run,
-    server: Servers,
+    server: Server,
     concurrency: int,
     duration: float,
     ok: int = 200,
@@ -619,7 +589,7 @@ async def open_loop(
     client: Client,
     next_request: Callable[[], Request | None],
     run: Run,
-    server: Servers,
+    server: Server,
     rate: float,
     duration: float,
     ok: int = 200,
@@ -729,7 +699,7 @@ class Config:
     log_size: int = 0
 
 
-async def catch_up(server: Servers, cfg: Config, count: int = 20) -> None:
+async def catch_up(server: Server, cfg: Config, count: int = 20) -> None:
     """The first reads after start, each on a new connection so that every worker
     gets some: a server process replays the whole log into its trust state on the
     first request that needs it (under the lock submissions also need). Timed
@@ -1003,26 +973,6 @@ def profiled_server_main(data_dir: str, port: int, out: str, database_url: str) 
     profiles.stats().dump_stats(out)
 
 
-def variant_server_main(data_dir: str, port: int, database_url: str) -> None:
-    """(Runs in a subprocess, one of several on the port.) The app as served plus
-    the variant routes of :func:`add_variants`."""
-    import uvicorn
-
-    from registry.api.app import create_app
-    from registry.api.service import ServiceOptions
-
-    settings = Settings(data_dir=Path(data_dir), database_url=database_url or None)
-    app = create_app(Ledger.open(settings), ServiceOptions(rate_per_second=0))
-    add_variants(app)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((HOST, port))
-    sock.listen(2048)
-    config = uvicorn.Config(app, log_level="warning", proxy_headers=True, server_header=False)
-    with suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[sock])
-
-
 def print_profile(path: Path, requests: int, top: int) -> None:
     stats = pstats.Stats(str(path))
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
@@ -1037,6 +987,20 @@ def print_profile(path: Path, requests: int, top: int) -> None:
     print("    own CPU time by package (us/request, share):")
     for area, tt in by_area.most_common(12):
         print(f"      {area:34} {tt / requests * 1e6:8.1f} {tt / total:6.1%}")
+    # The certificate read tries RegistryService.read_now on the event loop and
+    # falls back to RegistryService.read in the thread pool.
+    reads = {
+        name: nc
+        for (filename, _line, name), (_cc, nc, _tt, _ct, _callers) in raw.items()
+        if Path(filename).parts[-3:] == ("registry", "api", "service.py")
+        and name in ("read_now", "read")
+    }
+    if reads.get("read_now"):
+        print(
+            f"    certificate reads answered in the thread pool (read_now None, then read): "
+            f"{reads.get('read', 0):,} of {reads['read_now']:,} = "
+            f"{reads.get('read', 0) / reads['read_now']:.0%}"
+        )
     print("    registry and verifier functions by cumulative CPU time (us/request):")
     ours = [kv for kv in raw.items() if _area(kv[0][0]) in ("registry", "verifier")]
     for (filename, line, name), (_cc, nc, _tt, ct, _callers) in sorted(
@@ -1127,112 +1091,14 @@ async def run_profile(
             print(f"    (no profile written; server log {server.log})")
 
 
-async def _service_async(request: IncomingRequest) -> Any:
-    """Variant of ``registry.api.auth.service_of`` as ``async def``: no thread hop."""
-    return request.app.state.service
-
-
-if __name__ != "http":  # see the top of this file
-    AsyncService = Annotated[Any, Depends(_service_async)]
-
-
-def _certificate_sync_dict(service: AsyncService, certificate_id: str) -> dict[str, Any]:
-    """Variant: the route as served, but with the Service dependency async."""
-    return get_certificate(service, certificate_id)
-
-
-def _certificate_sync_response(service: AsyncService, certificate_id: str) -> Response:
-    """Variant: also returning encoded JSON (no response model checked in a thread)."""
-    body = json.dumps(get_certificate(service, certificate_id)).encode()
-    return Response(body, media_type="application/json")
-
-
-async def _certificate_async(service: AsyncService, certificate_id: str) -> Response:
-    """Variant: all on the event loop (only safe once reads need no lock the
-    sequencer holds across a commit)."""
-    body = json.dumps(get_certificate(service, certificate_id)).encode()
-    return Response(body, media_type="application/json")
-
-
-async def _healthz_async() -> Response:
-    return Response(b'{"status":"ok"}', media_type="application/json")
-
-
-def add_variants(app: Any) -> None:
-    """Variant routes under /bench/ next to the app's own (the registry is unchanged)."""
-    app.add_api_route("/bench/healthz", _healthz_async)
-    for name, variant in (
-        ("v1", _certificate_sync_dict),
-        ("v2", _certificate_sync_response),
-        ("v3", _certificate_async),
-    ):
-        app.add_api_route(f"/bench/{name}/{{certificate_id:path}}", variant)
-
-
-VARIANTS = {
-    "GET /api/v1/certificates/{id} as served (3 thread hops)": "/api/v1/certificates",
-    "variant: Service dependency async (2 hops)": "/bench/v1",
-    "variant: + returns Response(json.dumps(...)) (1 hop)": "/bench/v2",
-    "variant: + async def route (0 hops)": "/bench/v3",
-}
-
-
-async def run_variants(
-    data_dir: Path, database_url: str | None, ids: list[str], args: argparse.Namespace
-) -> None:
-    count = args.variant_processes
-    print(
-        f"\n== what if (diagnosis): the read route as served and variants of it, over HTTP; "
-        f"{count} uvicorn processes sharing the port (SO_REUSEPORT), each serving the app "
-        "plus the variant routes; closed loop, then open loop"
-    )
-    port = free_port()
-    servers = []
-    for i in range(count):
-        argv = [
-            sys.executable,
-            __file__,
-            "--variant-server",
-            str(data_dir),
-            str(port),
-            database_url or "",
-        ]
-        servers.append(Server(argv, SERVER_ENV, port, data_dir / f"server-variant-{i}.log"))
-    group = ServerGroup(servers)
-    try:
-        group.wait_ready()
-        print(
-            f"    {'':56} {'closed req/s':>12} {'p99 ms':>7} {'CPU us':>7}   "
-            f"{'open at ' + format(args.read_rate, ',.0f') + '/s p99 ms':>20} {'CPU us':>7}"
-        )
-        for label, prefix in VARIANTS.items():
-            reqs = [make_request("GET", f"{prefix}/{cid}") for cid in ids]
-            wait_idle(args.wait_idle)
-            client = RawClient(port, args.max_connections)
-            await warm(client, reqs[0], args.concurrency, 1.0)
-            closed = await closed_loop(
-                client, cycle(reqs), Run(label), group, args.concurrency, args.read_duration
-            )
-            opened = await open_loop(
-                client, cycle(reqs), Run(label), group, args.read_rate, args.read_duration
-            )
-            await client.aclose()
-            bad = closed.count - closed.statuses["200"] + opened.count - opened.statuses["200"]
-            print(
-                f"    {label:56} {closed.count / closed.wall:12,.0f} {p99_ms(closed):7.1f} "
-                f"{closed.server_cpu / max(closed.count, 1) * 1e6:7.0f}   "
-                f"{p99_ms(opened):20.1f} {opened.server_cpu / max(opened.count, 1) * 1e6:7.0f}"
-                + (f"  ({bad} not 200)" if bad else "")
-            )
-    finally:
-        group.stop()
-
-
 async def asgi_costs(
     data_dir: Path, database_url: str | None, ids: list[str], args: argparse.Namespace
 ) -> None:
-    """The app called in this process, no HTTP server: the routes as served and
-    variants of them added here (the registry code is unchanged)."""
+    """The app called in this process, no HTTP server: CPU per request of the routes
+    as served, of the certificate route's own work and of one thread-pool round trip;
+    and how many certificate reads the event loop could not answer (``read_now``
+    returned None: the state lock was taken or the state stale), which then paid
+    the round trip to ``service.read`` in the thread pool."""
     import anyio.to_thread
 
     from registry.api.app import create_app
@@ -1242,8 +1108,19 @@ async def asgi_costs(
     settings = Settings(data_dir=data_dir, database_url=database_url)
     app = create_app(Ledger.open(settings), ServiceOptions(rate_per_second=0))
     service = app.state.service
-    service.ledger.policy.sync()
-    add_variants(app)
+    calls: Counter[str] = Counter()
+
+    def counting(name: str) -> Callable[..., Any]:
+        method = getattr(service, name)
+
+        def counted(*a: Any) -> Any:
+            calls[name] += 1
+            return method(*a)
+
+        return counted
+
+    # The route looks both up on the service object: count them there.
+    service.read_now, service.read = counting("read_now"), counting("read")
     rng = random.Random(1)
 
     async def call(path: str) -> None:
@@ -1272,56 +1149,54 @@ async def asgi_costs(
 
         await app(scope, receive, send)
 
-    def route(prefix: str | None, fixed: str = "") -> Callable[[], Awaitable[None]]:
-        if prefix is None:
-            return lambda: call(fixed)
-        return lambda: call(f"{prefix}/{ids[rng.randrange(len(ids))]}")
+    def random_id() -> str:
+        return ids[rng.randrange(len(ids))]
 
-    async def cpu_per_call(fn: Callable[[], Awaitable[Any]], parallel: int) -> float:
+    async def healthz() -> None:
+        await call("/healthz")
+
+    async def certificate() -> None:
+        await call(f"/api/v1/certificates/{random_id()}")
+
+    async def route_body() -> None:
+        await get_certificate(service, random_id())
+
+    async def hop() -> None:
+        await anyio.to_thread.run_sync(int)
+
+    async def cpu_per_call(fn: Callable[[], Awaitable[Any]], parallel: int) -> tuple[float, str]:
         async def worker(count: int) -> None:
             for _ in range(count):
                 await fn()
 
         await worker(min(200, n))
         gc.collect()
+        calls.clear()
         cpu0 = time.process_time()
         await asyncio.gather(*(worker(n // parallel) for _ in range(parallel)))
-        return float((time.process_time() - cpu0) / (n // parallel * parallel) * 1e6)
+        us = (time.process_time() - cpu0) / (n // parallel * parallel) * 1e6
+        pooled = f"{calls['read'] / calls['read_now']:.0%}" if calls["read_now"] else "-"
+        return us, pooled
 
     async def measure(label: str, fn: Callable[[], Awaitable[Any]]) -> None:
         # The best of three: on a shared (virtual) machine CPU time per call varies.
         alone = min([await cpu_per_call(fn, 1) for _ in range(3)])
         crowd = min([await cpu_per_call(fn, concurrency) for _ in range(3)])
-        print(f"    {label:70} {alone:7.0f} {crowd:7.0f}")
-
-    async def route_body() -> None:
-        get_certificate(service, ids[rng.randrange(len(ids))])
-
-    async def route_body_json() -> None:
-        json.dumps(get_certificate(service, ids[rng.randrange(len(ids))]))
-
-    async def hop() -> None:
-        await anyio.to_thread.run_sync(int)
+        print(f"    {label:70} {alone[0]:7.0f} {crowd[0]:7.0f} {alone[1]:>6} {crowd[1]:>6}")
 
     print(
         f"\n== where a read's CPU goes: the ASGI app called in this process, no HTTP server, "
-        f"{n:,} requests one at a time and {concurrency} at once; variants are routes added "
-        "here around the same get_certificate"
+        f"{n:,} requests one at a time and {concurrency} at once; 'pool' is the share of "
+        "certificate reads not answered on the event loop (read_now None: state lock "
+        "taken or state stale), answered by service.read in the thread pool"
     )
-    print(f"    {'CPU us per request':70} {'alone':>7} {'x' + str(concurrency):>7}")
+    x = "x" + str(concurrency)
+    print(f"    {'CPU us per request':70} {'alone':>7} {x:>7} {'pool':>6} {'pool ' + x:>6}")
     rows = [
-        ("GET /healthz as served (sync def -> dict: 2 thread hops)", route(None, "/healthz")),
-        ("  variant: async def returning a Response (0 hops)", route(None, "/bench/healthz")),
-        (
-            "GET /api/v1/certificates/{id} as served (3 hops: Service, route, response check)",
-            route("/api/v1/certificates"),
-        ),
-        ("  variant: Service dependency as async def (2 hops)", route("/bench/v1")),
-        ("  variant: + return Response(json.dumps(...)) (1 hop)", route("/bench/v2")),
-        ("  variant: + async def route (0 hops)", route("/bench/v3")),
-        ("get_certificate(service, id) called directly (the route's own work)", route_body),
-        ("  the same + json.dumps of its answer", route_body_json),
-        ("one anyio.to_thread.run_sync(int) round trip (what each hop costs)", hop),
+        ("GET /healthz as served", healthz),
+        ("GET /api/v1/certificates/{id} as served", certificate),
+        ("  await get_certificate(service, id) called directly (the route's work)", route_body),
+        ("one anyio.to_thread.run_sync(int) round trip (what a pool read adds)", hop),
     ]
     wait_idle(args.wait_idle)
     for label, fn in rows:
@@ -1397,7 +1272,6 @@ async def run_all(args: argparse.Namespace, data_dir: Path) -> None:
         posts = [certificate_post(tokens[x.issuer], x) for x in subs[len(subs) - extra :]]
         await run_profile(data_dir, args.database_url, ids, posts, args)
         await asgi_costs(data_dir, args.database_url, ids, args)
-        await run_variants(data_dir, args.database_url, ids, args)
 
 
 def _uvloop_name() -> str:
@@ -1425,9 +1299,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--profiled-server"]:
         profiled_server_main(argv[1], int(argv[2]), argv[3], argv[4])
-        return 0
-    if argv[:1] == ["--variant-server"]:
-        variant_server_main(argv[1], int(argv[2]), argv[3])
         return 0
     parser = argparse.ArgumentParser(
         description="QI Ledger HTTP benchmark (qiledger serve: submissions and status reads)."
@@ -1461,9 +1332,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--profile-n", type=int, default=2000, help="submissions to profile")
     parser.add_argument("--asgi-n", type=int, default=3000, help="in-process requests timed")
-    parser.add_argument(
-        "--variant-processes", type=int, default=2, help="--profile: processes for the variants"
-    )
     parser.add_argument(
         "--wait-idle",
         type=float,

@@ -5,6 +5,7 @@ submissions share group commits whose receipts a client can verify."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -1140,6 +1141,38 @@ def test_a_status_read_during_a_batch_waits_for_the_batch(api: Api) -> None:
     reader.join(10)
     assert [a.status_code for a in answers] == [200]
     assert answers[0].json()["status"] == "Active"
+
+
+def test_stale_reads_share_one_catch_up(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concurrent reads of a stale state wait for one catch-up, then answer on the
+    event loop (each catching up on its own made them queue on the lock)."""
+    service = api.service
+    size = api.state().size
+    syncs: list[int] = []
+    real_sync = service.ledger.policy.sync
+
+    def counting_sync(*args: Any) -> Any:
+        if not args:  # sync() calls itself with its connection
+            syncs.append(1)
+        return real_sync(*args)
+
+    monkeypatch.setattr(service.ledger.policy, "sync", counting_sync)
+    waited_in_threads: list[int] = []
+    real_read = service.read
+    monkeypatch.setattr(
+        service, "read", lambda view: waited_in_threads.append(1) or real_read(view)
+    )
+    service._synced_at = float("-inf")  # stale
+
+    async def many() -> list[int]:
+        return list(
+            await asyncio.gather(*(service.read_async(lambda s: s.size) for _ in range(20)))
+        )
+
+    sizes = asyncio.run(many())
+    assert sizes == [size] * 20
+    assert len(syncs) == 1
+    assert waited_in_threads == []  # every answer was built on the event loop
 
 
 def test_certificates_by_document_digest(api: Api) -> None:

@@ -9,6 +9,7 @@ batch. Proof and tile reads go to the database and need no lock.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,6 +17,8 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import anyio.to_thread
 
 from registry.api.submissions import SubmissionQueue
 from registry.errors import NotFoundError
@@ -80,6 +83,7 @@ class RegistryService:
         # Replay the log now, before the first request waits for it.
         ledger.policy.sync()
         self._synced_at = clock()
+        self._catch_up_task: asyncio.Future[None] | None = None
         # Small batches: a forked signature worker does not pay off, and forking a
         # threaded server is best avoided.
         ledger.sequencer.verify_worker = False
@@ -152,9 +156,7 @@ class RegistryService:
 
     def read_now(self, view: Callable[[TrustState], T]) -> T | None:
         """``view`` of the trust state if it can be had without waiting — the state
-        is fresh and no batch holds it — else None (then use :meth:`trust_state`
-        from a worker thread). Lets async routes answer most reads on the event
-        loop, with no thread hand-off and no database call."""
+        is fresh and no batch holds it — else None (see :meth:`read_async`)."""
         if not self.state_lock.acquire(blocking=False):
             return None
         try:
@@ -163,6 +165,33 @@ class RegistryService:
             return view(self.ledger.policy.state)
         finally:
             self.state_lock.release()
+
+    async def read_async(self, view: Callable[[TrustState], T]) -> T:
+        """``view`` of the caught-up trust state, for async routes: on the event loop
+        when the state is free and fresh; a stale state is caught up by one worker
+        thread shared by every read waiting for it; only while a batch holds the
+        state does a read wait for it in a thread of its own.
+
+        (Each reader catching up in its own thread made the readers queue on the
+        lock, and then every read took the slow path.)"""
+        content = self.read_now(view)
+        if content is None:
+            await self._catch_up()
+            content = self.read_now(view)
+        if content is None:
+            content = await anyio.to_thread.run_sync(self.read, view)
+        return content
+
+    async def _catch_up(self) -> None:
+        task = self._catch_up_task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            task = asyncio.ensure_future(anyio.to_thread.run_sync(self._sync_now))
+            self._catch_up_task = task
+        await asyncio.shield(task)
+
+    def _sync_now(self) -> None:
+        with self.trust_state():
+            pass
 
     def read(self, view: Callable[[TrustState], T]) -> T:
         """``view`` of the caught-up trust state (may wait for a batch or the database)."""

@@ -119,10 +119,7 @@ async def get_certificate(service: Service, certificate_id: CertificateId) -> JS
         return {"tree_size": state.size, **_public_view(state, certificate_id, now)}
 
     # The hot public read: answered on the event loop unless a batch holds the state.
-    content = service.read_now(view)
-    if content is None:
-        content = await run_in_threadpool(service.read, view)
-    return JSONResponse(content)
+    return JSONResponse(await service.read_async(view))
 
 
 def _public_view(state: TrustState, certificate_id: str, now: datetime) -> dict[str, Any]:
