@@ -410,3 +410,37 @@ def test_trust_commands(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     code, out, _ = run(capsys, *d, "issuer", "LAB-1")
     assert "compromised since" in out
     assert run(capsys, *d, "fsck")[0] == 0
+
+
+def test_token_create_list_revoke(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = ["--data-dir", str(data_dir)]
+    code, out, _ = run(capsys, *d, "--json", "token", "create", "--issuer", "LAB-1")
+    assert code == 0
+    created = json.loads(out)
+    assert (created["role"], created["subject"]) == ("issuer", "LAB-1")
+    assert created["token"].startswith(f"qil_{created['token_id']}_")
+    code, out, _ = run(capsys, *d, "token", "create", "--role", "auditor", "--label", "audit 2026")
+    assert code == 0
+    assert "shown once" in out
+    code, out, _ = run(capsys, *d, "--json", "token", "list")
+    listed = json.loads(out)
+    assert [(t["role"], t["subject"]) for t in listed] == [("issuer", "LAB-1"), ("auditor", "")]
+    assert created["token"] not in out  # secrets are never listed
+    code, out, _ = run(capsys, *d, "token", "revoke", created["token_id"])
+    assert code == 0
+    code, out, err = run(capsys, *d, "token", "revoke", created["token_id"])
+    assert code == 1
+    assert "no active API token" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--issuer", "LAB-1", "--role", "auditor"], ["--issuer", "LAB-1", "--body", "CNAS"]],
+)
+def test_token_create_needs_exactly_one_holder(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    code, _, err = run(capsys, "--data-dir", str(data_dir), "token", "create", *args)
+    assert code == 1
+    assert "exactly one of --issuer" in err
