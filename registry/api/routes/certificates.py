@@ -16,6 +16,7 @@ from registry.api.auth import Service, require
 from registry.api.outcomes import settled
 from registry.api.service import ForbiddenError, RegistryService, receipt_json
 from registry.reports import certificate_report, issuer_report
+from registry.sequencer import Accepted
 from registry.tokens import TokenHolder
 from verifier import dsse, statement
 from verifier.encoding import b64encode
@@ -51,7 +52,7 @@ async def post_certificate(
 
 
 def _certificate_receipt(
-    service: RegistryService, envelope: bytes, accepted: Any
+    service: RegistryService, envelope: bytes, accepted: Accepted
 ) -> dict[str, Any]:
     stmt = statement.parse(dsse.parse(envelope).payload)
     receipt = service.receipt(accepted)
