@@ -1056,7 +1056,7 @@ READ_REFUSALS: list[tuple[str, Auth, int, str]] = [
     ("/api/v1/log/proof/inclusion", None, 422, "request_invalid"),
     ("/api/v1/log/proof/consistency?first=1&second={unsigned}", None, 404, "not_found"),
     ("/api/v1/log/proof/consistency?first=2&second=99", None, 404, "not_found"),
-    ("/api/v1/log/proof/consistency?first=3&second=2", None, 404, "not_found"),
+    ("/api/v1/log/proof/consistency?first=3&second=2", None, 422, "request_invalid"),
     ("/api/v1/log/proof/consistency?first=-1&second=2", None, 422, "request_invalid"),
     ("/api/v1/log/proof/consistency?first=1", None, 422, "request_invalid"),
     ("/api/v1/log/proof/consistency?first=a&second=b", None, 422, "request_invalid"),

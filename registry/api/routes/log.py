@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from registry.api.auth import Service
 from verifier.encoding import b64encode
+from verifier.errors import MalformedError
 
 router = APIRouter(prefix="/api/v1/log", tags=["log"])
 
@@ -91,6 +92,11 @@ def consistency_proof(
     first: Annotated[int, Query(ge=0, le=MAX_INDEX)],
     second: Annotated[int, Query(ge=0, le=MAX_INDEX)],
 ) -> JSONResponse:
+    if first > second:
+        raise MalformedError(
+            f"first ({first}) is larger than second ({second}): a consistency proof "
+            "goes from an older tree to a newer one"
+        ).with_code("request_invalid")
     ledger = service.ledger
     hashes = ledger.consistency_proof(first, second)
     return JSONResponse(
