@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import platform
 import re
 import statistics
 import sys
@@ -26,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from ingest import print_machine  # noqa: E402
 
 from registry.config import Settings  # noqa: E402
 from registry.ledger import Ledger  # noqa: E402
@@ -37,18 +37,6 @@ UNSIGNED = [
     "siemens-pydcc/dcc_gp_humidity_v1.0.xml",
     "siemens-pydcc/dcc_gp_temperature_typical_v12.xml",
 ]
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def copies(n: int) -> list[bytes]:
@@ -92,7 +80,7 @@ def main() -> None:
         stored = ledger.latest_checkpoint().size
         ledger.close()
     latencies.sort()
-    print(f"machine: {machine()}")
+    print_machine()
     print(
         f"DCCs: {args.n} distinct copies of {len(UNSIGNED)} shared examples, "
         f"{statistics.mean(sizes) / 1024:.1f} KB average, schema validation on"

@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import cProfile
 import gc
 import hashlib
@@ -117,15 +116,23 @@ else:
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH] + [str(_BENCH)]
 
     import httpx
-    from ingest import BODY_ID, BODY_KEY, ORIGIN, cpu_ticks, print_machine, signer_key, wait_idle
+    from ingest import (
+        BODY_ID,
+        BODY_KEY,
+        ORIGIN,
+        b64key,
+        cpu_ticks,
+        print_machine,
+        signed_envelope,
+        signer_key,
+        wait_idle,
+    )
 
     from registry.api.routes.certificates import get_certificate
     from registry.config import Settings
     from registry.ledger import Ledger
     from registry.tokens import TokenStore
-    from verifier import dsse, jcs, statement
     from verifier.entry import format_time
-    from verifier.keys import SigningKey
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "registry" / "demo_documents" / "demo-certification.json"
@@ -145,34 +152,26 @@ def issuer_id(i: int) -> str:
     return f"BENCH-CB-{i}"
 
 
-def _b64(key: SigningKey) -> str:
-    return base64.b64encode(key.public_key.raw).decode()
-
-
-def _envelope(fields: dict[str, Any], key: SigningKey) -> bytes:
-    return jcs.canonical_bytes(dsse.sign(statement.encode(fields), key).to_json())
-
-
 def create_ledger(settings: Settings, issuers: int) -> Ledger:
     """A new ledger whose trust chain accredits ``issuers`` certification bodies."""
     ledger = Ledger.init(settings, origin=ORIGIN, passphrase=None)
     now = format_time(ledger.clock())
     ledger.sequencer.submit(
-        _envelope(
+        signed_envelope(
             {
                 "type": "trust.body.add",
                 "signed_at": now,
                 "body_id": BODY_ID,
                 "name": "Benchmark Accreditation Body",
                 "country": "CN",
-                "public_key": _b64(BODY_KEY),
+                "public_key": b64key(BODY_KEY),
             },
             ledger.load_log_key().key,
         )
     )
     for i in range(issuers):
         ledger.sequencer.submit(
-            _envelope(
+            signed_envelope(
                 {
                     "type": "accreditation.grant",
                     "signed_at": now,
@@ -180,7 +179,7 @@ def create_ledger(settings: Settings, issuers: int) -> Ledger:
                     "issuer_id": issuer_id(i),
                     "issuer_name": f"Benchmark Certification Body {i}",
                     "issuer_kind": "certification_body",
-                    "public_keys": [_b64(signer_key(i))],
+                    "public_keys": [b64key(signer_key(i))],
                     "accreditation_number": f"{BODY_ID}-C{i:04d}",
                     "standard": "ISO/IEC 17021-1:2015",
                     "scope": "Quality management systems",
@@ -222,7 +221,9 @@ def presign(ledger: Ledger, start: int, count: int, issuers: int) -> list[Submis
         document = certification_document(template, issuer_id(i), number)
         derived = ledger.documents.statement(document, issuer_id(i), now)
         fields = {"signed_at": signed_at, **derived.fields}
-        out.append(Submission(i, fields["certificate_id"], document, _envelope(fields, keys[i])))
+        out.append(
+            Submission(i, fields["certificate_id"], document, signed_envelope(fields, keys[i]))
+        )
     return out
 
 

@@ -164,11 +164,11 @@ def issuer_id(i: int) -> str:
     return f"BENCH-LAB-{i}"
 
 
-def _b64key(key: SigningKey) -> str:
+def b64key(key: SigningKey) -> str:
     return base64.b64encode(key.public_key.raw).decode()
 
 
-def _envelope(fields: dict[str, Any], key: SigningKey) -> bytes:
+def signed_envelope(fields: dict[str, Any], key: SigningKey) -> bytes:
     return jcs.canonical_bytes(dsse.sign(statement.encode(fields), key).to_json())
 
 
@@ -178,21 +178,21 @@ def create_ledger(data_dir: Path, signers: int) -> Ledger:
     now = format_time(ledger.clock())
     log_key = ledger.load_log_key().key
     setup = [
-        _envelope(
+        signed_envelope(
             {
                 "type": "trust.body.add",
                 "signed_at": now,
                 "body_id": BODY_ID,
                 "name": "Benchmark Accreditation Body",
                 "country": "CN",
-                "public_key": _b64key(BODY_KEY),
+                "public_key": b64key(BODY_KEY),
             },
             log_key,
         )
     ]
     for i in range(signers):
         setup.append(
-            _envelope(
+            signed_envelope(
                 {
                     "type": "accreditation.grant",
                     "signed_at": now,
@@ -200,7 +200,7 @@ def create_ledger(data_dir: Path, signers: int) -> Ledger:
                     "issuer_id": issuer_id(i),
                     "issuer_name": f"Benchmark Calibration Laboratory {i}",
                     "issuer_kind": "calibration_laboratory",
-                    "public_keys": [_b64key(signer_key(i))],
+                    "public_keys": [b64key(signer_key(i))],
                     "accreditation_number": f"{BODY_ID}-L{i:04d}",
                     "standard": "ISO/IEC 17025:2017",
                     "scope": "Temperature, pressure and mass calibration",
@@ -230,7 +230,7 @@ def certificate_envelope(number: int, signers: int, signed_at: str) -> bytes:
         "issued": signed_at[:10],
         "valid_until": "2031-12-31",
     }
-    return _envelope(fields, signer_key(i))
+    return signed_envelope(fields, signer_key(i))
 
 
 def _sign_range(args: tuple[int, int, int, str]) -> list[bytes]:

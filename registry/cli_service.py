@@ -21,6 +21,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     import uvicorn
 
+    from registry.api.app import options_from_env
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {args.workers}")
     settings = _settings(args)
     ledger = Ledger.open(settings)  # fail here, clearly, before uvicorn starts
     ledger.load_log_key()
@@ -38,6 +42,7 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     os.environ.update({k: v for k, v in env.items() if v})
     if not settings.database_url:
         os.environ.pop("QILEDGER_DATABASE_URL", None)
+    options_from_env()  # a bad setting is one clear error here, not one per worker
     uvicorn.run(
         "registry.api.app:app_from_env",
         factory=True,

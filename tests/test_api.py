@@ -1325,8 +1325,13 @@ def test_statements_queued_during_a_commit_share_the_next_batch(api: Api) -> Non
     assert len({o.checkpoint_size for o in accepted}) <= 2
     for outcome in accepted:
         receipt = api.service.receipt(outcome)
-        cp = checkpoint.verify(receipt.checkpoint_note, api.ledger.identity.verifier).checkpoint
+        signed = receipt["checkpoint"].encode()
+        cp = checkpoint.verify(signed, api.ledger.identity.verifier).checkpoint
         merkle.verify_inclusion(
-            outcome.leaf_hash, outcome.index, cp.size, receipt.proof.hashes, cp.root
+            outcome.leaf_hash,
+            outcome.index,
+            cp.size,
+            b64hashes(receipt["inclusion_proof"]),
+            cp.root,
         )
     assert fsck(api.ledger).entries == start + 50

@@ -444,3 +444,30 @@ def test_token_create_needs_exactly_one_holder(
     code, _, err = run(capsys, "--data-dir", str(data_dir), "token", "create", *args)
     assert code == 1
     assert "exactly one of --issuer" in err
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({"QILEDGER_RATE_LIMIT": "lots"}, [], "QILEDGER_RATE_LIMIT must be a number >= 0"),
+        ({"QILEDGER_RATE_BURST": "-5"}, [], "QILEDGER_RATE_BURST must be a whole number >= 0"),
+        ({"QILEDGER_PUBLIC_URL": "ftp://x"}, [], "QILEDGER_PUBLIC_URL must be an http(s) URL"),
+        ({}, ["--public-url", "verify.example.org"], "QILEDGER_PUBLIC_URL must be an http(s)"),
+        ({}, ["--workers", "0"], "--workers must be at least 1"),
+    ],
+)
+def test_serve_refuses_bad_settings_before_starting(
+    data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    args: list[str],
+    message: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # serve exports settings
+    code, _, err = run(capsys, "--data-dir", str(data_dir), "serve", "--port", "1", *args)
+    assert code == 1
+    assert message in err
+    assert "Traceback" not in err

@@ -7,6 +7,7 @@ import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -17,6 +18,7 @@ from registry.api.limits import BodySizeLimit
 from registry.api.routes import certificates, issuers, log, schemas, statements, tiles
 from registry.api.service import RegistryService, ServiceOptions
 from registry.config import Settings
+from registry.errors import ConfigError
 from registry.ledger import Ledger
 
 DESCRIPTION = """\
@@ -47,7 +49,6 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.state.ledger = ledger
     app.state.service = service
     problems.install(app)
     app.add_middleware(BodySizeLimit)
@@ -64,11 +65,28 @@ def create_app(
 def options_from_env() -> ServiceOptions:
     env = os.environ
     defaults = ServiceOptions()
+    public_url = env.get("QILEDGER_PUBLIC_URL") or defaults.public_url
+    if not public_url.startswith(("http://", "https://")):
+        raise ConfigError(f"QILEDGER_PUBLIC_URL must be an http(s) URL, not {public_url!r}")
     return ServiceOptions(
-        public_url=env.get("QILEDGER_PUBLIC_URL") or defaults.public_url,
-        rate_per_second=float(env.get("QILEDGER_RATE_LIMIT") or defaults.rate_per_second),
-        rate_burst=int(env.get("QILEDGER_RATE_BURST") or defaults.rate_burst),
+        public_url=public_url,
+        rate_per_second=_number("QILEDGER_RATE_LIMIT", float, defaults.rate_per_second),
+        rate_burst=_number("QILEDGER_RATE_BURST", int, defaults.rate_burst),
     )
+
+
+def _number(name: str, kind: type[int] | type[float], default: float) -> Any:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        what = "whole number" if kind is int else "number"
+        raise ConfigError(f"{name} must be a {what} >= 0, not {text!r}")
+    return value
 
 
 def app_from_env() -> FastAPI:

@@ -30,7 +30,6 @@ from registry.tokens import TokenHolder, TokenStore
 from verifier import mark, statement
 from verifier.encoding import b64encode
 from verifier.errors import QILedgerError
-from verifier.proof import TlogProof
 from verifier.trust import TrustState
 
 T = TypeVar("T")
@@ -53,15 +52,6 @@ class ServiceOptions:
     read_staleness_s: float = 0.05
     """A read may answer from trust state this old before catching up with the log
     (other processes append too); the answer names the tree size it reflects."""
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """A durable submission: its entry, the checkpoint covering it and the proof."""
-
-    accepted: Accepted
-    checkpoint_note: bytes
-    proof: TlogProof
 
 
 class RegistryService:
@@ -122,10 +112,20 @@ class RegistryService:
         authorize(holder, plain_statement(envelope))
         return self.queue.submit(envelope, None)
 
-    def receipt(self, accepted: Accepted) -> Receipt:
-        stored = self.ledger.storage.checkpoint(accepted.checkpoint_size)
-        hashes = self.ledger.proofs.inclusion(accepted.index, stored.size)
-        return Receipt(accepted, stored.note, TlogProof(accepted.index, tuple(hashes), stored.note))
+    def receipt(self, accepted: Accepted) -> dict[str, Any]:
+        """A durable submission's answer: its entry, and its inclusion proof under
+        the signed checkpoint of the batch that logged it."""
+        proof = self.ledger.inclusion_proof(accepted.index, accepted.checkpoint_size)
+        return {
+            "index": accepted.index,
+            "leaf_hash": b64encode(accepted.leaf_hash),
+            "logged_at": accepted.logged_at,
+            "duplicate": accepted.duplicate,
+            "tree_size": accepted.checkpoint_size,
+            "checkpoint": proof.checkpoint_note.decode("utf-8"),
+            "inclusion_proof": [b64encode(h) for h in proof.hashes],
+            "tlog_proof": proof.to_bytes().decode("utf-8"),
+        }
 
     def mark_token(self, certificate_id: str, issuer_id: str, digest_hex: str, index: int) -> str:
         claims = mark.MarkClaims(
@@ -226,17 +226,3 @@ def authorize(holder: TokenHolder, stmt: statement.Statement) -> None:
             )
         return  # issuer key events: the trust rules check the body signs for its issuer
     raise ForbiddenError(f"a {holder.role} token cannot submit {stmt.type} statements")
-
-
-def receipt_json(receipt: Receipt) -> dict[str, Any]:
-    accepted = receipt.accepted
-    return {
-        "index": accepted.index,
-        "leaf_hash": b64encode(accepted.leaf_hash),
-        "logged_at": accepted.logged_at,
-        "duplicate": accepted.duplicate,
-        "tree_size": accepted.checkpoint_size,
-        "checkpoint": receipt.checkpoint_note.decode("utf-8"),
-        "inclusion_proof": [b64encode(h) for h in receipt.proof.hashes],
-        "tlog_proof": receipt.proof.to_bytes().decode("utf-8"),
-    }

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 
 from registry.api.auth import Service, require
 from registry.api.outcomes import settled
-from registry.api.service import ForbiddenError, RegistryService, receipt_json
+from registry.api.service import ForbiddenError, RegistryService
 from registry.reports import certificate_report, issuer_report
 from registry.sequencer import Accepted
 from registry.tokens import TokenHolder
@@ -55,13 +55,12 @@ def _certificate_receipt(
     service: RegistryService, envelope: bytes, accepted: Accepted
 ) -> dict[str, Any]:
     stmt = statement.parse(dsse.parse(envelope).payload)
-    receipt = service.receipt(accepted)
     token = service.mark_token(
         stmt["certificate_id"], stmt["issuer_id"], stmt["document_sha256"], accepted.index
     )
     return {
         "certificate_id": stmt["certificate_id"],
-        **receipt_json(receipt),
+        **service.receipt(accepted),
         "mark": token,
         "mark_url": service.mark_url(token),
     }

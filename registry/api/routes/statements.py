@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 
 from registry.api.auth import Service, require
 from registry.api.outcomes import settled
-from registry.api.service import receipt_json
 from registry.tokens import TokenHolder
 
 router = APIRouter(prefix="/api/v1/statements", tags=["write"])
@@ -40,4 +39,4 @@ async def post_statement(
     future = await run_in_threadpool(service.enqueue_statement, holder, envelope)
     accepted = await settled(future)
     receipt = await run_in_threadpool(service.receipt, accepted)
-    return JSONResponse(receipt_json(receipt), status_code=200 if accepted.duplicate else 201)
+    return JSONResponse(receipt, status_code=200 if accepted.duplicate else 201)

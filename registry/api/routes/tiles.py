@@ -6,13 +6,11 @@ routes read storage and never touch the sequencer or the trust state.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Response
 
 from registry import tiles as registry_tiles
+from registry.api.auth import Service
 from registry.errors import NotFoundError
-from registry.ledger import Ledger
 from verifier import tiles
 from verifier.errors import MalformedError
 
@@ -23,14 +21,6 @@ TILE_MEDIA_TYPE = "application/octet-stream"
 # A tile path fixes its bytes (a partial tile's width is in its path), so every
 # tile is immutable; only the checkpoint changes.
 IMMUTABLE = "public, max-age=31536000, immutable"
-
-
-def _ledger(request: Request) -> Ledger:
-    ledger: Ledger = request.app.state.ledger
-    return ledger
-
-
-LedgerDep = Annotated[Ledger, Depends(_ledger)]
 
 
 def _parse(path: str) -> tiles.Tile | tiles.Bundle:
@@ -46,24 +36,26 @@ def _tile_response(data: bytes) -> Response:
 
 
 @router.get("/checkpoint", summary="The latest signed checkpoint (C2SP signed note)")
-def get_checkpoint(ledger: LedgerDep) -> Response:
-    note = ledger.storage.latest_checkpoint().note
+def get_checkpoint(service: Service) -> Response:
+    note = service.ledger.storage.latest_checkpoint().note
     return Response(note, media_type=CHECKPOINT_MEDIA_TYPE, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/tile/entries/{path:path}", summary="An entry bundle")
-def get_entry_bundle(path: str, ledger: LedgerDep) -> Response:
+def get_entry_bundle(path: str, service: Service) -> Response:
     bundle = _parse(f"tile/entries/{path}")
     if not isinstance(bundle, tiles.Bundle):  # cannot happen: the prefix makes it one
         raise NotFoundError(f"no entry bundle at tile/entries/{path}")
-    return _tile_response(registry_tiles.entry_bundle(ledger.storage, bundle.index, bundle.width))
+    return _tile_response(
+        registry_tiles.entry_bundle(service.ledger.storage, bundle.index, bundle.width)
+    )
 
 
 @router.get("/tile/{path:path}", summary="A Merkle hash tile")
-def get_hash_tile(path: str, ledger: LedgerDep) -> Response:
+def get_hash_tile(path: str, service: Service) -> Response:
     tile = _parse(f"tile/{path}")
     if not isinstance(tile, tiles.Tile):  # "entries/..." is routed above
         raise NotFoundError(f"no hash tile at tile/{path}")
     return _tile_response(
-        registry_tiles.hash_tile(ledger.storage, tile.level, tile.index, tile.width)
+        registry_tiles.hash_tile(service.ledger.storage, tile.level, tile.index, tile.width)
     )
