@@ -1325,8 +1325,8 @@ def test_statements_queued_during_a_commit_share_the_next_batch(api: Api) -> Non
     assert len({o.checkpoint_size for o in accepted}) <= 2
     for outcome in accepted:
         receipt = api.service.receipt(outcome)
-        signed = receipt["checkpoint"].encode()
-        cp = checkpoint.verify(signed, api.ledger.identity.verifier).checkpoint
+        note = receipt["checkpoint"].encode()
+        cp = checkpoint.verify(note, api.ledger.identity.verifier).checkpoint
         merkle.verify_inclusion(
             outcome.leaf_hash,
             outcome.index,
