@@ -15,6 +15,7 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import string
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -304,7 +305,23 @@ def _similar(byte: int) -> int:
         return ord("a") + ("abcdef".index(ch) + 1) % 6
     if ch.isalpha():
         return byte - 1 if ch in "zZ" else byte + 1
+    if ch in "+/":  # base64's other two characters (signatures vary run to run)
+        return ord("/" if ch == "+" else "+")
     return byte ^ 0x01
+
+
+def test_similar_keeps_every_alphabet_well_formed() -> None:
+    """The forged character must stay in its alphabet, or the test would check
+    a parse error instead of the forgery (signatures differ from run to run)."""
+    alphabets = [
+        string.ascii_letters + string.digits + "+/",  # base64
+        string.digits + "abcdef",  # hex
+        string.digits,  # timestamps
+    ]
+    for alphabet in alphabets:
+        for ch in alphabet:
+            forged = chr(_similar(ord(ch)))
+            assert forged != ch and forged in alphabet, (ch, forged)
 
 
 @pytest.mark.parametrize(
