@@ -237,7 +237,21 @@ class Ledger:
         if registered is not None:
             return registered
         (outcome,) = self.sequencer.submit_many([envelope], {0: submission.document})
+        return self.settle_certificate(submission, outcome)
+
+    def settle_certificate(self, submission: CertificateSubmission, outcome: Outcome) -> Accepted:
+        """The answer to a certificate submission the sequencer has decided.
+
+        Two uploads of the same document can both pass the "already registered?"
+        check before either is logged; the loser is refused as ``certificate_exists``.
+        Its caller is answered as if it had come second: with the winner's entry
+        (when the same document won, and the loser's signer may hear of it).
+        """
         if isinstance(outcome, Refused):
+            if outcome.error.code == "certificate_exists":
+                registered = self.registered_certificate(submission)
+                if registered is not None:
+                    return registered
             raise outcome.error
         return outcome
 

@@ -342,6 +342,41 @@ def test_registering_the_same_document_again_answers_200_with_its_entry(api: Api
     assert api.state() == after_first
 
 
+def test_concurrent_uploads_of_one_document_both_get_its_entry(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two uploads of the same document (differently signed) that both pass the
+    "already registered?" check before either is queued: one is logged (201),
+    the other is answered with that entry (200), not refused."""
+    token = api.token("issuer", "LAB-1")
+    envelopes = [
+        api.envelope(DEMO_DCC, signed_at=entry.format_time(now() - timedelta(seconds=n)))
+        for n in (0, 1)
+    ]
+    both_checked = threading.Barrier(2, timeout=30)
+    real_submit = api.service.queue.submit
+
+    def submit_when_both_checked(*args: Any) -> Any:
+        both_checked.wait()
+        return real_submit(*args)
+
+    monkeypatch.setattr(api.service.queue, "submit", submit_when_both_checked)
+    before = api.state()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        responses = list(
+            pool.map(
+                lambda e: api.client.post(CERTIFICATES, **upload(DEMO_DCC, e, token)), envelopes
+            )
+        )
+    assert sorted(r.status_code for r in responses) == [200, 201], [r.text for r in responses]
+    receipts = [r.json() for r in responses]
+    assert {r["index"] for r in receipts} == {before.size}
+    assert sorted(r["duplicate"] for r in receipts) == [False, True]
+    for receipt in receipts:
+        api.verify_receipt(receipt)
+    assert api.state().size == before.size + 1
+
+
 def test_register_a_certification_certificate(api: Api) -> None:
     document = (DEMO / "demo-certification.json").read_bytes()
     receipt = api.register(document, "DEMO-CB", CB)

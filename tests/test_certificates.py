@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from registry.certificates import DocumentReader
 from registry.config import Settings
 from registry.ledger import Ledger
+from registry.sequencer import Refused
 from tests.conftest import TEST_ORIGIN
 from tests.helpers import BODY_KEY, body_add, envelope_bytes, grant, key_from
 from verifier import entry, trust
@@ -262,6 +263,44 @@ def test_re_registration_is_answered_only_to_the_issuers_key(
         ledger.issue_certificate(data, "CB-1", key)
     assert caught.value.code == code
     assert state_of(ledger) == before
+
+
+def test_a_lost_race_for_the_same_document_is_answered_with_the_winners_entry(
+    ledger: Ledger,
+) -> None:
+    """Two uploads of one document, both checked before either is logged: the
+    sequencer refuses the second as ``certificate_exists``; its caller is answered
+    with the first's entry, as if it had come second (what a retrying client or a
+    second server process expects)."""
+    data = as_bytes(certification())
+    moment = datetime.now(UTC)
+    fields = ledger.documents.statement(data, "CB-1", moment).fields
+
+    def signed_at(at: datetime) -> bytes:
+        return envelope_bytes({"signed_at": entry.format_time(at), **fields}, CB)
+
+    winner, loser = signed_at(moment), signed_at(moment - timedelta(seconds=1))
+    late = ledger.check_certificate(loser, data)
+    assert ledger.registered_certificate(late) is None  # not yet: the race is open
+    won = ledger.submit_certificate(winner, data)
+    (outcome,) = ledger.sequencer.submit_many([loser], {0: late.document})
+    assert isinstance(outcome, Refused)
+    assert outcome.error.code == "certificate_exists"
+    before = state_of(ledger)
+    answer = ledger.settle_certificate(late, outcome)
+    assert (answer.index, answer.leaf_hash, answer.duplicate) == (won.index, won.leaf_hash, True)
+    assert state_of(ledger) == before
+
+    # Another document under the id, or another refusal, is still the refusal.
+    other = as_bytes(certification(scope="Something else"))
+    other_fields = ledger.documents.statement(other, "CB-1", moment).fields
+    stranger = envelope_bytes({"signed_at": entry.format_time(moment), **other_fields}, CB)
+    stranger_submission = ledger.check_certificate(stranger, other)
+    (refusal,) = ledger.sequencer.submit_many([stranger], {0: stranger_submission.document})
+    assert isinstance(refusal, Refused)
+    with pytest.raises(QILedgerError) as caught:
+        ledger.settle_certificate(stranger_submission, refusal)
+    assert caught.value is refusal.error
 
 
 def test_status_change_for_a_certificate_the_issuer_does_not_own(ledger: Ledger) -> None:

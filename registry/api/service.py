@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from registry.api.submissions import SubmissionQueue
 from registry.errors import NotFoundError
-from registry.ledger import Ledger, plain_statement
+from registry.ledger import CertificateSubmission, Ledger, plain_statement
 from registry.rate_limit import RateLimiter
 from registry.sequencer import Accepted, Outcome
 from registry.storage import StoredDocument
@@ -92,21 +92,31 @@ class RegistryService:
         with self.state_lock:
             return self.ledger.sequencer.submit_many(envelopes, documents)
 
-    def enqueue_certificate(
+    def check_certificate(
         self, holder: TokenHolder, envelope: bytes, document: bytes
-    ) -> Future[Outcome]:
-        """Check a certificate submission and queue it; the future resolves once
-        it is durable (or refused). Re-registering the same document resolves at
-        once with the entry that registered it."""
+    ) -> CertificateSubmission:
+        """A certificate submission checked as far as it can be without the log,
+        and allowed for this token."""
         submission = self.ledger.check_certificate(envelope, document)
         authorize(holder, submission.statement)
+        return submission
+
+    def enqueue_certificate(self, submission: CertificateSubmission) -> Future[Outcome]:
+        """Queue a checked submission; the future resolves once it is durable (or
+        refused). Re-registering the same document resolves at once with the entry
+        that registered it."""
         with self.state_lock:
             registered = self.ledger.registered_certificate(submission)
         if registered is not None:
             done: Future[Outcome] = Future()
             done.set_result(registered)
             return done
-        return self.queue.submit(envelope, submission.document)
+        return self.queue.submit(submission.envelope, submission.document)
+
+    def settle_certificate(self, submission: CertificateSubmission, outcome: Outcome) -> Accepted:
+        """The accepted entry for a decided submission (see Ledger.settle_certificate)."""
+        with self.state_lock:
+            return self.ledger.settle_certificate(submission, outcome)
 
     def enqueue_statement(self, holder: TokenHolder, envelope: bytes) -> Future[Outcome]:
         authorize(holder, plain_statement(envelope))

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from registry.api.auth import Service, require
-from registry.api.outcomes import settled
+from registry.api.outcomes import decided
 from registry.api.service import ForbiddenError, RegistryService
 from registry.reports import certificate_report, issuer_report
 from registry.sequencer import Accepted
@@ -45,8 +45,14 @@ async def post_certificate(
     document: Annotated[bytes, File(description="the certificate document, exact bytes")],
     envelope: Annotated[bytes, File(description="the DSSE envelope (JSON)")],
 ) -> JSONResponse:
-    future = await run_in_threadpool(service.enqueue_certificate, holder, envelope, document)
-    accepted = await settled(future)
+    submission = await run_in_threadpool(service.check_certificate, holder, envelope, document)
+    future = await run_in_threadpool(service.enqueue_certificate, submission)
+    outcome = await decided(future)
+    accepted = (
+        outcome
+        if isinstance(outcome, Accepted)
+        else await run_in_threadpool(service.settle_certificate, submission, outcome)
+    )
     body = await run_in_threadpool(_certificate_receipt, service, envelope, accepted)
     return JSONResponse(body, status_code=200 if accepted.duplicate else 201)
 
