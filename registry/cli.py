@@ -237,17 +237,32 @@ def cmd_fsck(args: argparse.Namespace, out: Output) -> int:
         print(file=sys.stderr)
     out.emit(
         f"fsck OK: {report.entries} entries, {report.nodes} tree nodes, "
-        f"{report.checkpoints} checkpoints, {report.documents} documents; "
-        f"root {b64encode(report.root)}",
+        f"{report.checkpoints} checkpoints, {report.documents} documents, "
+        f"{report.snapshots} trust snapshots; root {b64encode(report.root)}",
         {
             "ok": True,
             "entries": report.entries,
             "nodes": report.nodes,
             "checkpoints": report.checkpoints,
             "documents": report.documents,
+            "trust_snapshots": report.snapshots,
             "root": b64encode(report.root),
         },
     )
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace, out: Output) -> int:
+    ledger = Ledger.open(_settings(args))
+    try:
+        ledger.policy.sync()
+        size = ledger.policy.save_snapshot()
+    finally:
+        ledger.close()
+    if size is None:
+        out.emit("trust snapshot: nothing new since the newest one", {"stored": None})
+    else:
+        out.emit(f"trust snapshot stored at tree size {size}", {"stored": size})
     return 0
 
 
@@ -347,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", type=int)
     p.add_argument("--raw", action="store_true")
     add("fsck", cmd_fsck, "re-check everything stored; exit 3 on damage")
+    add(
+        "snapshot",
+        cmd_snapshot,
+        "store the trust state at the current size, so the next start replays only newer entries",
+    )
     p = add("keygen", cmd_keygen, "write NAME.key (PKCS#8, mode 0600) and NAME.pub.pem")
     p.add_argument("--out", required=True, metavar="NAME")
     p.add_argument("--no-passphrase", action="store_true", help="store the key unencrypted")

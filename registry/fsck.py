@@ -14,7 +14,9 @@ batch of entries plus the O(log n) right edge of the tree):
   are no extra nodes;
 - every checkpoint is signed by the log key, names this log, and its size and
   root match the recomputed tree;
-- every stored document's bytes hash to the digest it is stored under.
+- every stored document's bytes hash to the digest it is stored under;
+- every stored trust snapshot is exactly the state the replay reached at its
+  size (the registry starts from the newest one).
 
 The first problem raises :class:`IntegrityError` naming where it is.
 """
@@ -25,9 +27,11 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from registry import trust_snapshot
 from registry.errors import IntegrityError
 from registry.ledger import Ledger
 from registry.storage import StoredCheckpoint, StoredEntry
+from registry.trust_snapshot import StoredSnapshot
 from verifier import checkpoint, entry, jcs, merkle, trust
 from verifier.errors import QILedgerError
 from verifier.merkle import Hash, Node
@@ -42,6 +46,7 @@ class FsckReport:
     checkpoints: int
     root: Hash
     documents: int = 0
+    snapshots: int = 0
 
 
 def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> FsckReport:
@@ -70,6 +75,18 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
                 where=f"checkpoint {next_cp.size}",
             )
 
+    with ledger.db.read() as conn:
+        snapshots = iter(ledger.policy.snapshots.all(conn))
+    next_snapshot = next(snapshots, None)
+    checked_snapshots = 0
+
+    def check_snapshot_at(size: int) -> None:
+        nonlocal next_snapshot, checked_snapshots
+        if next_snapshot is not None and next_snapshot.size == size:
+            _check_snapshot(next_snapshot, state, edge.root())
+            checked_snapshots += 1
+            next_snapshot = next(snapshots, None)
+
     check_checkpoints_at(0)
     for chunk in _chunks(storage.iter_entries(0, BATCH), BATCH):
         computed: dict[Node, bytes] = {}
@@ -86,6 +103,7 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
             edge.append(stored.leaf_hash, computed)
             expected_index += 1
             check_checkpoints_at(expected_index)
+            check_snapshot_at(expected_index)
         _check_nodes(ledger, computed)
         expected_nodes += len(computed)
         if progress is not None:
@@ -99,6 +117,11 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
         raise IntegrityError(
             f"checkpoint at size {next_cp.size} is beyond the log's {total} entries",
             where=f"checkpoint {next_cp.size}",
+        )
+    if next_snapshot is not None:
+        raise IntegrityError(
+            f"trust snapshot at size {next_snapshot.size} is beyond the log's {total} entries",
+            where=f"trust snapshot {next_snapshot.size}",
         )
     stored_nodes = storage.count_nodes()
     if stored_nodes != expected_nodes:
@@ -115,7 +138,9 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
             )
         documents += 1
     root = edge.root()
-    return FsckReport(expected_index, stored_nodes, checked_checkpoints, root, documents)
+    return FsckReport(
+        expected_index, stored_nodes, checked_checkpoints, root, documents, checked_snapshots
+    )
 
 
 def _chunks(items: Iterator[StoredEntry], size: int) -> Iterator[list[StoredEntry]]:
@@ -194,4 +219,21 @@ def _check_checkpoint(ledger: Ledger, stored: StoredCheckpoint, root: bytes) -> 
         raise IntegrityError(
             f"checkpoint at size {stored.size}: signed root differs from the recomputed tree",
             where=where,
+        )
+
+
+def _check_snapshot(snapshot: StoredSnapshot, state: trust.TrustState, root: bytes) -> None:
+    """A stored trust snapshot must be exactly the state a full, signature-checked
+    replay reaches at its size (the registry starts from it)."""
+    where = f"trust snapshot {snapshot.size}"
+    advice = "; it is a cache: delete that row of trust_snapshots and restart"
+    if snapshot.root != root:
+        raise IntegrityError(f"{where}: its root is not the log's root{advice}", where=where)
+    try:
+        stored = trust_snapshot.unpack(snapshot)
+    except QILedgerError as exc:
+        raise IntegrityError(f"{where}: {exc.message}{advice}", where=where) from None
+    if stored != trust_snapshot.encode(state):
+        raise IntegrityError(
+            f"{where}: differs from the state the log replays to{advice}", where=where
         )

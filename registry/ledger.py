@@ -65,7 +65,7 @@ class Ledger:
         self.identity = identity
         self.clock = clock
         self.storage = SqlStorage(db)
-        self.policy = TrustChainPolicy(self.storage, identity.public_key)
+        self.policy = TrustChainPolicy(self.storage, identity.public_key, clock)
         self.proofs = ProofBuilder(self.storage)
         self._sequencer: Sequencer | None = None
         self._documents: DocumentReader | None = None

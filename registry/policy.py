@@ -19,18 +19,27 @@ verdicts.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from datetime import datetime
+import logging
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy.engine import Connection
 
+from registry import trust_snapshot
 from registry.storage import SqlStorage
 from verifier import trust
 from verifier.dsse import VerifiedEnvelope
-from verifier.errors import QILedgerError
+from verifier.entry import format_time
+from verifier.errors import MalformedError, QILedgerError
 from verifier.keys import KeyId, PublicKey
 from verifier.statement import Statement
+
+log = logging.getLogger("qiledger.policy")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class TrustPolicy(Protocol):
@@ -58,19 +67,84 @@ class TrustChainPolicy:
     catch-up replays without repeating signature checks.
     """
 
-    def __init__(self, storage: SqlStorage, log_key: PublicKey) -> None:
+    def __init__(
+        self,
+        storage: SqlStorage,
+        log_key: PublicKey,
+        clock: Callable[[], datetime] = utc_now,
+        snapshot_after: int = trust_snapshot.SNAPSHOT_AFTER,
+    ) -> None:
         self.storage = storage
         self.log_key = log_key
+        self.snapshots = trust_snapshot.SnapshotStore(storage.db)
+        self.snapshot_after = snapshot_after
+        self._clock = clock
         self.state = trust.TrustState(log_key)
+        self._from_scratch = True
+        """The state was reset: start from the newest snapshot, not entry 0."""
+        self._snapshot_size = 0
+        """The size of the snapshot the state started from or last stored."""
 
     def sync(self, conn: Connection | None = None) -> trust.TrustState:
-        """Bring the state up to the log's current size and return it."""
-        if conn is None:
-            with self.storage.db.read() as read_conn:
-                return self.sync(read_conn)
-        for stored in self.storage.entries_from(conn, self.state.size):
-            trust.replay_one(self.state, stored.index, stored.data, verify_signatures=False)
+        """Bring the state up to the log's current size and return it.
+
+        Starting from nothing, begin at the newest usable snapshot. A catch-up
+        outside a batch (``conn`` None) that replayed ``snapshot_after`` entries or
+        more (a start-up) stores a snapshot; a running server's small catch-ups
+        never do, so no request waits for one (``qiledger snapshot`` stores one
+        on demand)."""
+        if conn is not None:
+            self._catch_up(conn)
+            return self.state
+        with self.storage.db.read() as read_conn:
+            replayed = self._catch_up(read_conn)
+        if replayed >= self.snapshot_after:
+            self.save_snapshot()
         return self.state
+
+    def _catch_up(self, conn: Connection) -> int:
+        if self._from_scratch:
+            self._from_scratch = False
+            self._start_from_snapshot(conn)
+        start = self.state.size
+        for stored in self.storage.entries_from(conn, start):
+            trust.replay_one(self.state, stored.index, stored.data, verify_signatures=False)
+        return self.state.size - start
+
+    def _start_from_snapshot(self, conn: Connection) -> None:
+        snapshot = self.snapshots.latest(conn, self.storage.tail(conn).size)
+        if snapshot is None:
+            return
+        try:
+            signed = self.storage.checkpoint_in(conn, snapshot.size)
+            if signed is None or signed.root != snapshot.root:
+                raise MalformedError("its root is not the log's signed root at that size")
+            state = trust_snapshot.decode(trust_snapshot.unpack(snapshot), self.log_key)
+            if state.size != snapshot.size:
+                raise MalformedError(f"it holds {state.size} entries")
+        except QILedgerError as exc:
+            log.warning(
+                "ignoring the trust snapshot at size %d (%s); replaying the log from the start",
+                snapshot.size,
+                exc.message,
+            )
+            return
+        self.state = state
+        self._snapshot_size = snapshot.size
+
+    def save_snapshot(self) -> int | None:
+        """Store the current state as a snapshot; its size, or None if there is
+        nothing new since the snapshot it started from (or it is not at a
+        checkpointed size, which cannot happen between batches)."""
+        if self.state.size == self._snapshot_size:
+            return None
+        with self.storage.db.read() as conn:
+            signed = self.storage.checkpoint_in(conn, self.state.size)
+        if signed is None:
+            return None
+        self.snapshots.save(self.state, signed.root, format_time(self._clock()))
+        self._snapshot_size = self.state.size
+        return self.state.size
 
     def candidate_keys(self, key_ids: Collection[KeyId]) -> dict[KeyId, PublicKey]:
         return self.sync().keys_for(key_ids)
@@ -80,7 +154,7 @@ class TrustChainPolicy:
 
     def begin_batch(self, conn: Connection, log_size: int) -> None:
         if self.state.size > log_size:  # cannot happen unless the log was replaced
-            self.state = trust.TrustState(self.log_key)
+            self._reset()
         self.sync(conn)
 
     def admit(self, verified: VerifiedEnvelope, statement: Statement, logged_at: datetime) -> None:
@@ -93,4 +167,9 @@ class TrustChainPolicy:
 
     def abort_batch(self) -> None:
         # The batch's records never reached the log: rebuild from the log next time.
+        self._reset()
+
+    def _reset(self) -> None:
         self.state = trust.TrustState(self.log_key)
+        self._from_scratch = True
+        self._snapshot_size = 0

@@ -271,13 +271,19 @@ class SqlStorage:
 
     def checkpoint(self, size: int) -> StoredCheckpoint:
         with self.db.read() as conn:
-            row = conn.exec_driver_sql(
-                f"SELECT size, root, note, created_at FROM checkpoints "
-                f"WHERE size = {self.db.placeholder}",
-                (size,),
-            ).first()
-        if row is None:
+            stored = self.checkpoint_in(conn, size)
+        if stored is None:
             raise NotFoundError(f"no signed checkpoint at tree size {size}")
+        return stored
+
+    def checkpoint_in(self, conn: Connection, size: int) -> StoredCheckpoint | None:
+        row = conn.exec_driver_sql(
+            f"SELECT size, root, note, created_at FROM checkpoints "
+            f"WHERE size = {self.db.placeholder}",
+            (size,),
+        ).first()
+        if row is None:
+            return None
         return StoredCheckpoint(row[0], Hash(bytes(row[1])), bytes(row[2]), row[3])
 
     def document(self, digest: str) -> StoredDocument:

@@ -78,6 +78,18 @@ class ApiTokenRow(SQLModel, table=True):
     revoked_at: str | None = None
 
 
+class TrustSnapshotRow(SQLModel, table=True):
+    """The trust state replayed up to a checkpointed size (see trust_snapshot.py).
+    A cache: not part of the log, checked by fsck, safe to delete."""
+
+    __tablename__ = "trust_snapshots"
+    size: int = Field(primary_key=True, sa_type=_Int64, sa_column_kwargs={"autoincrement": False})
+    root: bytes = Field(sa_type=LargeBinary)
+    digest: bytes = Field(sa_type=LargeBinary)
+    data: bytes = Field(sa_type=LargeBinary)
+    created_at: str
+
+
 APPEND_ONLY_TABLES = ("log_meta", "entries", "tree_nodes", "checkpoints", "documents")
 
 
@@ -91,4 +103,5 @@ TREE_NODES = _table(NodeRow)
 CHECKPOINTS = _table(CheckpointRow)
 DOCUMENTS = _table(DocumentRow)
 API_TOKENS = _table(ApiTokenRow)
-ALL_TABLES = (LOG_META, ENTRIES, TREE_NODES, CHECKPOINTS, DOCUMENTS, API_TOKENS)
+TRUST_SNAPSHOTS = _table(TrustSnapshotRow)
+ALL_TABLES = (LOG_META, ENTRIES, TREE_NODES, CHECKPOINTS, DOCUMENTS, API_TOKENS, TRUST_SNAPSHOTS)

@@ -190,7 +190,13 @@ def test_full_cycle(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "extends size 4" in capsys.readouterr().out
     code, out, _ = run(capsys, *d, "--json", "fsck")
     assert code == 0
-    assert json.loads(out)["entries"] == 5
+    assert (json.loads(out)["entries"], json.loads(out)["trust_snapshots"]) == (5, 0)
+    code, out, _ = run(capsys, *d, "--json", "snapshot")
+    assert (code, json.loads(out)) == (0, {"stored": 5})
+    code, out, _ = run(capsys, *d, "snapshot")
+    assert (code, out) == (0, "trust snapshot: nothing new since the newest one\n")
+    code, out, _ = run(capsys, *d, "--json", "fsck")
+    assert (code, json.loads(out)["trust_snapshots"]) == (0, 1)
     code, out, _ = run(capsys, *d, "entry", "4", "--json")
     assert json.loads(out)["statement"]["public_key"] == b64key(key_from("extra-2"))
 

@@ -1,0 +1,272 @@
+"""Trust-state snapshots: start-up in time proportional to the new entries.
+
+Every process that writes or answers status questions holds the trust state
+(:class:`verifier.trust.TrustState`) replayed from the whole log. On a large log
+that replay dominates start-up (about 50 us per entry), so after a long catch-up
+the registry stores the state it reached as a snapshot at that checkpointed
+size, and the next start loads the newest snapshot and replays only what came
+after it.
+
+A snapshot is a cache, never a source of truth:
+
+- it is tied to the log prefix it summarises by the tree size *and* the signed
+  root at that size; one whose root no longer matches the log, whose bytes do
+  not hash to the stored digest, or that does not decode is ignored (with a
+  warning) and the state is replayed from the start instead;
+- ``qiledger fsck`` replays the whole log with every signature check and
+  compares each stored snapshot, byte for byte, with the state it reached at
+  that size;
+- deleting snapshots is always safe (the next start replays from entry 0).
+
+The encoding is compact JSON of plain lists, strings and integers with sorted
+keys, so the same state always gives the same bytes (the C encoder: a million
+certificates take seconds, not minutes), zlib-compressed. JSON rather than
+pickle: loading a row from the database must never run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, inspect, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+
+from registry import tables
+from registry.database import Database
+from verifier import trust
+from verifier.encoding import b64decode, b64encode
+from verifier.errors import MalformedError, QILedgerError
+from verifier.keys import KeyId, PublicKey
+from verifier.statement import parse_date
+
+log = logging.getLogger("qiledger.snapshot")
+
+FORMAT = "qiledger-trust-snapshot/1"
+
+SNAPSHOT_AFTER = 100_000
+"""Store a snapshot when one catch-up replayed at least this many entries
+(about five seconds of replay; writing one costs a fraction of that)."""
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    size: int
+    root: bytes
+    digest: bytes
+    """SHA-256 of the uncompressed JSON."""
+    data: bytes
+    """zlib-compressed JSON."""
+
+
+# --- encoding ----------------------------------------------------------------------
+
+
+def encode(state: trust.TrustState) -> bytes:
+    """The JSON of everything ``state`` holds (except its log key, which
+    the log's identity fixes)."""
+    value = {
+        "format": FORMAT,
+        "size": state.size,
+        "bodies": [
+            [b.body_id, b.name, b.country, b64encode(b.key.raw), b.added_at, b.removed_at]
+            for b in state.bodies.values()
+        ],
+        "issuers": [
+            [
+                issuer.issuer_id,
+                issuer.name,
+                issuer.kind,
+                [
+                    [
+                        b64encode(k.key.raw),
+                        k.added_at,
+                        k.revoked_at,
+                        None if k.compromised_at is None else k.compromised_at.isoformat(),
+                        k.revocation_reason,
+                    ]
+                    for k in issuer.keys.values()
+                ],
+                [
+                    [
+                        a.body_id,
+                        a.number,
+                        a.standard,
+                        a.scope,
+                        sorted(a.covers),
+                        a.valid_from.isoformat(),
+                        a.valid_until.isoformat(),
+                        [list(event) for event in a.events],
+                    ]
+                    for a in issuer.accreditations.values()
+                ],
+            ]
+            for issuer in state.issuers.values()
+        ],
+        "certificates": [
+            [
+                c.certificate_id,
+                c.issuer_id,
+                c.kind,
+                c.document_sha256,
+                None if c.valid_until is None else c.valid_until.isoformat(),
+                c.superseded_by,
+                [[e.index, e.type, e.logged_at, e.key_id, e.reason] for e in c.events],
+            ]
+            for c in state.certificates.values()
+        ],
+    }
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
+def decode(data: bytes, log_key: PublicKey) -> trust.TrustState:
+    """The state :func:`encode` wrote; :class:`MalformedError` if it is not one."""
+    try:
+        value = json.loads(data)
+        if value.get("format") != FORMAT:
+            raise MalformedError(f"not a {FORMAT} snapshot")
+        return _decode(value, log_key)
+    except QILedgerError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise MalformedError(f"the trust snapshot does not decode: {exc}") from None
+
+
+def _key(text: str) -> PublicKey:
+    return PublicKey.from_raw(b64decode(text, "snapshot key"))
+
+
+def _decode(value: dict[str, Any], log_key: PublicKey) -> trust.TrustState:
+    state = trust.TrustState(log_key)
+    state.size = int(value["size"])
+    for body_id, name, country, key, added_at, removed_at in value["bodies"]:
+        body = trust.Body(body_id, name, country, _key(key), added_at, removed_at)
+        state.bodies[body_id] = body
+        state.body_keys[body.key.key_id] = body_id
+    for issuer_id, name, kind, keys, accreditations in value["issuers"]:
+        issuer = trust.Issuer(issuer_id, name, kind)
+        for key, added_at, revoked_at, compromised_at, reason in keys:
+            record = trust.IssuerKey(
+                issuer_id,
+                _key(key),
+                added_at,
+                revoked_at,
+                None if compromised_at is None else datetime.fromisoformat(compromised_at),
+                reason,
+            )
+            issuer.keys[record.key.key_id] = record
+            state.issuer_keys[record.key.key_id] = record
+        for body_id, number, standard, scope, covers, since, until, events in accreditations:
+            issuer.accreditations[(body_id, number)] = trust.Accreditation(
+                body_id,
+                number,
+                issuer_id,
+                standard,
+                scope,
+                frozenset(covers),
+                parse_date(since),
+                parse_date(until),
+                [(logged_at, status, reason) for logged_at, status, reason in events],
+            )
+        state.issuers[issuer_id] = issuer
+    for cert_id, issuer_id, kind, digest, until, superseded_by, events in value["certificates"]:
+        state.certificates[cert_id] = trust.Certificate(
+            cert_id,
+            issuer_id,
+            kind,
+            digest,
+            None if until is None else parse_date(until),
+            [
+                trust.CertificateEvent(index, event_type, logged_at, KeyId(key_id), reason)
+                for index, event_type, logged_at, key_id, reason in events
+            ],
+            superseded_by,
+        )
+        # Certificates are kept in log order, as replay inserts them.
+        state.certificates_by_digest.setdefault(digest, []).append(cert_id)
+    return state
+
+
+# --- storage -----------------------------------------------------------------------
+
+
+class SnapshotStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._table_checked = False
+
+    def ensure_table(self) -> None:
+        """Ledgers created before snapshots existed get the table on first use."""
+        if not self._table_checked:
+            tables.TRUST_SNAPSHOTS.create(self.db.write_engine, checkfirst=True)
+            self._table_checked = True
+
+    def save(self, state: trust.TrustState, root: bytes, now: str) -> StoredSnapshot | None:
+        """Store ``state`` as the snapshot at its size (``root``: the signed root
+        there). Another process may have stored that size first: then None."""
+        self.ensure_table()
+        raw = encode(state)
+        snapshot = StoredSnapshot(
+            state.size, root, hashlib.sha256(raw).digest(), zlib.compress(raw, 6)
+        )
+        try:
+            with self.db.write() as conn:
+                conn.execute(
+                    insert(tables.TRUST_SNAPSHOTS),
+                    {
+                        "size": snapshot.size,
+                        "root": snapshot.root,
+                        "digest": snapshot.digest,
+                        "data": snapshot.data,
+                        "created_at": now,
+                    },
+                )
+        except SqlIntegrityError:
+            return None
+        return snapshot
+
+    def _exists(self, conn: Connection) -> bool:
+        # Asked on the caller's connection: it may be the sequencer's write
+        # transaction, which a second connection creating the table would wait on.
+        return self._table_checked or inspect(conn).has_table(tables.TRUST_SNAPSHOTS.name)
+
+    def latest(self, conn: Connection, max_size: int) -> StoredSnapshot | None:
+        """The newest snapshot at or below ``max_size``, if any."""
+        if not self._exists(conn):
+            return None
+        table = tables.TRUST_SNAPSHOTS
+        size = conn.execute(select(func.max(table.c.size)).where(table.c.size <= max_size)).scalar()
+        if size is None:
+            return None
+        return self._at(conn, int(size))
+
+    def all(self, conn: Connection) -> list[StoredSnapshot]:
+        if not self._exists(conn):
+            return []
+        table = tables.TRUST_SNAPSHOTS
+        sizes = conn.execute(select(table.c.size).order_by(table.c.size)).scalars().all()
+        return [self._at(conn, int(size)) for size in sizes]
+
+    def _at(self, conn: Connection, size: int) -> StoredSnapshot:
+        table = tables.TRUST_SNAPSHOTS
+        row = conn.execute(select(table).where(table.c.size == size)).one()
+        return StoredSnapshot(row.size, bytes(row.root), bytes(row.digest), bytes(row.data))
+
+
+def unpack(snapshot: StoredSnapshot) -> bytes:
+    """The snapshot's JSON, checked against its digest."""
+    try:
+        raw = zlib.decompress(snapshot.data)
+    except zlib.error:
+        raise MalformedError(f"the trust snapshot at size {snapshot.size} is damaged") from None
+    if hashlib.sha256(raw).digest() != snapshot.digest:
+        raise MalformedError(
+            f"the trust snapshot at size {snapshot.size} does not hash to its digest"
+        )
+    return raw
