@@ -25,8 +25,10 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from registry import trust_snapshot
+from registry.errors import StorageError
 from registry.storage import SqlStorage
 from verifier import trust
 from verifier.dsse import VerifiedEnvelope
@@ -99,7 +101,11 @@ class TrustChainPolicy:
         with self.storage.db.read() as read_conn:
             replayed = self._catch_up(read_conn)
         if replayed >= self.snapshot_after:
-            self.save_snapshot()
+            try:
+                self.save_snapshot()
+            except (SQLAlchemyError, StorageError) as exc:  # e.g. a read-only database user
+                detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                log.warning("could not store a trust snapshot: %s", detail)
         return self.state
 
     def _catch_up(self, conn: Connection) -> int:

@@ -228,7 +228,14 @@ class SnapshotStore:
                     },
                 )
         except SqlIntegrityError:
-            return None
+            with self.db.read() as conn:
+                if self._exists(conn) and conn.execute(
+                    select(tables.TRUST_SNAPSHOTS.c.size).where(
+                        tables.TRUST_SNAPSHOTS.c.size == snapshot.size
+                    )
+                ).first():
+                    return None  # another process stored this size first
+            raise
         return snapshot
 
     def _exists(self, conn: Connection) -> bool:

@@ -281,6 +281,43 @@ def test_a_running_process_stores_a_snapshot_only_on_demand(
         ledger.close()
 
 
+REFUSE_INSERTS = {
+    "sqlite": [
+        "CREATE TRIGGER no_snapshots BEFORE INSERT ON trust_snapshots "
+        "BEGIN SELECT RAISE(ABORT, 'permission denied for table trust_snapshots'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION no_snapshots() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN RAISE EXCEPTION 'permission denied for table trust_snapshots'; END$$",
+        "CREATE TRIGGER no_snapshots BEFORE INSERT ON trust_snapshots "
+        "FOR EACH ROW EXECUTE FUNCTION no_snapshots()",
+    ],
+}
+
+
+def test_a_snapshot_that_cannot_be_stored_does_not_stop_a_start(
+    built: tuple[Settings, Clock], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader whose database refuses writes (say, an auditor's read-only role)
+    still gets its answer; the snapshot is skipped with a warning."""
+    settings, clock = built
+    ledger = Ledger.open(settings, clock)
+    try:
+        with ledger.db.write() as conn:
+            for sql in REFUSE_INSERTS[ledger.db.write_engine.dialect.name]:
+                conn.exec_driver_sql(sql)
+        ledger.policy.snapshot_after = 5
+        with caplog.at_level(logging.WARNING, logger="qiledger.policy"):
+            assert_same_state(ledger.trust_state(), full_replay(ledger))
+        (warning,) = [r.getMessage() for r in caplog.records if r.name == "qiledger.policy"]
+        assert warning.startswith("could not store a trust snapshot")
+        assert "permission denied" in warning
+        with ledger.db.read() as conn:
+            assert ledger.policy.snapshots.all(conn) == []
+    finally:
+        ledger.close()
+
+
 def test_two_processes_storing_the_same_size_keep_one(built: tuple[Settings, Clock]) -> None:
     first, second = Ledger.open(*built), Ledger.open(*built)
     try:
