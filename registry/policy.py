@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from registry import trust_snapshot
+from registry import long_lived, trust_snapshot
 from registry.errors import StorageError
 from registry.storage import SqlStorage
 from verifier import trust
@@ -38,10 +38,6 @@ from verifier.keys import KeyId, PublicKey
 from verifier.statement import Statement
 
 log = logging.getLogger("qiledger.policy")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class TrustPolicy(Protocol):
@@ -73,7 +69,7 @@ class TrustChainPolicy:
         self,
         storage: SqlStorage,
         log_key: PublicKey,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime],
         snapshot_after: int = trust_snapshot.SNAPSHOT_AFTER,
     ) -> None:
         self.storage = storage
@@ -109,12 +105,18 @@ class TrustChainPolicy:
         return self.state
 
     def _catch_up(self, conn: Connection) -> int:
-        if self._from_scratch:
-            self._from_scratch = False
-            self._start_from_snapshot(conn)
-        start = self.state.size
-        for stored in self.storage.entries_from(conn, start):
-            trust.replay_one(self.state, stored.index, stored.data, verify_signatures=False)
+        """Replay what the state lacks; returns how many entries were replayed
+        (not counting those a snapshot brought)."""
+        before = self.state.size
+        with long_lived.collector_paused():
+            if self._from_scratch:
+                self._from_scratch = False
+                self._start_from_snapshot(conn)
+            start = self.state.size
+            for stored in self.storage.entries_from(conn, start):
+                trust.replay_one(self.state, stored.index, stored.data, verify_signatures=False)
+        if self.state.size - before >= long_lived.FREEZE_AFTER:
+            long_lived.freeze_survivors()
         return self.state.size - start
 
     def _start_from_snapshot(self, conn: Connection) -> None:

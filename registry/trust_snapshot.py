@@ -2,7 +2,8 @@
 
 Every process that writes or answers status questions holds the trust state
 (:class:`verifier.trust.TrustState`) replayed from the whole log. On a large log
-that replay dominates start-up (about 50 us per entry), so after a long catch-up
+that replay dominates start-up (50-110 us per entry: about two minutes for a
+million entries on a slow core), so after a long catch-up
 the registry stores the state it reached as a snapshot at that checkpointed
 size, and the next start loads the newest snapshot and replays only what came
 after it.
@@ -19,31 +20,33 @@ A snapshot is a cache, never a source of truth:
 - deleting snapshots is always safe (the next start replays from entry 0).
 
 The encoding is compact JSON of plain lists, strings and integers with sorted
-keys, so the same state always gives the same bytes (the C encoder: a million
-certificates take seconds, not minutes), zlib-compressed. JSON rather than
-pickle: loading a row from the database must never run code.
+keys, so the same state always gives the same bytes, written and read with
+orjson (three times faster than the standard library on a 270 MB state) and
+zlib-compressed at level 1 (a third of level 6's time, 13 % larger). JSON
+rather than pickle: loading a row from the database must never run code.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import zlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
 from registry import tables
 from registry.database import Database
+from registry.long_lived import collector_paused
 from verifier import trust
 from verifier.encoding import b64decode, b64encode
 from verifier.errors import MalformedError, QILedgerError
-from verifier.keys import KeyId, PublicKey
+from verifier.keys import PublicKey
 from verifier.statement import parse_date
 
 log = logging.getLogger("qiledger.snapshot")
@@ -71,7 +74,12 @@ class StoredSnapshot:
 def encode(state: trust.TrustState) -> bytes:
     """The JSON of everything ``state`` holds (except its log key, which
     the log's identity fixes)."""
-    value = {
+    with collector_paused():
+        return orjson.dumps(_plain(state), option=orjson.OPT_SORT_KEYS)
+
+
+def _plain(state: trust.TrustState) -> dict[str, Any]:
+    return {
         "format": FORMAT,
         "size": state.size,
         "bodies": [
@@ -122,16 +130,16 @@ def encode(state: trust.TrustState) -> bytes:
             for c in state.certificates.values()
         ],
     }
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode("ascii")
 
 
 def decode(data: bytes, log_key: PublicKey) -> trust.TrustState:
     """The state :func:`encode` wrote; :class:`MalformedError` if it is not one."""
     try:
-        value = json.loads(data)
-        if value.get("format") != FORMAT:
-            raise MalformedError(f"not a {FORMAT} snapshot")
-        return _decode(value, log_key)
+        with collector_paused():
+            value = orjson.loads(data)
+            if not isinstance(value, dict) or value.get("format") != FORMAT:
+                raise MalformedError(f"not a {FORMAT} snapshot")
+            return _decode(value, log_key)
     except QILedgerError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
@@ -175,21 +183,33 @@ def _decode(value: dict[str, Any], log_key: PublicKey) -> trust.TrustState:
                 [(logged_at, status, reason) for logged_at, status, reason in events],
             )
         state.issuers[issuer_id] = issuer
+    # The hot loop of a start-up (one pass per certificate): locals, and each
+    # distinct expiry date parsed once.
+    certificates, by_digest = state.certificates, state.certificates_by_digest
+    certificate, event = trust.Certificate, trust.CertificateEvent
+    dates: dict[str, date] = {}
     for cert_id, issuer_id, kind, digest, until, superseded_by, events in value["certificates"]:
-        state.certificates[cert_id] = trust.Certificate(
+        if until is not None:
+            valid_until = dates.get(until)
+            if valid_until is None:
+                valid_until = dates[until] = parse_date(until)
+        else:
+            valid_until = None
+        certificates[cert_id] = certificate(
             cert_id,
             issuer_id,
             kind,
             digest,
-            None if until is None else parse_date(until),
-            [
-                trust.CertificateEvent(index, event_type, logged_at, KeyId(key_id), reason)
-                for index, event_type, logged_at, key_id, reason in events
-            ],
+            valid_until,
+            [event(index, type_, at, key_id, why) for index, type_, at, key_id, why in events],
             superseded_by,
         )
         # Certificates are kept in log order, as replay inserts them.
-        state.certificates_by_digest.setdefault(digest, []).append(cert_id)
+        ids = by_digest.get(digest)
+        if ids is None:
+            by_digest[digest] = [cert_id]
+        else:
+            ids.append(cert_id)
     return state
 
 
@@ -213,7 +233,7 @@ class SnapshotStore:
         self.ensure_table()
         raw = encode(state)
         snapshot = StoredSnapshot(
-            state.size, root, hashlib.sha256(raw).digest(), zlib.compress(raw, 6)
+            state.size, root, hashlib.sha256(raw).digest(), zlib.compress(raw, 1)
         )
         try:
             with self.db.write() as conn:
@@ -229,11 +249,14 @@ class SnapshotStore:
                 )
         except SqlIntegrityError:
             with self.db.read() as conn:
-                if self._exists(conn) and conn.execute(
-                    select(tables.TRUST_SNAPSHOTS.c.size).where(
-                        tables.TRUST_SNAPSHOTS.c.size == snapshot.size
-                    )
-                ).first():
+                if (
+                    self._exists(conn)
+                    and conn.execute(
+                        select(tables.TRUST_SNAPSHOTS.c.size).where(
+                            tables.TRUST_SNAPSHOTS.c.size == snapshot.size
+                        )
+                    ).first()
+                ):
                     return None  # another process stored this size first
             raise
         return snapshot

@@ -5,6 +5,7 @@ while ``fsck`` names it."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, insert
 
-from registry import tables, trust_snapshot
+from registry import long_lived, tables, trust_snapshot
 from registry.config import Settings
 from registry.errors import IntegrityError
 from registry.fsck import fsck
@@ -338,8 +339,8 @@ def test_a_ledger_from_before_snapshots_gets_the_table(built: tuple[Settings, Cl
     ledger, starts = opened(settings, clock)
     try:
         ledger.policy.snapshot_after = 1
-        assert starts == []
         assert_same_state(ledger.trust_state(), full_replay(ledger))
+        assert starts == [0]  # no table, no snapshot: a full replay
         with ledger.db.read() as conn:
             assert len(ledger.policy.snapshots.all(conn)) == 1
         assert fsck(ledger).snapshots == 1
@@ -457,3 +458,18 @@ def test_dates_in_a_snapshot_are_checked() -> None:
     value["certificates"][0][4] = "2027-02-30"
     with pytest.raises(MalformedError):
         trust_snapshot.decode(json.dumps(value).encode(), BODY_KEY.public_key)
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_the_collector_pause_restores_what_it_found(enabled_before: bool) -> None:
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled_before else gc.disable)()
+        with long_lived.collector_paused():
+            assert not gc.isenabled()
+        assert gc.isenabled() == enabled_before
+        with pytest.raises(RuntimeError), long_lived.collector_paused():
+            raise RuntimeError("a failed load")
+        assert gc.isenabled() == enabled_before
+    finally:
+        (gc.enable if was else gc.disable)()
