@@ -62,7 +62,7 @@ class TrustChainPolicy:
     Keeps a :class:`verifier.trust.TrustState` in memory and catches it up
     from the log (other processes may have appended) at every batch. The log's
     entries were verified when appended and ``fsck`` re-verifies them, so the
-    catch-up replays without repeating signature checks.
+    catch-up replays without repeating signature and canonical-form checks.
     """
 
     def __init__(
@@ -114,7 +114,7 @@ class TrustChainPolicy:
                 self._start_from_snapshot(conn)
             start = self.state.size
             for stored in self.storage.entries_from(conn, start):
-                trust.replay_one(self.state, stored.index, stored.data, verify_signatures=False)
+                trust.replay_one(self.state, stored.index, stored.data, trust_append_checks=True)
         if self.state.size - before >= long_lived.FREEZE_AFTER:
             long_lived.freeze_survivors()
         return self.state.size - start

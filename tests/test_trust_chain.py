@@ -4,6 +4,7 @@ verdict at each moment."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,8 +17,9 @@ from registry.ledger import Ledger
 from registry.sequencer import Accepted, Refused
 from tests.conftest import TEST_ORIGIN
 from tests.helpers import BODY_KEY, b64key, body_add, envelope_bytes, grant, key_from
-from verifier import trust
+from verifier import jcs, trust
 from verifier.entry import format_time
+from verifier.errors import TrustError
 from verifier.keys import SigningKey
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -341,6 +343,42 @@ def test_log_replays_to_the_same_state(world: World) -> None:
         assert [a.status for a in replayed.issuers[issuer_id].accreditations.values()] == [
             a.status for a in issuer.accreditations.values()
         ]
+
+
+def test_trusting_append_checks_changes_no_verdict(world: World) -> None:
+    """The registry's own catch-up skips signature and canonical-form checks made
+    at append; it must reach exactly the state of a full replay, and still refuse
+    what breaks a field or a trust rule."""
+    ledger = world.ledger
+    data = [(e.index, e.data) for e in ledger.storage.iter_entries()]
+    full = trust.replay(ledger.identity.public_key, data)
+    trusting = trust.replay(ledger.identity.public_key, data, trust_append_checks=True)
+    assert (trusting.size, trusting.bodies, trusting.issuers) == (
+        full.size,
+        full.bodies,
+        full.issuers,
+    )
+    assert list(trusting.certificates.items()) == list(full.certificates.items())
+
+    last_index, last = data[-1]
+    value = json.loads(last)
+    # Same JSON, other bytes: only the full replay refuses the form.
+    spaced = json.dumps(value, indent=1).encode()
+    with pytest.raises(TrustError, match="canonical"):
+        trust.replay(ledger.identity.public_key, [*data[:-1], (last_index, spaced)])
+    assert trust.replay(
+        ledger.identity.public_key, [*data[:-1], (last_index, spaced)], trust_append_checks=True
+    ).size == len(data)
+    # A field error and a trust-rule error are refused either way.
+    missing = jcs.canonical_bytes({k: v for k, v in value.items() if k != "prev"})
+    replayed_twice = [*data, (len(data), last)]
+    for bad, message in ((missing, "exactly v, prev"), (None, "")):
+        entries = [*data[:-1], (last_index, bad)] if bad is not None else replayed_twice
+        for trusting_flag in (False, True):
+            with pytest.raises(TrustError) as caught:
+                trust.replay(ledger.identity.public_key, entries, trust_append_checks=trusting_flag)
+            assert message in caught.value.message
+            assert caught.value.message.startswith(f"entry {entries[-1][0]}:")
 
 
 def test_history_verdicts_at_each_point_in_time(settings: Settings) -> None:

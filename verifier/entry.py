@@ -91,11 +91,15 @@ def encode_spliced(prev: bytes, logged_at: str, canonical_envelope: bytes) -> by
     return data
 
 
-def parse(data: bytes) -> LogEntry:
-    """Parse leaf data strictly: canonical JCS, exact fields, well-formed envelope."""
+def parse(data: bytes, *, form_checked: bool = False) -> LogEntry:
+    """Parse leaf data strictly: canonical JCS, exact fields, well-formed envelope.
+
+    ``form_checked=True`` skips only the canonical-form round trip, for data whose
+    form was checked when it was appended (strict JSON and every field still are).
+    """
     if len(data) > MAX_ENTRY_SIZE:
         raise MalformedError(f"log entry is larger than {MAX_ENTRY_SIZE} bytes")
-    value = jcs.parse_canonical(data)
+    value = jcs.parse_json(data) if form_checked else jcs.parse_canonical(data)
     if not isinstance(value, dict) or value.keys() != _FIELDS:
         raise MalformedError("log entry must have exactly v, prev, logged_at and envelope")
     if type(value["v"]) is not int or value["v"] != ENTRY_VERSION:

@@ -258,9 +258,10 @@ def validate(value: Any) -> Statement:
     return Statement(kind, value)
 
 
-def parse(payload: bytes) -> Statement:
-    """Parse a statement payload: canonical JSON object, known type, valid fields."""
-    return validate(jcs.parse_canonical(payload))
+def parse(payload: bytes, *, form_checked: bool = False) -> Statement:
+    """Parse a statement payload: canonical JSON object, known type, valid fields
+    (``form_checked``: as :func:`verifier.entry.parse`)."""
+    return validate(jcs.parse_json(payload) if form_checked else jcs.parse_canonical(payload))
 
 
 def encode(fields: dict[str, Any]) -> bytes:
