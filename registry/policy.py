@@ -33,7 +33,7 @@ from registry.storage import SqlStorage
 from verifier import trust
 from verifier.dsse import VerifiedEnvelope
 from verifier.entry import format_time
-from verifier.errors import MalformedError, QILedgerError
+from verifier.errors import MalformedError, QILedgerError, TrustError
 from verifier.keys import KeyId, PublicKey
 from verifier.statement import Statement
 
@@ -109,20 +109,37 @@ class TrustChainPolicy:
         (not counting those a snapshot brought)."""
         before = self.state.size
         with long_lived.collector_paused():
-            if self._from_scratch:
-                self._from_scratch = False
-                self._start_from_snapshot(conn)
+            loaded = self._from_scratch and self._start_from_snapshot(conn)
+            self._from_scratch = False
             start = self.state.size
-            for stored in self.storage.entries_from(conn, start):
-                trust.replay_one(self.state, stored.index, stored.data, trust_append_checks=True)
+            try:
+                self._replay_from(conn, start)
+            except TrustError as exc:
+                if not loaded:
+                    raise
+                # A snapshot that passed its checks but that the log does not
+                # continue from (fsck names it): fall back to the whole log.
+                log.warning(
+                    "the log does not replay from the trust snapshot at size %d (%s); "
+                    "replaying the log from the start",
+                    start,
+                    exc.message,
+                )
+                self.state, self._snapshot_size, start = trust.TrustState(self.log_key), 0, 0
+                self._replay_from(conn, 0)
         if self.state.size - before >= long_lived.FREEZE_AFTER:
             long_lived.freeze_survivors()
         return self.state.size - start
 
-    def _start_from_snapshot(self, conn: Connection) -> None:
+    def _replay_from(self, conn: Connection, start: int) -> None:
+        for stored in self.storage.entries_from(conn, start):
+            trust.replay_one(self.state, stored.index, stored.data, trust_append_checks=True)
+
+    def _start_from_snapshot(self, conn: Connection) -> bool:
+        """Load the newest usable snapshot into the state; whether one was loaded."""
         snapshot = self.snapshots.latest(conn, self.storage.tail(conn).size)
         if snapshot is None:
-            return
+            return False
         try:
             signed = self.storage.checkpoint_in(conn, snapshot.size)
             if signed is None or signed.root != snapshot.root:
@@ -136,9 +153,10 @@ class TrustChainPolicy:
                 snapshot.size,
                 exc.message,
             )
-            return
+            return False
         self.state = state
         self._snapshot_size = snapshot.size
+        return True
 
     def save_snapshot(self) -> int | None:
         """Store the current state as a snapshot; its size, or None if there is

@@ -24,7 +24,7 @@ from registry.ledger import Ledger
 from registry.sequencer import Accepted
 from tests.conftest import TEST_ORIGIN
 from tests.helpers import BODY_KEY, b64key, body_add, envelope_bytes, grant, key_from
-from verifier import trust
+from verifier import entry, trust
 from verifier.entry import format_time
 from verifier.errors import MalformedError
 from verifier.keys import SigningKey
@@ -449,6 +449,42 @@ def test_a_self_consistent_but_wrong_snapshot_is_caught_by_fsck(
             fsck(ledger)
     finally:
         ledger.close()
+
+
+def test_a_snapshot_the_log_does_not_continue_from_falls_back_to_a_full_replay(
+    built: tuple[Settings, Clock], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot that passes every check but lacks certificate LAB-A/C-2, taken
+    just before the entry that suspends it: the replay from it fails, so the
+    process replays the whole log instead of refusing to start."""
+    settings, clock = built
+    ledger = Ledger.open(settings, clock)
+    data = [(e.index, e.data) for e in ledger.storage.iter_entries()]
+    suspend_at = next(
+        i for i, d in data if b"certificate.suspend" in entry.parse(d).envelope.payload
+    )
+    state = trust.replay(ledger.identity.public_key, data[:suspend_at])
+    del state.certificates["LAB-A/C-2"]
+    raw = trust_snapshot.encode(state)
+    with ledger.db.write() as conn:
+        conn.execute(
+            insert(tables.TRUST_SNAPSHOTS),
+            _row(suspend_at, ledger.storage.checkpoint(suspend_at).root, raw),
+        )
+    ledger.close()
+
+    again, starts = opened(settings, clock)
+    try:
+        with caplog.at_level(logging.WARNING, logger="qiledger.policy"):
+            assert_same_state(again.trust_state(), full_replay(again))
+        assert starts == [suspend_at, 0]
+        (warning,) = [r.getMessage() for r in caplog.records if r.name == "qiledger.policy"]
+        assert f"does not replay from the trust snapshot at size {suspend_at}" in warning
+        assert "LAB-A/C-2" in warning
+        with pytest.raises(IntegrityError, match="differs from the state the log replays to"):
+            fsck(again)
+    finally:
+        again.close()
 
 
 def test_dates_in_a_snapshot_are_checked() -> None:
