@@ -1259,6 +1259,74 @@ def test_healthz(api: Api) -> None:
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
+# --- cross-origin reads -----------------------------------------------------------
+
+PAGE = {"Origin": "https://verifier.example.org"}
+
+
+def test_public_reads_may_be_made_from_any_web_page(api: Api) -> None:
+    api.register()
+    size = api.state().size
+    assert size < 256  # the tiles below are partial
+    reads = {
+        "/api/v1/log": 200,
+        "/api/v1/log/checkpoint": 200,
+        "/checkpoint": 200,
+        f"/tile/0/000.p/{size}": 200,
+        f"/tile/entries/000.p/{size}": 200,
+        f"{CERTIFICATES}/{DEMO_DCC_ID}": 200,
+        "/api/v1/log/entries/99999": 404,  # a refused read is readable too
+    }
+    for path, status in reads.items():
+        response = api.client.get(path, headers=PAGE)
+        assert response.status_code == status, path
+        assert response.headers["Access-Control-Allow-Origin"] == "*", path
+        assert "Access-Control-Allow-Credentials" not in response.headers
+    # No Origin (a server, curl): no CORS headers at all.
+    assert "Access-Control-Allow-Origin" not in api.client.get("/api/v1/log").headers
+
+
+def test_a_cross_origin_read_with_a_token_is_preflighted(api: Api) -> None:
+    response = api.client.options(
+        f"{CERTIFICATES}/{DEMO_DCC_ID}/document",
+        headers={
+            **PAGE,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert response.headers["Access-Control-Allow-Methods"] == "GET, HEAD"
+    assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_cross_origin_writes_are_not_allowed(api: Api, method: str) -> None:
+    """A browser asks first and gets no permission; a write sent anyway (a
+    simple multipart POST needs no preflight) is answered without CORS headers,
+    so the page cannot read the answer — and without a token nothing is written."""
+    preflight = api.client.options(
+        CERTIFICATES,
+        headers={
+            **PAGE,
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status_code == 204
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+    refusal = api.refused(
+        lambda: api.client.post(
+            CERTIFICATES,
+            **{**upload(DEMO_DCC, api.envelope(DEMO_DCC), None), "headers": PAGE},
+        ),
+        401,
+        "token_missing",
+    )
+    assert "Access-Control-Allow-Origin" not in refusal.headers
+
+
 def test_the_certification_schema_is_published_and_validates_documents(api: Api) -> None:
     response = api.client.get("/api/v1/schemas/certification-certificate.schema.json")
     assert response.status_code == 200

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from registry import __version__
 from registry.api import problems
+from registry.api.cors import PublicReadsCors
 from registry.api.limits import BodySizeLimit
 from registry.api.routes import certificates, issuers, log, schemas, statements, tiles
 from registry.api.service import RegistryService, ServiceOptions
@@ -52,6 +53,7 @@ def create_app(
     app.state.service = service
     problems.install(app)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(PublicReadsCors)
     for module in (log, certificates, statements, issuers, schemas, tiles):
         app.include_router(module.router)
 
