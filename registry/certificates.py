@@ -24,10 +24,17 @@ from verifier.statement import Statement
 
 DCC_MEDIA_TYPE = "application/vnd.ptb.dcc+xml"
 CERTIFICATION_MEDIA_TYPE = "application/vnd.qiledger.certification+json"
+PDF_MEDIA_TYPE = "application/pdf"
 
 
 class DocumentMismatch(MalformedError):
     code = "document_mismatch"
+
+
+class RecordError(MalformedError):
+    """A PDF certificate without its record, or a record where none belongs."""
+
+    code = "record_invalid"
 
 
 @dataclass(frozen=True)
@@ -39,13 +46,16 @@ class DocumentStatement:
 
 
 def media_type_of(data: bytes) -> str:
+    if data.startswith(b"%PDF-"):
+        return PDF_MEDIA_TYPE
     head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"<"):
         return DCC_MEDIA_TYPE
     if head.startswith(b"{"):
         return CERTIFICATION_MEDIA_TYPE
     raise MalformedError(
-        "the document is neither a DCC (XML) nor a certification certificate (JSON)"
+        "the document is neither a DCC (XML) nor a certification certificate "
+        "(JSON, or PDF with its JSON record)"
     )
 
 
@@ -73,23 +83,42 @@ class DocumentReader:
         except MalformedError as exc:
             raise ConfigError(f"QILEDGER_DCC_TRUST_STORE: {exc.message}") from None
 
-    def statement(self, data: bytes, issuer_id: str, now: datetime) -> DocumentStatement:
-        """The certificate statement ``data`` calls for, for ``issuer_id``."""
-        if len(data) > MAX_DOCUMENT_SIZE:
-            raise MalformedError(
-                f"document is {len(data)} bytes; the limit is {MAX_DOCUMENT_SIZE}"
-            ).with_code("document_too_large")
+    def statement(
+        self, data: bytes, issuer_id: str, now: datetime, record: bytes | None = None
+    ) -> DocumentStatement:
+        """The certificate statement ``data`` calls for, for ``issuer_id``.
+
+        A certification certificate issued as a PDF comes with its ``record``: the
+        same certificate as JSON (IAF CertSearch fields, the published schema).
+        The PDF is not parsed; the statement's fields come from the record, and
+        its digest covers the exact PDF bytes, which are what is stored.
+        """
+        for what, part in (("document", data), ("record", record or b"")):
+            if len(part) > MAX_DOCUMENT_SIZE:
+                raise MalformedError(
+                    f"{what} is {len(part)} bytes; the limit is {MAX_DOCUMENT_SIZE}"
+                ).with_code("document_too_large")
         media_type = media_type_of(data)
+        if (media_type == PDF_MEDIA_TYPE) != (record is not None):
+            raise RecordError(
+                "a PDF certificate needs its record (the certificate as JSON, "
+                "--record / the multipart part 'record')"
+                if record is None
+                else "only a PDF certificate comes with a separate record; "
+                "a DCC or JSON certificate is its own record"
+            )
         digest = hashlib.sha256(data).hexdigest()
         if media_type == DCC_MEDIA_TYPE:
             fields = self._dcc_statement(data, issuer_id, digest, now)
         else:
-            fields = self._certification_statement(data, issuer_id, digest)
+            fields = self._certification_statement(record or data, issuer_id, digest)
         return DocumentStatement(fields, media_type)
 
-    def check(self, stmt: Statement, data: bytes, now: datetime) -> DocumentStatement:
+    def check(
+        self, stmt: Statement, data: bytes, now: datetime, record: bytes | None = None
+    ) -> DocumentStatement:
         """Require the signed statement to be exactly what its document calls for."""
-        expected = self.statement(data, stmt["issuer_id"], now)
+        expected = self.statement(data, stmt["issuer_id"], now, record)
         signed = {k: v for k, v in stmt.fields.items() if k != "signed_at"}
         if signed != expected.fields:
             differing = sorted(

@@ -41,9 +41,10 @@ def _read(path: str) -> bytes:
 def cmd_issue(args: argparse.Namespace, out: Output) -> int:
     ledger = Ledger.open(_settings(args))
     document = _read(args.document)
+    record = None if args.record is None else _read(args.record)
     key = keyfile.read_private_key(Path(args.key), keyfile.passphrase_from_env(), demo=args.demo)
-    derived = ledger.documents.statement(document, args.issuer, ledger.clock())
-    accepted = ledger.issue_certificate(document, args.issuer, key)
+    derived = ledger.documents.statement(document, args.issuer, ledger.clock(), record)
+    accepted = ledger.issue_certificate(document, args.issuer, key, record)
     fields = derived.fields
     if accepted.duplicate:
         out.emit(
@@ -128,8 +129,17 @@ def cmd_document(args: argparse.Namespace, out: Output) -> int:
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add("issue", cmd_issue, "register a DCC (XML) or certification certificate (JSON)")
+    p = add(
+        "issue",
+        cmd_issue,
+        "register a DCC (XML) or certification certificate (JSON, or PDF with --record)",
+    )
     p.add_argument("document", metavar="FILE")
+    p.add_argument(
+        "--record",
+        metavar="JSON",
+        help="with a PDF certification certificate: the same certificate as JSON",
+    )
     p.add_argument("--key", required=True, metavar="KEY", help="the issuer's signing key file")
     p.add_argument("--issuer", required=True, help="issuer id, e.g. LAB-1")
     p.add_argument(

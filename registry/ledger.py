@@ -193,13 +193,16 @@ class Ledger:
             outcomes[position] = outcome
         return [o for o in outcomes if o is not None]
 
-    def check_certificate(self, envelope: bytes, document: bytes) -> CertificateSubmission:
+    def check_certificate(
+        self, envelope: bytes, document: bytes, record: bytes | None = None
+    ) -> CertificateSubmission:
         """Check that a certificate statement is exactly what its document calls for
-        (parsing, schema and signature of the document; no log state needed)."""
+        (parsing, schema and signature of the document; no log state needed).
+        ``record``: the JSON record of a PDF certification certificate."""
         stmt = statement.parse(dsse.parse(envelope).payload)
         if stmt.type not in ("certificate.issue", "certificate.amend"):
             raise MalformedError(f"a document goes with certificate.issue/amend, not {stmt.type}")
-        checked = self.documents.check(stmt, document, self.clock())
+        checked = self.documents.check(stmt, document, self.clock(), record)
         stored = StoredDocument(stmt["document_sha256"], checked.media_type, document)
         return CertificateSubmission(envelope, stmt, stored)
 
@@ -229,10 +232,12 @@ class Ledger:
         size = self.latest_checkpoint().size
         return Accepted(first.index, first.leaf_hash, first.logged_at, True, size)
 
-    def submit_certificate(self, envelope: bytes, document: bytes) -> Accepted:
+    def submit_certificate(
+        self, envelope: bytes, document: bytes, record: bytes | None = None
+    ) -> Accepted:
         """Append a certificate statement with its document. The document is stored
         by digest in the same transaction as the entry, or not at all."""
-        submission = self.check_certificate(envelope, document)
+        submission = self.check_certificate(envelope, document, record)
         registered = self.registered_certificate(submission)
         if registered is not None:
             return registered
@@ -255,12 +260,14 @@ class Ledger:
             raise outcome.error
         return outcome
 
-    def issue_certificate(self, document: bytes, issuer_id: str, key: SigningKey) -> Accepted:
+    def issue_certificate(
+        self, document: bytes, issuer_id: str, key: SigningKey, record: bytes | None = None
+    ) -> Accepted:
         """Build, sign and submit the statement a document calls for."""
-        derived = self.documents.statement(document, issuer_id, self.clock())
+        derived = self.documents.statement(document, issuer_id, self.clock(), record)
         fields = {"signed_at": format_time(self.clock()), **derived.fields}
         envelope = jcs.canonical_bytes(dsse.sign(statement.encode(fields), key).to_json())
-        return self.submit_certificate(envelope, document)
+        return self.submit_certificate(envelope, document, record)
 
     def trust_state(self) -> TrustState:
         """The trust state replayed up to the log's current size."""

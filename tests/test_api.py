@@ -396,6 +396,39 @@ def test_register_a_certification_certificate(api: Api) -> None:
     assert document_view.content == document
 
 
+PDF = b"%PDF-1.7\n1 0 obj <</Type /Catalog>> endobj\ntrailer <</Root 1 0 R>>\n%%EOF\n"
+
+
+def test_register_a_pdf_certification_certificate_with_its_record(api: Api) -> None:
+    record = certification("DEMO-QMS-PDF-1")
+    fields = api.ledger.documents.statement(PDF, "DEMO-CB", now(), record).fields
+    envelope = signed(fields, CB)
+    token = api.token("issuer", "DEMO-CB")
+    parts = upload(PDF, envelope, token)
+    parts["files"]["record"] = ("record.json", record, "application/json")
+    response = api.client.post(CERTIFICATES, **parts)
+    assert response.status_code == 201, response.text
+    receipt = response.json()
+    assert receipt["certificate_id"] == "DEMO-CB/DEMO-QMS-PDF-1"
+    api.verify_receipt(receipt)
+    claims = mark.verify(receipt["mark"], api.ledger.identity.public_key)
+    assert claims.document_sha256 == hashlib.sha256(PDF).digest()
+    document = api.client.get(
+        f"{CERTIFICATES}/DEMO-CB/DEMO-QMS-PDF-1/document", headers=bearer(token)
+    )
+    assert (document.content, document.headers["content-type"]) == (PDF, "application/pdf")
+    view = api.client.get(f"{CERTIFICATES}/DEMO-CB/DEMO-QMS-PDF-1").json()
+    assert view["status"] == "Active"
+
+    # Without its record, a PDF says nothing the registry could check.
+    other = PDF.replace(b"1.7", b"1.6")
+    api.refused(
+        lambda: api.client.post(CERTIFICATES, **upload(other, api.envelope(DEMO_DCC), token)),
+        422,
+        "record_invalid",
+    )
+
+
 def test_an_amended_dcc_supersedes_the_original(api: Api) -> None:
     original = api.register()
     amended = api.register((DEMO / "demo-dcc-amended.xml").read_bytes())

@@ -3,6 +3,7 @@ documents, their lifecycle, and every bad document refused with nothing stored."
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import replace
@@ -238,6 +239,90 @@ def test_certification_certificate_lifecycle(ledger: Ledger) -> None:
         )
     assert ledger.storage.document(cert.document_sha256).data == data
     assert accepted.index == 3
+
+
+# A certification certificate as its issuer prints it. The registry never parses
+# a PDF (only its first bytes say what it is); the fields come from its record.
+PDF = (
+    b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n"
+    b"1 0 obj <</Type /Catalog /Pages 2 0 R>> endobj\n"
+    b"2 0 obj <</Type /Pages /Kids [] /Count 0>> endobj\n"
+    b"trailer <</Root 1 0 R>>\n%%EOF\n"
+)
+
+
+def test_a_pdf_certificate_is_registered_from_its_record(ledger: Ledger) -> None:
+    record = as_bytes(certification())
+    accepted = ledger.issue_certificate(PDF, "CB-1", CB, record=record)
+    logged = entry.parse(ledger.storage.entry(accepted.index).data)
+    fields = json.loads(logged.envelope.payload)
+    assert fields["document_sha256"] == hashlib.sha256(PDF).hexdigest()
+    assert fields["certificate_id"] == "CB-1/QMS-1"
+    assert fields["fields"]["standard"] == "ISO 9001:2015"
+    stored = ledger.storage.document(fields["document_sha256"])
+    assert (stored.data, stored.media_type) == (PDF, "application/pdf")
+    status = trust.certificate_status(ledger.trust_state(), "CB-1/QMS-1", datetime.now(UTC))
+    assert status.status == "active"
+    again = ledger.issue_certificate(PDF, "CB-1", CB, record=record)
+    assert (again.index, again.duplicate) == (accepted.index, True)
+    # The same record as JSON is another document: its id is taken.
+    assert refused(ledger, record, CB, "CB-1").code == "certificate_exists"
+
+
+@pytest.mark.parametrize(
+    ("document", "record", "code"),
+    [
+        (PDF, None, "record_invalid"),
+        (as_bytes(certification()), as_bytes(certification()), "record_invalid"),
+        ((LUTAML / "valid.xml").read_bytes(), as_bytes(certification()), "record_invalid"),
+        (PDF, b"%PDF-1.7 not a record", "malformed"),
+        (PDF, as_bytes(certification(status="Suspended")), "document_mismatch"),
+        (PDF, as_bytes(certification(scheme="unknown")), "schema_invalid"),
+        (
+            PDF,
+            as_bytes(certification(certification_body={"id": "CB-2", "name": "Other"})),
+            "document_mismatch",
+        ),
+        (PDF, b"{" * 30_000_000, "document_too_large"),
+        (b"%PDF" + b"-" * 30_000_000, as_bytes(certification()), "document_too_large"),
+    ],
+    ids=[
+        "pdf-without-record",
+        "json-with-record",
+        "dcc-with-record",
+        "record-not-json",
+        "record-not-active",
+        "record-off-schema",
+        "record-of-another-body",
+        "record-too-large",
+        "pdf-too-large",
+    ],
+)
+def test_pdf_and_record_refusals(
+    ledger: Ledger, document: bytes, record: bytes | None, code: str
+) -> None:
+    before = state_of(ledger)
+    with pytest.raises(QILedgerError) as caught:
+        ledger.issue_certificate(document, "CB-1", CB, record=record)
+    assert caught.value.code == code, caught.value.message
+    assert state_of(ledger) == before
+
+
+def test_a_pdf_statement_must_match_both_pdf_and_record(ledger: Ledger) -> None:
+    record = as_bytes(certification())
+    fields = ledger.documents.statement(PDF, "CB-1", datetime.now(UTC), record).fields
+    envelope = envelope_bytes({"signed_at": entry.format_time(datetime.now(UTC)), **fields}, CB)
+    before = state_of(ledger)
+    for document, other_record, differing in (
+        (PDF + b"%%EOF\n", record, "document_sha256"),
+        (PDF, as_bytes(certification(scope="Something else")), "fields"),
+    ):
+        with pytest.raises(QILedgerError) as caught:
+            ledger.submit_certificate(envelope, document, other_record)
+        assert caught.value.code == "document_mismatch"
+        assert differing in caught.value.message
+    assert state_of(ledger) == before
+    assert ledger.submit_certificate(envelope, PDF, record).duplicate is False
 
 
 def test_reusing_a_certificate_id_for_another_document(ledger: Ledger) -> None:

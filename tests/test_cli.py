@@ -99,6 +99,7 @@ def key_add(n: int) -> dict[str, object]:
 
 
 DCC = Path(__file__).resolve().parents[2] / "shared" / "dcc" / "examples" / "lutaml-dcc"
+DEMO_DOCUMENTS = Path(keyfile.__file__).parent / "demo_documents"
 
 
 def test_full_cycle(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -477,3 +478,38 @@ def test_serve_refuses_bad_settings_before_starting(
     assert code == 1
     assert message in err
     assert "Traceback" not in err
+
+
+def test_issue_a_pdf_certification_certificate_with_its_record(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = ["--data-dir", str(data_dir)]
+    assert run(capsys, "keygen", "--out", str(tmp_path / "cb"), "--no-passphrase")[0] == 0
+    grant = [
+        *("accredit", "grant", "--body-key", str(tmp_path / "body.key"), "--body", "CNAS"),
+        *("--issuer", "CB-1", "--issuer-name", "CB One", "--issuer-kind", "certification_body"),
+        *("--issuer-key", str(tmp_path / "cb.pub.pem"), "--number", "CNAS C0001"),
+        *("--standard", "ISO/IEC 17021-1:2015", "--scope", "QMS", "--covers"),
+        *("management_system", "--valid-from", "2020-01-01", "--valid-until", "2099-12-31"),
+    ]
+    code, _, err = run(capsys, *d, *grant)
+    assert code == 0, err
+    record = json.loads((DEMO_DOCUMENTS / "demo-certification.json").read_bytes())
+    record["certification_body"]["id"] = "CB-1"
+    (tmp_path / "record.json").write_text(json.dumps(record))
+    pdf = b"%PDF-1.7\n1 0 obj <</Type /Catalog>> endobj\ntrailer <</Root 1 0 R>>\n%%EOF\n"
+    (tmp_path / "cert.pdf").write_bytes(pdf)
+    issue = ["issue", str(tmp_path / "cert.pdf"), "--key", str(tmp_path / "cb.key")]
+    issue += ["--issuer", "CB-1"]
+
+    code, _, err = run(capsys, *d, *issue)
+    assert code == 1
+    assert "a PDF certificate needs its record" in err
+    code, out, err = run(capsys, *d, "--json", *issue, "--record", str(tmp_path / "record.json"))
+    assert code == 0, err
+    certificate_id = json.loads(out)["certificate_id"]
+    assert certificate_id == f"CB-1/{record['certificate_number']}"
+    code, _, err = run(capsys, *d, "document", certificate_id, "--out", str(tmp_path / "out.pdf"))
+    assert code == 0, err
+    assert (tmp_path / "out.pdf").read_bytes() == pdf
+    assert run(capsys, *d, "fsck")[0] == 0

@@ -42,6 +42,7 @@ _STATUS_BY_CODE: dict[str, int] = {
     "schema_invalid": 422,
     "schema_unavailable": 422,
     "document_mismatch": 422,
+    "record_invalid": 422,
     "document_required": 422,
     "document_signature_invalid": 422,
     "signature_invalid": 422,

@@ -93,11 +93,11 @@ class RegistryService:
             return self.ledger.sequencer.submit_many(envelopes, documents)
 
     def check_certificate(
-        self, holder: TokenHolder, envelope: bytes, document: bytes
+        self, holder: TokenHolder, envelope: bytes, document: bytes, record: bytes | None = None
     ) -> CertificateSubmission:
         """A certificate submission checked as far as it can be without the log,
         and allowed for this token."""
-        submission = self.ledger.check_certificate(envelope, document)
+        submission = self.ledger.check_certificate(envelope, document, record)
         authorize(holder, submission.statement)
         return submission
 

@@ -32,7 +32,9 @@ CertificateId = Annotated[str, Path(min_length=3, max_length=300, pattern=r"^[^/
     status_code=201,
     summary="Register a certificate: its document and the issuer-signed statement",
     description=(
-        "Multipart form: `document` (the exact bytes: DCC XML or certification JSON) and "
+        "Multipart form: `document` (the exact bytes: DCC XML, certification JSON, or a "
+        "certification certificate as PDF), `record` (only with a PDF: the same "
+        "certificate as certification JSON, from which the statement's fields come) and "
         "`envelope` (DSSE JSON of a certificate.issue or certificate.amend statement over "
         "the document's SHA-256). Answers once the entry is durable and covered by a "
         "signed checkpoint; 200 with the existing entry when this document is already "
@@ -44,8 +46,13 @@ async def post_certificate(
     holder: Annotated[TokenHolder, Depends(require("issuer", "operator"))],
     document: Annotated[bytes, File(description="the certificate document, exact bytes")],
     envelope: Annotated[bytes, File(description="the DSSE envelope (JSON)")],
+    record: Annotated[
+        bytes | None, File(description="with a PDF document only: its certification JSON")
+    ] = None,
 ) -> JSONResponse:
-    submission = await run_in_threadpool(service.check_certificate, holder, envelope, document)
+    submission = await run_in_threadpool(
+        service.check_certificate, holder, envelope, document, record
+    )
     future = await run_in_threadpool(service.enqueue_certificate, submission)
     outcome = await decided(future)
     accepted = (
