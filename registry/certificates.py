@@ -93,10 +93,13 @@ class DocumentReader:
         The PDF is not parsed; the statement's fields come from the record, and
         its digest covers the exact PDF bytes, which are what is stored.
         """
-        for what, part in (("document", data), ("record", record or b"")):
-            if len(part) > MAX_DOCUMENT_SIZE:
+        for what, part, limit in (
+            ("document", data, MAX_DOCUMENT_SIZE),
+            ("record", record or b"", certification.MAX_RECORD_SIZE),
+        ):
+            if len(part) > limit:
                 raise MalformedError(
-                    f"{what} is {len(part)} bytes; the limit is {MAX_DOCUMENT_SIZE}"
+                    f"{what} is {len(part)} bytes; the limit is {limit}"
                 ).with_code("document_too_large")
         media_type = media_type_of(data)
         if (media_type == PDF_MEDIA_TYPE) != (record is not None):

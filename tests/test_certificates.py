@@ -283,7 +283,7 @@ def test_a_pdf_certificate_is_registered_from_its_record(ledger: Ledger) -> None
             as_bytes(certification(certification_body={"id": "CB-2", "name": "Other"})),
             "document_mismatch",
         ),
-        (PDF, b"{" * 30_000_000, "document_too_large"),
+        (PDF, b" " * (1024 * 1024) + as_bytes(certification()), "document_too_large"),
         (b"%PDF" + b"-" * 30_000_000, as_bytes(certification()), "document_too_large"),
     ],
     ids=[

@@ -23,6 +23,10 @@ from verifier.errors import MalformedError, TooLargeError
 
 SCHEMA_NAME = "certification-certificate.schema.json"
 
+MAX_RECORD_SIZE = 1024 * 1024
+"""A record sent beside a PDF certificate: its public fields must fit a 64 KiB
+statement anyway; this leaves room for the rest and for escaping."""
+
 # IAF CertSearch status words, one to one with the log's replayed statuses.
 IAF_STATUS = {
     "active": "Active",

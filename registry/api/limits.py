@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from verifier.certification import MAX_RECORD_SIZE
 from verifier.dcc import MAX_DOCUMENT_SIZE
 from verifier.dsse import MAX_ENVELOPE_SIZE
 
@@ -18,7 +19,9 @@ Receive = Callable[[], Any]
 Send = Callable[[Message], Any]
 
 MULTIPART_OVERHEAD = 64 * 1024
-CERTIFICATE_REQUEST_LIMIT = MAX_DOCUMENT_SIZE + MAX_ENVELOPE_SIZE + MULTIPART_OVERHEAD
+CERTIFICATE_REQUEST_LIMIT = (
+    MAX_DOCUMENT_SIZE + MAX_RECORD_SIZE + MAX_ENVELOPE_SIZE + MULTIPART_OVERHEAD
+)
 OTHER_REQUEST_LIMIT = MAX_ENVELOPE_SIZE + MULTIPART_OVERHEAD
 
 
