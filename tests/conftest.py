@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from registry.config import Settings
 from registry.ledger import Ledger
@@ -23,6 +24,11 @@ from verifier.keys import SigningKey
 PG_URL = os.environ.get("QILEDGER_TEST_POSTGRES_URL")
 REQUIRE_PG = os.environ.get("CI") == "true" or os.environ.get("QILEDGER_REQUIRE_POSTGRES") == "1"
 TEST_ORIGIN = "test.qiledger.local/log"
+
+# Speed is measured in bench/, never asserted by a test: no per-example deadline
+# (hypothesis's default 200 ms turns a loaded CI machine into a flaky failure).
+hypothesis_settings.register_profile("qiledger", deadline=None)
+hypothesis_settings.load_profile("qiledger")
 
 
 def _admin_conninfo(url: str) -> tuple[str, str]:
