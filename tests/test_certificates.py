@@ -261,7 +261,8 @@ def test_a_pdf_certificate_is_registered_from_its_record(ledger: Ledger) -> None
     assert fields["fields"]["standard"] == "ISO 9001:2015"
     stored = ledger.storage.document(fields["document_sha256"])
     assert (stored.data, stored.media_type) == (PDF, "application/pdf")
-    status = trust.certificate_status(ledger.trust_state(), "CB-1/QMS-1", datetime.now(UTC))
+    logged_at = entry.parse_time(logged.logged_at)
+    status = trust.certificate_status(ledger.trust_state(), "CB-1/QMS-1", logged_at)
     assert status.status == "active"
     again = ledger.issue_certificate(PDF, "CB-1", CB, record=record)
     assert (again.index, again.duplicate) == (accepted.index, True)
