@@ -75,17 +75,19 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
                 where=f"checkpoint {next_cp.size}",
             )
 
+    store = ledger.policy.snapshots
     with ledger.db.read() as conn:
-        snapshots = iter(ledger.policy.snapshots.all(conn))
-    next_snapshot = next(snapshots, None)
+        snapshot_sizes = iter(store.sizes(conn))  # each read when reached (tens of MB)
+    next_snapshot = next(snapshot_sizes, None)
     checked_snapshots = 0
 
     def check_snapshot_at(size: int) -> None:
         nonlocal next_snapshot, checked_snapshots
-        if next_snapshot is not None and next_snapshot.size == size:
-            _check_snapshot(next_snapshot, state, edge.root())
+        if next_snapshot == size:
+            with ledger.db.read() as conn:
+                _check_snapshot(store.at(conn, size), state, edge.root())
             checked_snapshots += 1
-            next_snapshot = next(snapshots, None)
+            next_snapshot = next(snapshot_sizes, None)
 
     check_checkpoints_at(0)
     for chunk in _chunks(storage.iter_entries(0, BATCH), BATCH):
@@ -120,8 +122,8 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
         )
     if next_snapshot is not None:
         raise IntegrityError(
-            f"trust snapshot at size {next_snapshot.size} is beyond the log's {total} entries",
-            where=f"trust snapshot {next_snapshot.size}",
+            f"trust snapshot at size {next_snapshot} is beyond the log's {total} entries",
+            where=f"trust snapshot {next_snapshot}",
         )
     stored_nodes = storage.count_nodes()
     if stored_nodes != expected_nodes:

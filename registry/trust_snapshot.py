@@ -17,7 +17,8 @@ A snapshot is a cache, never a source of truth:
 - ``qiledger fsck`` replays the whole log with every signature check and
   compares each stored snapshot, byte for byte, with the state it reached at
   that size;
-- deleting snapshots is always safe (the next start replays from entry 0).
+- deleting snapshots is always safe (the next start replays from entry 0); the
+  registry keeps only the newest two.
 
 The encoding is compact JSON of plain lists, strings and integers with sorted
 keys, so the same state always gives the same bytes, written and read with
@@ -36,7 +37,7 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, insert, inspect, select
+from sqlalchemy import delete, func, insert, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
@@ -56,6 +57,9 @@ FORMAT = "qiledger-trust-snapshot/1"
 SNAPSHOT_AFTER = 100_000
 """Store a snapshot when one catch-up replayed at least this many entries
 (about five seconds of replay; writing one costs a fraction of that)."""
+
+KEEP = 2
+"""Snapshots kept: the newest, and the one before in case the newest is bad."""
 
 
 @dataclass(frozen=True)
@@ -235,10 +239,11 @@ class SnapshotStore:
         snapshot = StoredSnapshot(
             state.size, root, hashlib.sha256(raw).digest(), zlib.compress(raw, 1)
         )
+        table = tables.TRUST_SNAPSHOTS
         try:
             with self.db.write() as conn:
                 conn.execute(
-                    insert(tables.TRUST_SNAPSHOTS),
+                    insert(table),
                     {
                         "size": snapshot.size,
                         "root": snapshot.root,
@@ -247,6 +252,9 @@ class SnapshotStore:
                         "created_at": now,
                     },
                 )
+                kept = select(table.c.size).order_by(table.c.size.desc()).limit(KEEP)
+                oldest_kept = conn.execute(select(func.min(kept.subquery().c.size))).scalar()
+                conn.execute(delete(table).where(table.c.size < oldest_kept))
         except SqlIntegrityError:
             with self.db.read() as conn:
                 if (
@@ -274,16 +282,19 @@ class SnapshotStore:
         size = conn.execute(select(func.max(table.c.size)).where(table.c.size <= max_size)).scalar()
         if size is None:
             return None
-        return self._at(conn, int(size))
+        return self.at(conn, int(size))
 
-    def all(self, conn: Connection) -> list[StoredSnapshot]:
+    def sizes(self, conn: Connection) -> list[int]:
+        """The sizes snapshots are stored at, in order."""
         if not self._exists(conn):
             return []
         table = tables.TRUST_SNAPSHOTS
-        sizes = conn.execute(select(table.c.size).order_by(table.c.size)).scalars().all()
-        return [self._at(conn, int(size)) for size in sizes]
+        return [int(s) for s in conn.execute(select(table.c.size).order_by(table.c.size)).scalars()]
 
-    def _at(self, conn: Connection, size: int) -> StoredSnapshot:
+    def all(self, conn: Connection) -> list[StoredSnapshot]:
+        return [self.at(conn, size) for size in self.sizes(conn)]
+
+    def at(self, conn: Connection, size: int) -> StoredSnapshot:
         table = tables.TRUST_SNAPSHOTS
         row = conn.execute(select(table).where(table.c.size == size)).one()
         return StoredSnapshot(row.size, bytes(row.root), bytes(row.digest), bytes(row.data))

@@ -278,6 +278,15 @@ def test_a_running_process_stores_a_snapshot_only_on_demand(
         assert ledger.policy.save_snapshot() == start + 6
         assert ledger.policy.save_snapshot() is None  # nothing new
         assert fsck(ledger).snapshots == 2
+        # A third one: only the newest two are kept.
+        stamped = {"signed_at": format_time(clock.now), **cert("CB-1", 99, "management_system")}
+        (outcome,) = ledger.sequencer.submit_many([envelope_bytes(stamped, CB)])
+        assert isinstance(outcome, Accepted)
+        ledger.trust_state()
+        assert ledger.policy.save_snapshot() == start + 7
+        with ledger.db.read() as conn:
+            assert ledger.policy.snapshots.sizes(conn) == [start + 6, start + 7]
+        assert fsck(ledger).snapshots == 2
     finally:
         ledger.close()
 
