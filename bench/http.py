@@ -77,13 +77,11 @@ import math
 import os
 import pstats
 import random
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -123,6 +121,7 @@ else:
         b64key,
         cpu_ticks,
         print_machine,
+        scratch_dir,
         signed_envelope,
         signer_key,
         wait_idle,
@@ -823,28 +822,29 @@ async def run_reads(server: Server, ids: list[str], cfg: Config, args: argparse.
         f"\n== reads, closed loop: {args.concurrency} clients, {args.read_duration:g} s "
         f"per route; {len(ids):,} certificate ids picked at random ({args.client} client)"
     )
-    for name, reqs in routes.items():
-        wait_idle(args.wait_idle)
-        client = client_cls(server.port, args.concurrency)
-        await warm(client, reqs[0], args.concurrency, 1.0)
-        run = await closed_loop(
-            client, cycle(reqs), Run(name), server, args.concurrency, args.read_duration
-        )
-        await client.aclose()
-        cfg.reads[f"closed {name}"] = run
-        report(run)
-    if args.read_rate > 0:
-        print(f"\n== reads, open loop: {args.read_rate:g} req/s for {args.read_duration:g} s")
+
+    async def measure(mode: str, connections: int, loop: Callable[..., Awaitable[Run]]) -> None:
         for name, reqs in routes.items():
             wait_idle(args.wait_idle)
-            client = client_cls(server.port, args.max_connections)
+            client = client_cls(server.port, connections)
             await warm(client, reqs[0], args.concurrency, 1.0)
-            run = await open_loop(
-                client, cycle(reqs), Run(name), server, args.read_rate, args.read_duration
-            )
+            run = await loop(client, cycle(reqs), Run(name))
             await client.aclose()
-            cfg.reads[f"open {name}"] = run
+            cfg.reads[f"{mode} {name}"] = run
             report(run)
+
+    await measure(
+        "closed",
+        args.concurrency,
+        lambda c, nxt, run: closed_loop(c, nxt, run, server, args.concurrency, args.read_duration),
+    )
+    if args.read_rate > 0:
+        print(f"\n== reads, open loop: {args.read_rate:g} req/s for {args.read_duration:g} s")
+        await measure(
+            "open",
+            args.max_connections,
+            lambda c, nxt, run: open_loop(c, nxt, run, server, args.read_rate, args.read_duration),
+        )
     sample = json.loads(
         httpx.get(f"http://{HOST}:{server.port}/api/v1/certificates/{ids[0]}").content
     )
@@ -1208,18 +1208,6 @@ async def asgi_costs(
 # --- main ------------------------------------------------------------------------------------
 
 
-@contextmanager
-def scratch_dir(parent: str | None, keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="qiledger-http-", dir=parent))
-    try:
-        yield path
-    finally:
-        if keep:
-            print(f"  (kept {path})")
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 async def run_all(args: argparse.Namespace, data_dir: Path) -> None:
     settings = Settings(data_dir=data_dir, database_url=args.database_url)
     t0 = time.perf_counter()
@@ -1345,7 +1333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     RawClient.requests_per_connection = args.requests_per_connection
     print_machine()
-    with scratch_dir(args.tmp, args.keep) as data_dir:
+    with scratch_dir(args.tmp, args.keep, "qiledger-http-") as data_dir:
         run_async(run_all(args, data_dir))
     return 0
 

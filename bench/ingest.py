@@ -540,8 +540,8 @@ def isolated_costs(envelopes: Sequence[bytes], ledger: Ledger) -> list[tuple[str
 
 
 @contextmanager
-def scratch_dir(parent: str | None, keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="qiledger-ingest-", dir=parent))
+def scratch_dir(parent: str | None, keep: bool, prefix: str = "qiledger-ingest-") -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         yield path
     finally:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from registry import cli_certificates, cli_service, cli_tiles, cli_trust, keyfile
 from registry.cli_output import Output
 from registry.config import Settings
-from registry.errors import ConfigError, IntegrityError, KeyFileError
+from registry.errors import ConfigError, IntegrityError, KeyFileError, database_error_detail
 from registry.ledger import Ledger
 from registry.sequencer import Accepted, Refused
 from verifier import entry as entry_mod
@@ -398,8 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QILedgerError as exc:
         print(f"qiledger: error: {exc.message}", file=sys.stderr)
     except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        print(f"qiledger: database error: {detail}", file=sys.stderr)
+        print(f"qiledger: database error: {database_error_detail(exc)}", file=sys.stderr)
     except KeyboardInterrupt:
         print("qiledger: interrupted", file=sys.stderr)
         return 130

@@ -34,6 +34,11 @@ class StorageError(QILedgerError):
     code = "storage_error"
 
 
+def database_error_detail(exc: BaseException) -> str:
+    """The first line of what the database driver said (SQLAlchemy wraps it)."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+
+
 class IntegrityError(QILedgerError):
     """``fsck`` found stored data that does not check; names the first bad place."""
 

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from registry import long_lived, trust_snapshot
-from registry.errors import StorageError
+from registry.errors import StorageError, database_error_detail
 from registry.storage import SqlStorage
 from verifier import trust
 from verifier.dsse import VerifiedEnvelope
@@ -100,8 +100,7 @@ class TrustChainPolicy:
             try:
                 self.save_snapshot()
             except (SQLAlchemyError, StorageError) as exc:  # e.g. a read-only database user
-                detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-                log.warning("could not store a trust snapshot: %s", detail)
+                log.warning("could not store a trust snapshot: %s", database_error_detail(exc))
         return self.state
 
     def _catch_up(self, conn: Connection) -> int:

@@ -2,8 +2,8 @@
 
 Every process that writes or answers status questions holds the trust state
 (:class:`verifier.trust.TrustState`) replayed from the whole log. On a large log
-that replay dominates start-up (50-110 us per entry: about two minutes for a
-million entries on a slow core), so after a long catch-up
+that replay dominates start-up (50-80 us per entry: over a minute for a million
+entries on a slow core), so after a long catch-up
 the registry stores the state it reached as a snapshot at that checkpointed
 size, and the next start loads the newest snapshot and replays only what came
 after it.
@@ -56,7 +56,7 @@ FORMAT = "qiledger-trust-snapshot/1"
 
 SNAPSHOT_AFTER = 100_000
 """Store a snapshot when one catch-up replayed at least this many entries
-(about five seconds of replay; writing one costs a fraction of that)."""
+(5-8 seconds of replay; writing one costs about half a second per 100,000)."""
 
 KEEP = 2
 """Snapshots kept: the newest, and the one before in case the newest is bad."""

@@ -83,6 +83,12 @@ def sign_payload(payload: bytes, key: SigningKey) -> bytes:
     return jcs.canonical_bytes(dsse.sign(payload, key).to_json())
 
 
+def signed_non_canonical(fields: dict[str, Any], key: SigningKey) -> bytes:
+    """An envelope over ``fields`` stamped now, as valid but not canonical JSON."""
+    stamped = {"signed_at": entry.format_time(now()), **fields}
+    return sign_payload(json.dumps(stamped, indent=1).encode(), key)
+
+
 def unsigned(fields: dict[str, Any]) -> dict[str, Any]:
     """``tests.helpers`` builders stamp one signing time per run; :func:`signed` stamps now."""
     return {k: v for k, v in fields.items() if k != "signed_at"}
@@ -568,15 +574,8 @@ CERTIFICATE_REFUSALS: dict[str, tuple[Prepare, int, str]] = {
     "statement payload is not canonical JSON": (
         lambda a: upload(
             DEMO_DCC,
-            sign_payload(
-                json.dumps(
-                    {
-                        "signed_at": entry.format_time(now()),
-                        **a.ledger.documents.statement(DEMO_DCC, "LAB-1", now()).fields,
-                    },
-                    indent=1,
-                ).encode(),
-                LAB,
+            signed_non_canonical(
+                a.ledger.documents.statement(DEMO_DCC, "LAB-1", now()).fields, LAB
             ),
             a.token("issuer", "LAB-1"),
         ),
@@ -986,16 +985,7 @@ STATEMENT_REFUSALS: dict[str, tuple[MakeStatement, int, str]] = {
     ),
     "statement payload is not canonical JSON": (
         lambda a: (
-            sign_payload(
-                json.dumps(
-                    {
-                        **status_change("suspend", DEMO_DCC_ID),
-                        "signed_at": entry.format_time(now()),
-                    },
-                    indent=2,
-                ).encode(),
-                LAB,
-            ),
+            signed_non_canonical(status_change("suspend", DEMO_DCC_ID), LAB),
             a.token("issuer", "LAB-1"),
         ),
         400,

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from registry.errors import database_error_detail
 from verifier.errors import (
     MalformedError,
     QILedgerError,
@@ -124,7 +125,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SQLAlchemyError)
     async def on_database(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
-        log.error("database error: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0])
+        log.error("database error: %s", database_error_detail(exc))
         return problem(503, "storage_error", "the registry's database is unavailable")
 
     @app.exception_handler(Exception)
