@@ -33,10 +33,10 @@ class PublicReadsCors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        if b"origin" not in headers:
-            await self.app(scope, receive, send)
+        if not any(name == b"origin" for name, _ in scope["headers"]):
+            await self.app(scope, receive, send)  # not a browser: the common case
             return
+        headers = dict(scope["headers"])
         method = scope["method"].encode("ascii")
         if method == b"OPTIONS" and b"access-control-request-method" in headers:
             await _preflight(headers[b"access-control-request-method"], send)
