@@ -17,9 +17,10 @@ What it does (see bench/README.md for figures):
    server);
 4. times pymerkle's ``prove_inclusion`` / ``prove_consistency`` the same way
    (cold = ``cache_clear()`` before each proof) and prints pymerkle / ours;
-5. verifies a sample of our proofs with ``verifier.merkle`` against the signed
-   checkpoint (consistency against pymerkle's independently computed old root),
-   and checks that our proof hashes equal pymerkle's.
+5. after the timing, verifies every proof the timed calls returned — cold, warm
+   and steady, inclusion and consistency — with ``verifier.merkle`` against the
+   signed checkpoint (consistency against pymerkle's independently computed old
+   root), and checks that each inclusion proof's hashes equal pymerkle's path.
 
 SQLite's and the OS's page caches stay warm in every mode (both libraries
 alike); "cold" means the library's own cache only.
@@ -58,6 +59,7 @@ from registry.ledger import Ledger
 from registry.proofs import ProofBuilder
 from registry.storage import SqlStorage
 from verifier import merkle
+from verifier.errors import QILedgerError
 
 TARGET_P50_MS = 0.2
 TARGET_SPEEDUP = 4.0
@@ -150,9 +152,13 @@ class Timing:
 
 
 def time_calls(
-    label: str, calls: Sequence[Callable[[], object]], before: Callable[[], object] | None = None
+    label: str,
+    calls: Sequence[Callable[[], object]],
+    before: Callable[[], object] | None = None,
+    keep: list[object] | None = None,
 ) -> Timing:
-    """Time each call alone; ``before`` (untimed) runs ahead of each one."""
+    """Time each call alone; ``before`` (untimed) runs ahead of each one. With
+    ``keep``, each call's result is appended to it (outside the timed region)."""
     clock = time.perf_counter
     took: list[float] = []
     gc.collect()
@@ -160,12 +166,24 @@ def time_calls(
         if before is not None:
             before()
         t0 = clock()
-        call()
+        result = call()
         took.append(clock() - t0)
+        if keep is not None:
+            keep.append(result)
     took.sort()
     timing = Timing(label, len(took), statistics.median(took), percentile(took, 99))
     print(timing.line())
     return timing
+
+
+@dataclass(frozen=True)
+class Made:
+    """The proofs one timed measurement returned, with the request of each."""
+
+    kind: str  # "inclusion" (request = leaf index) or "consistency" (request = old size)
+    mode: str
+    requests: list[int]
+    proofs: list[object]
 
 
 def fresh_builder(ledger: Ledger) -> ProofBuilder:
@@ -177,8 +195,14 @@ def fresh_builder(ledger: Ledger) -> ProofBuilder:
 
 def measure_ours(
     ledger: Ledger, n: int, indices: list[int], firsts: list[int], steady: int, rng: random.Random
-) -> dict[str, Timing]:
+) -> tuple[dict[str, Timing], list[Made]]:
     out: dict[str, Timing] = {}
+    made: list[Made] = []
+
+    def kept(kind: str, mode: str, requests: list[int]) -> list[object]:
+        made.append(Made(kind, mode, requests, []))
+        return made[-1].proofs
+
     print(f"\n== ours: registry.proofs.ProofBuilder on SqlStorage (tree size {n:,})")
     # Cold: a fresh SqlStorage (empty node cache) per proof, built outside the timing.
     builders: list[ProofBuilder] = []
@@ -190,11 +214,13 @@ def measure_ours(
         "inclusion, cold (fresh SqlStorage each)",
         [lambda i=i: builders[-1].inclusion(i, n) for i in indices],
         new_builder,
+        kept("inclusion", "cold", indices),
     )
     out["consistency cold"] = time_calls(
         "consistency, cold (fresh SqlStorage each)",
         [lambda m=m: builders[-1].consistency(m, n) for m in firsts],
         new_builder,
+        kept("consistency", "cold", firsts),
     )
     builders.clear()
     # Warm: ledger.proofs itself; one untimed pass caches every node the requests need.
@@ -204,12 +230,14 @@ def measure_ours(
     out["inclusion warm"] = time_calls(
         "inclusion, warm (same requests again)",
         [lambda i=i: proofs.inclusion(i, n) for i in indices],
+        keep=kept("inclusion", "warm", indices),
     )
     for m in firsts:
         proofs.consistency(m, n)
     out["consistency warm"] = time_calls(
         "consistency, warm (same requests again)",
         [lambda m=m: proofs.consistency(m, n) for m in firsts],
+        keep=kept("consistency", "warm", firsts),
     )
     # Steady state: a server that has answered `steady` random requests, asked new ones.
     for _ in range(steady):
@@ -218,8 +246,9 @@ def measure_ours(
     out["inclusion steady"] = time_calls(
         f"inclusion, steady (new, after {steady:,} others)",
         [lambda i=i: proofs.inclusion(i, n) for i in fresh],
+        keep=kept("inclusion", "steady", fresh),
     )
-    return out
+    return out, made
 
 
 def measure_pymerkle(
@@ -253,10 +282,12 @@ def measure_pymerkle(
     return out
 
 
-def check_proofs(
-    ledger: Ledger, tree: SqliteTree, n: int, indices: list[int], firsts: list[int]
-) -> None:
-    print(f"\n== verification ({len(indices)} inclusion, {len(firsts)} consistency proofs)")
+def check_proofs(ledger: Ledger, tree: SqliteTree, n: int, made: list[Made]) -> None:
+    """Verify every proof the timed calls returned (untimed): against the signed
+    checkpoint's root, consistency from pymerkle's independently computed old root;
+    and every inclusion proof equal to pymerkle's path."""
+    counts = ", ".join(f"{len(m.proofs)} {m.kind} {m.mode}" for m in made)
+    print(f"\n== verification of every timed proof ({counts})")
     signed = ledger.verified_checkpoint(n).checkpoint  # the log key's signature checks
     t0 = time.perf_counter()
     their_root = tree.get_root(n)
@@ -265,19 +296,45 @@ def check_proofs(
     if their_root != signed.root:
         sys.exit("bench: pymerkle's root differs from the signed checkpoint's root")
     print(f"  signed checkpoint root == pymerkle root: {signed.root.hex()[:16]}...")
-    proofs = ledger.proofs
-    for i in indices:
-        leaf = merkle.leaf_hash(ledger.storage.entry(i).data)
-        proof = proofs.inclusion(i, n)
-        merkle.verify_inclusion(leaf, i, n, proof, signed.root)
-        theirs = tree.prove_inclusion(i + 1, n)
-        if list(theirs.path[1:]) != proof or theirs.path[0] != leaf:
-            sys.exit(f"bench: our inclusion proof for {i} differs from pymerkle's")
-    print("  inclusion: every proof verifies (verifier.merkle) and equals pymerkle's path")
-    for m in firsts:
-        proof = proofs.consistency(m, n)
-        merkle.verify_consistency(m, n, proof, tree.get_root(m), signed.root)
-    print("  consistency: every proof verifies against pymerkle's old root and the signed root")
+    leaves: dict[int, merkle.Hash] = {}
+    paths: dict[int, list[bytes]] = {}
+    old_roots: dict[int, bytes] = {}
+    t0 = time.perf_counter()
+    for batch in made:
+        if len(batch.proofs) != len(batch.requests):
+            sys.exit(f"bench: {batch.kind} {batch.mode} kept {len(batch.proofs)} proofs")
+        for request, proof in zip(batch.requests, batch.proofs, strict=True):
+            assert isinstance(proof, list)
+            if batch.kind == "inclusion":
+                if request not in leaves:
+                    leaves[request] = merkle.leaf_hash(ledger.storage.entry(request).data)
+                    theirs = tree.prove_inclusion(request + 1, n)
+                    if theirs.path[0] != leaves[request]:
+                        sys.exit(f"bench: pymerkle's leaf {request} is not ours")
+                    paths[request] = list(theirs.path[1:])
+                try:
+                    merkle.verify_inclusion(leaves[request], request, n, proof, signed.root)
+                except QILedgerError as exc:
+                    sys.exit(f"bench: {batch.mode} inclusion proof for {request}: {exc}")
+                if proof != paths[request]:
+                    sys.exit(f"bench: {batch.mode} inclusion proof for {request} != pymerkle's")
+            else:
+                if request not in old_roots:
+                    old_roots[request] = tree.get_root(request)
+                try:
+                    merkle.verify_consistency(request, n, proof, old_roots[request], signed.root)
+                except QILedgerError as exc:
+                    sys.exit(f"bench: {batch.mode} consistency proof from {request}: {exc}")
+    took = time.perf_counter() - t0
+    for batch in made:
+        what = "equals pymerkle's path" if batch.kind == "inclusion" else "pymerkle's old root"
+        print(
+            f"  {batch.kind} {batch.mode}: all {len(batch.proofs):,} verify "
+            f"(verifier.merkle, signed root; {what})"
+        )
+    print(
+        f"  ({len(leaves):,} distinct leaves, {len(old_roots):,} distinct old sizes; {took:.1f} s)"
+    )
 
 
 def report(ours: dict[str, Timing], theirs: dict[str, Timing]) -> None:
@@ -315,7 +372,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="pymerkle cold proofs (each ~1 s at 1M)",
     )
     parser.add_argument("--steady", type=int, default=20_000, help="earlier requests for 'steady'")
-    parser.add_argument("--verify", type=int, default=200, help="proofs verified per kind")
     parser.add_argument("--seed", type=int, default=9162)
     parser.add_argument("--wait-idle", type=float, default=120, help="see bench/ingest.py")
     args = parser.parse_args(argv)
@@ -337,10 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     indices = [rng.randrange(n) for _ in range(args.samples)]
     firsts = [rng.randrange(1, n) for _ in range(args.samples)]
     wait_idle(args.wait_idle)
-    ours = measure_ours(ledger, n, indices, firsts, args.steady, rng)
+    ours, made = measure_ours(ledger, n, indices, firsts, args.steady, rng)
     wait_idle(args.wait_idle)
     theirs = measure_pymerkle(tree, n, indices, firsts, args.pymerkle_cold_samples)
-    check_proofs(ledger, tree, n, indices[: args.verify], firsts[: args.verify])
+    check_proofs(ledger, tree, n, made)
     report(ours, theirs)
     tree.close()
     ledger.close()

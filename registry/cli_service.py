@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from collections.abc import Callable
 from typing import Any
@@ -50,10 +51,25 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=_log_config(args.log_level),
         proxy_headers=True,
         server_header=False,
     )
     return 0
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, with the registry's own loggers (``qiledger.*``) on
+    the same handler and at the same level, so the operator's log has both."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["qiledger"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
 
 
 def cmd_token_create(args: argparse.Namespace, out: Output) -> int:

@@ -56,7 +56,7 @@ def _sqlite_engine(url: str, begin_sql: str, pool_size: int = 5) -> Engine:
 
 _SQLITE_UNIQUE_KEYS = {
     "log_meta": ("id",),
-    "entries": ("idx", "envelope_hash"),
+    "entries": ("idx", "statement_hash"),
     "tree_nodes": ("node_id",),
     "checkpoints": ("size",),
     "documents": ("digest",),
@@ -118,6 +118,12 @@ class Database:
     def has_schema(self) -> bool:
         try:
             return inspect(self.read_engine).has_table("log_meta")
+        except OperationalError as exc:
+            raise StorageError(f"cannot open database {self.safe_url}: {exc.orig}") from None
+
+    def column_names(self, table: str) -> set[str]:
+        try:
+            return {c["name"] for c in inspect(self.read_engine).get_columns(table)}
         except OperationalError as exc:
             raise StorageError(f"cannot open database {self.safe_url}: {exc.orig}") from None
 

@@ -5,11 +5,14 @@ batch of entries plus the O(log n) right edge of the tree):
 
 - indices run 0..n-1 without gaps;
 - each entry's leaf data is canonical JCS with the exact fields, and its stored
-  leaf hash, envelope hash and ``logged_at`` column match the data;
+  leaf hash, statement hash and ``logged_at`` column match the data;
 - the ``prev`` chain links every entry to the one before; ``logged_at`` never
   goes backwards;
-- every envelope's signature verifies and the statement passes the trust rules
-  of :mod:`verifier.trust` at its ``logged_at`` (a full replay of the log);
+- every envelope carries one signature, it verifies, and the statement passes the
+  trust rules of :mod:`verifier.trust` at its ``logged_at`` (a full replay of the
+  log; it refuses a statement logged twice);
+- every certificate.issue/amend entry's document is stored (and, below, every
+  stored document hashes to its digest);
 - every stored tree node equals the one recomputed from the leaves, and there
   are no extra nodes;
 - every checkpoint is signed by the log key, names this log, and its size and
@@ -30,9 +33,10 @@ from dataclasses import dataclass
 from registry import trust_snapshot
 from registry.errors import IntegrityError
 from registry.ledger import Ledger
+from registry.sequencer import DOCUMENT_TYPES
 from registry.storage import StoredCheckpoint, StoredEntry
 from registry.trust_snapshot import StoredSnapshot
-from verifier import checkpoint, entry, jcs, merkle, trust
+from verifier import checkpoint, entry, merkle, statement, trust
 from verifier.errors import QILedgerError
 from verifier.merkle import Hash, Node
 
@@ -92,6 +96,7 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
     check_checkpoints_at(0)
     for chunk in _chunks(storage.iter_entries(0, BATCH), BATCH):
         computed: dict[Node, bytes] = {}
+        documents_needed: dict[str, int] = {}
         for stored in chunk:
             where = f"entry {stored.index}"
             if stored.index != expected_index:
@@ -99,7 +104,9 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
                     f"entry {expected_index} is missing (next stored index is {stored.index})",
                     where=f"entry {expected_index}",
                 )
-            parsed = _check_entry(stored, prev, last_time, state, where)
+            parsed, stmt = _check_entry(stored, prev, last_time, state, where)
+            if stmt.type in DOCUMENT_TYPES:
+                documents_needed.setdefault(stmt["document_sha256"], stored.index)
             prev = stored.leaf_hash
             last_time = parsed.logged_at
             edge.append(stored.leaf_hash, computed)
@@ -107,6 +114,7 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
             check_checkpoints_at(expected_index)
             check_snapshot_at(expected_index)
         _check_nodes(ledger, computed)
+        _check_documents_stored(ledger, documents_needed)
         expected_nodes += len(computed)
         if progress is not None:
             progress(expected_index, total)
@@ -162,7 +170,7 @@ def _check_entry(
     last_time: str,
     state: trust.TrustState,
     where: str,
-) -> entry.LogEntry:
+) -> tuple[entry.LogEntry, statement.Statement]:
     try:
         parsed = entry.parse(stored.data)
     except QILedgerError as exc:
@@ -175,14 +183,26 @@ def _check_entry(
         raise IntegrityError(f"{where}: logged_at column differs from the data", where=where)
     if parsed.logged_at < last_time:
         raise IntegrityError(f"{where}: logged_at goes backwards", where=where)
-    canonical = jcs.canonical_bytes(parsed.envelope.to_json())
-    if hashlib.sha256(canonical).digest() != stored.envelope_hash:
-        raise IntegrityError(f"{where}: stored envelope hash does not match", where=where)
+    if hashlib.sha256(parsed.envelope.payload).digest() != stored.statement_hash:
+        raise IntegrityError(f"{where}: stored statement hash does not match", where=where)
     try:
-        trust.replay_one(state, stored.index, stored.data, trust_append_checks=False)
+        stmt = trust.replay_one(state, stored.index, stored.data, trust_append_checks=False)
     except QILedgerError as exc:
         raise IntegrityError(f"{where}: does not replay: {exc.message}", where=where) from None
-    return parsed
+    return parsed, stmt
+
+
+def _check_documents_stored(ledger: Ledger, needed: dict[str, int]) -> None:
+    """Every certificate entry's document is stored (one query per batch)."""
+    if not needed:
+        return
+    stored = ledger.storage.stored_document_digests(needed)
+    for digest, index in needed.items():
+        if digest not in stored:
+            raise IntegrityError(
+                f"entry {index}: its document (SHA-256 {digest}) is not stored",
+                where=f"entry {index}",
+            )
 
 
 def _check_nodes(ledger: Ledger, computed: dict[Node, bytes]) -> None:

@@ -21,7 +21,7 @@ from registry.errors import ConfigError, NotFoundError
 from registry.log_signer import LogSigner
 from registry.policy import TrustChainPolicy
 from registry.proofs import ProofBuilder
-from registry.sequencer import Accepted, Outcome, Refused, Sequencer, utc_now
+from registry.sequencer import DOCUMENT_TYPES, Accepted, Outcome, Refused, Sequencer, utc_now
 from registry.storage import SqlStorage, StoredCheckpoint, StoredDocument
 from verifier import checkpoint, dsse, jcs, merkle, statement, trust
 from verifier.entry import format_time
@@ -130,6 +130,12 @@ class Ledger:
         identity = _read_identity(db) if db.has_schema() else None
         if identity is None:
             raise ConfigError(f"no ledger in {db.safe_url}; run 'qiledger init'")
+        if "statement_hash" not in db.column_names("entries"):
+            raise ConfigError(
+                f"the ledger in {db.safe_url} was created before statements were identified "
+                "by their payload (it keys entries by envelope); it cannot be opened by this "
+                "version"
+            )
         _refuse_demo_key(settings, identity.public_key)
         return cls(settings, db, identity, clock)
 
@@ -196,12 +202,37 @@ class Ledger:
     def check_certificate(
         self, envelope: bytes, document: bytes, record: bytes | None = None
     ) -> CertificateSubmission:
+        """Check a certificate submission as far as it can be before sequencing: its
+        signer first (:meth:`check_certificate_signer`), then that the statement is
+        exactly what its document calls for (:meth:`check_document`)."""
+        stmt = certificate_statement(envelope)
+        self.check_certificate_signer(self.trust_state(), envelope, stmt)
+        return self.check_document(envelope, stmt, document, record)
+
+    def check_certificate_signer(
+        self, state: TrustState, envelope: bytes, stmt: statement.Statement
+    ) -> None:
+        """The envelope carries one signature, by a key of the issuer the statement
+        names and usable now. Checked before the document is read: parsing and
+        validating a document costs far more than a signature, so only an issuer's
+        own key can make the registry spend that."""
+        unverified = dsse.parse(envelope)
+        try:
+            signer = trust.signer_of(state, unverified).signed_by
+        except UnknownKeyError:
+            raise state.unknown_signer(stmt, {s.keyid for s in unverified.signatures}) from None
+        state.check_issuer_signer(stmt["issuer_id"], signer, self.clock())
+
+    def check_document(
+        self,
+        envelope: bytes,
+        stmt: statement.Statement,
+        document: bytes,
+        record: bytes | None = None,
+    ) -> CertificateSubmission:
         """Check that a certificate statement is exactly what its document calls for
         (parsing, schema and signature of the document; no log state needed).
         ``record``: the JSON record of a PDF certification certificate."""
-        stmt = statement.parse(dsse.parse(envelope).payload)
-        if stmt.type not in ("certificate.issue", "certificate.amend"):
-            raise MalformedError(f"a document goes with certificate.issue/amend, not {stmt.type}")
         checked = self.documents.check(stmt, document, self.clock(), record)
         stored = StoredDocument(stmt["document_sha256"], checked.media_type, document)
         return CertificateSubmission(envelope, stmt, stored)
@@ -221,13 +252,7 @@ class Ledger:
         existing = state.certificates.get(stmt["certificate_id"])
         if existing is None or existing.document_sha256 != stmt["document_sha256"]:
             return None
-        envelope = dsse.parse(submission.envelope)
-        key_ids = {s.keyid for s in envelope.signatures}
-        try:
-            signer = trust.signer_of(state, envelope).signed_by
-        except UnknownKeyError:
-            raise state.unknown_signer(stmt, key_ids) from None
-        state.check_issuer_signer(stmt["issuer_id"], signer, self.clock())
+        self.check_certificate_signer(state, submission.envelope, stmt)
         first = self.storage.entry(existing.events[0].index)
         size = self.latest_checkpoint().size
         return Accepted(first.index, first.leaf_hash, first.logged_at, True, size)
@@ -307,11 +332,19 @@ class Ledger:
         return self.proofs.consistency(first, second)
 
 
+def certificate_statement(envelope: bytes) -> statement.Statement:
+    """The statement of an envelope that goes with a document (issue/amend)."""
+    stmt = statement.parse(dsse.parse(envelope).payload)
+    if stmt.type not in DOCUMENT_TYPES:
+        raise MalformedError(f"a document goes with certificate.issue/amend, not {stmt.type}")
+    return stmt
+
+
 def plain_statement(envelope: bytes) -> statement.Statement:
     """The statement of an envelope that needs no document; certificate
     issue/amend statements are refused (``document_required``)."""
     stmt = statement.parse(dsse.parse(envelope).payload)
-    if stmt.type in ("certificate.issue", "certificate.amend"):
+    if stmt.type in DOCUMENT_TYPES:
         raise MalformedError(
             f"{stmt.type} needs its document: register it with 'qiledger issue FILE' "
             "or POST /api/v1/certificates"

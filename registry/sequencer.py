@@ -2,8 +2,9 @@
 
 Per batch: parse and verify every envelope *before* taking the lock (the
 cryptography is the expensive part and needs no shared state), then, holding
-the database's single-writer lock, read the log's tail, drop envelopes already
-logged (answering with their index), let the trust policy admit each new one at
+the database's single-writer lock, read the log's tail, drop statements already
+logged — in whatever envelope (DESIGN.md item 8) — answering with their index,
+let the trust policy admit each new one at
 the log's own time, chain and hash the new leaves, extend the stored Merkle
 nodes, sign one checkpoint and commit. An append is durable and covered by a
 signed checkpoint when :meth:`Sequencer.submit_many` returns.
@@ -27,6 +28,8 @@ from verifier.errors import MalformedError, QILedgerError, UnknownKeyError
 from verifier.keys import KeyId, PublicKey
 from verifier.merkle import Hash, Node
 
+DOCUMENT_TYPES = frozenset({"certificate.issue", "certificate.amend"})
+"""Statements about a document: logged only together with it."""
 VERIFY_CHUNK = 64
 WORKER_MIN_BATCH = 256  # below this, a worker round trip costs more than it saves
 WORKER_SHARE = 3  # of every WORKER_SHARE chunks, the last is checked by the sequencer
@@ -62,7 +65,10 @@ class _Verified:
     envelope: dsse.VerifiedEnvelope
     statement: statement.Statement
     canonical_envelope: bytes
-    envelope_hash: bytes
+
+    @property
+    def statement_hash(self) -> bytes:
+        return self.statement.digest
 
 
 _Parsed = tuple[
@@ -105,12 +111,28 @@ class Sequencer:
 
         ``documents`` maps a position in the batch to the document its
         certificate statement is about; it is stored, by digest, in the same
-        transaction as the entry — or not at all.
+        transaction as the entry — or not at all. A certificate.issue or .amend
+        without its document is refused (``document_required``): every path to the
+        log passes here, so no certificate entry lacks its stored document.
         """
         outcomes: list[Outcome | None] = [None] * len(envelopes)
         prepared = self._verify_all(envelopes, outcomes)
         for position, item in prepared:
             doc = (documents or {}).get(position)
+            if item.statement.type in DOCUMENT_TYPES:
+                if doc is None:
+                    outcomes[position] = Refused(
+                        MalformedError(
+                            f"{item.statement.type} needs its document: register it with "
+                            "'qiledger issue FILE' or POST /api/v1/certificates"
+                        ).with_code("document_required")
+                    )
+                    continue
+            elif doc is not None:
+                outcomes[position] = Refused(
+                    MalformedError(f"{item.statement.type} does not come with a document")
+                )
+                continue
             if doc is None:
                 continue
             actual = hashlib.sha256(doc.data).hexdigest()
@@ -145,6 +167,7 @@ class Sequencer:
         for position, raw in enumerate(envelopes):
             try:
                 unverified = dsse.parse(raw)
+                dsse.only_signature(unverified)
                 stmt = statement.parse(unverified.payload)
                 wanted = {s.keyid for s in unverified.signatures} - looked_up
                 if wanted:  # one policy lookup per new key ID, not per envelope
@@ -178,10 +201,8 @@ class Sequencer:
                 except QILedgerError as exc:
                     outcomes[position] = Refused(exc)
                     continue
-                canonical = unverified.canonical_bytes()
-                digest = hashlib.sha256(canonical).digest()
                 checked = dsse.VerifiedEnvelope(unverified, pending[0].key)
-                verified.append((position, _Verified(checked, stmt, canonical, digest)))
+                verified.append((position, _Verified(checked, stmt, unverified.canonical_bytes())))
         return verified
 
     def _send_to_worker(
@@ -252,7 +273,7 @@ class Sequencer:
         with self.db.write() as conn:
             tail = self.storage.tail(conn)
             self.policy.begin_batch(conn, tail.size)
-            logged = self.storage.logged_envelopes(conn, {v.envelope_hash for _, v in prepared})
+            logged = self.storage.logged_statements(conn, {v.statement_hash for _, v in prepared})
             moment = self.clock()
             if tail.last_logged_at is not None:
                 # logged_at never goes backwards along the chain, even if the clock does.
@@ -270,12 +291,12 @@ class Sequencer:
             new_documents: list[StoredDocument] = []
             in_batch: dict[bytes, StoredEntry] = {}
             for position, item in prepared:
-                if item.envelope_hash in logged:
-                    index, leaf, when = logged[item.envelope_hash]
+                if item.statement_hash in logged:
+                    index, leaf, when = logged[item.statement_hash]
                     outcomes[position] = Accepted(index, leaf, when, True, tail.size)
                     continue
-                if item.envelope_hash in in_batch:
-                    pending.append((position, in_batch[item.envelope_hash], True))
+                if item.statement_hash in in_batch:
+                    pending.append((position, in_batch[item.statement_hash], True))
                     continue
                 try:
                     self.policy.admit(item.envelope, item.statement, moment)
@@ -287,9 +308,9 @@ class Sequencer:
                 if position in documents:
                     new_documents.append(documents[position])
                 leaf = merkle.leaf_hash(data)
-                stored = StoredEntry(size, leaf, item.envelope_hash, logged_at, data)
+                stored = StoredEntry(size, leaf, item.statement_hash, logged_at, data)
                 new_entries.append(stored)
-                in_batch[item.envelope_hash] = stored
+                in_batch[item.statement_hash] = stored
                 pending.append((position, stored, False))
                 edge.append(leaf, new_nodes)
                 prev = leaf

@@ -39,7 +39,7 @@ class Tail:
 class StoredEntry:
     index: int
     leaf_hash: Hash
-    envelope_hash: bytes
+    statement_hash: bytes
     logged_at: str
     data: bytes
 
@@ -63,8 +63,8 @@ class StoredCheckpoint:
 
 class LogStorage(Protocol):
     def tail(self, conn: Connection) -> Tail: ...
-    def logged_envelopes(
-        self, conn: Connection, envelope_hashes: Collection[bytes]
+    def logged_statements(
+        self, conn: Connection, statement_hashes: Collection[bytes]
     ) -> dict[bytes, tuple[int, Hash, str]]: ...
     def read_nodes(
         self, nodes: Sequence[Node], conn: Connection | None = None
@@ -78,6 +78,7 @@ class LogStorage(Protocol):
         documents: Sequence[StoredDocument] = (),
     ) -> None: ...
     def document(self, digest: str) -> StoredDocument: ...
+    def stored_document_digests(self, digests: Collection[str]) -> set[str]: ...
     def read_nodes_uncached(self, nodes: Sequence[Node]) -> dict[Node, bytes]: ...
     def count_nodes(self) -> int: ...
     def tail_size(self) -> int: ...
@@ -114,18 +115,18 @@ class SqlStorage:
             return Tail(0, GENESIS_PREV, None)
         return Tail(row[0] + 1, Hash(bytes(row[1])), row[2])
 
-    def logged_envelopes(
-        self, conn: Connection, envelope_hashes: Collection[bytes]
+    def logged_statements(
+        self, conn: Connection, statement_hashes: Collection[bytes]
     ) -> dict[bytes, tuple[int, Hash, str]]:
         """Index, leaf hash and logged_at of those envelopes already in the log."""
         found: dict[bytes, tuple[int, Hash, str]] = {}
-        wanted = list(envelope_hashes)
+        wanted = list(statement_hashes)
         p = self.db.placeholder
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             rows = conn.exec_driver_sql(
-                f"SELECT envelope_hash, idx, leaf_hash, logged_at FROM entries "
-                f"WHERE envelope_hash IN ({','.join([p] * len(chunk))})",
+                f"SELECT statement_hash, idx, leaf_hash, logged_at FROM entries "
+                f"WHERE statement_hash IN ({','.join([p] * len(chunk))})",
                 tuple(chunk),
             )
             found.update((bytes(h), (i, Hash(bytes(leaf)), t)) for h, i, leaf, t in rows)
@@ -144,9 +145,9 @@ class SqlStorage:
         p = self.db.placeholder
         if entries:
             conn.exec_driver_sql(
-                f"INSERT INTO entries (idx, leaf_hash, envelope_hash, logged_at, data) "
+                f"INSERT INTO entries (idx, leaf_hash, statement_hash, logged_at, data) "
                 f"VALUES ({p}, {p}, {p}, {p}, {p})",
-                [(e.index, e.leaf_hash, e.envelope_hash, e.logged_at, e.data) for e in entries],
+                [(e.index, e.leaf_hash, e.statement_hash, e.logged_at, e.data) for e in entries],
             )
         if nodes:
             conn.exec_driver_sql(
@@ -300,7 +301,7 @@ class SqlStorage:
     def entry(self, index: int) -> StoredEntry:
         with self.db.read() as conn:
             row = conn.exec_driver_sql(
-                f"SELECT idx, leaf_hash, envelope_hash, logged_at, data FROM entries "
+                f"SELECT idx, leaf_hash, statement_hash, logged_at, data FROM entries "
                 f"WHERE idx = {self.db.placeholder}",
                 (index,),
             ).first()
@@ -315,7 +316,7 @@ class SqlStorage:
         while True:
             with self.db.read() as conn:
                 rows = conn.exec_driver_sql(
-                    f"SELECT idx, leaf_hash, envelope_hash, logged_at, data FROM entries "
+                    f"SELECT idx, leaf_hash, statement_hash, logged_at, data FROM entries "
                     f"WHERE idx >= {p} ORDER BY idx LIMIT {int(batch)}",
                     (next_index,),
                 ).all()
@@ -332,7 +333,7 @@ class SqlStorage:
         p = self.db.placeholder
         while True:
             rows = conn.exec_driver_sql(
-                f"SELECT idx, leaf_hash, envelope_hash, logged_at, data FROM entries "
+                f"SELECT idx, leaf_hash, statement_hash, logged_at, data FROM entries "
                 f"WHERE idx >= {p} ORDER BY idx LIMIT {int(batch)}",
                 (start,),
             ).all()
@@ -357,6 +358,21 @@ class SqlStorage:
             for key, value in rows:
                 yield node_of(key), bytes(value)
             after = rows[-1][0]
+
+    def stored_document_digests(self, digests: Collection[str]) -> set[str]:
+        """Those of ``digests`` under which a document is stored."""
+        wanted = list(digests)
+        found: set[str] = set()
+        p = self.db.placeholder
+        with self.db.read() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = conn.exec_driver_sql(
+                    f"SELECT digest FROM documents WHERE digest IN ({','.join([p] * len(chunk))})",
+                    tuple(chunk),
+                )
+                found.update(row[0] for row in rows)
+        return found
 
     def iter_documents(self, batch: int = 50) -> Iterator[StoredDocument]:
         """Every stored document, a few at a time (they can be 20 MiB each)."""
@@ -404,7 +420,7 @@ class SqlStorage:
 
 
 def _entry(row: Any) -> StoredEntry:
-    idx, leaf, envelope_hash, logged_at, data = row
+    idx, leaf, statement_hash, logged_at, data = row
     return StoredEntry(
-        int(idx), Hash(bytes(leaf)), bytes(envelope_hash), str(logged_at), bytes(data)
+        int(idx), Hash(bytes(leaf)), bytes(statement_hash), str(logged_at), bytes(data)
     )

@@ -27,7 +27,7 @@ class EntryRow(SQLModel, table=True):
     __tablename__ = "entries"
     idx: int = Field(primary_key=True, sa_type=_Int64, sa_column_kwargs={"autoincrement": False})
     leaf_hash: bytes = Field(sa_type=LargeBinary)
-    envelope_hash: bytes = Field(sa_type=LargeBinary, unique=True)
+    statement_hash: bytes = Field(sa_type=LargeBinary, unique=True)
     logged_at: str
     data: bytes = Field(sa_type=LargeBinary)
 

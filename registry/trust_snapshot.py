@@ -44,7 +44,7 @@ from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from registry import tables
 from registry.database import Database
 from registry.long_lived import collector_paused
-from verifier import trust
+from verifier import entry, trust
 from verifier.encoding import b64decode, b64encode
 from verifier.errors import MalformedError, QILedgerError
 from verifier.keys import PublicKey
@@ -52,7 +52,8 @@ from verifier.statement import parse_date
 
 log = logging.getLogger("qiledger.snapshot")
 
-FORMAT = "qiledger-trust-snapshot/1"
+FORMAT = "qiledger-trust-snapshot/2"
+"""/2: key provenance, compromise reports and the recent statements' digests."""
 
 SNAPSHOT_AFTER = 100_000
 """Store a snapshot when one catch-up replayed at least this many entries
@@ -100,8 +101,9 @@ def _plain(state: trust.TrustState) -> dict[str, Any]:
                         b64encode(k.key.raw),
                         k.added_at,
                         k.revoked_at,
-                        None if k.compromised_at is None else k.compromised_at.isoformat(),
                         k.revocation_reason,
+                        k.registered_by,
+                        [[at, since.isoformat()] for at, since in k.compromise_reports],
                     ]
                     for k in issuer.keys.values()
                 ],
@@ -133,6 +135,10 @@ def _plain(state: trust.TrustState) -> dict[str, Any]:
             ]
             for c in state.certificates.values()
         ],
+        "recent_statements": [
+            [entry.format_time(at), digest.hex(), state.recent_statements[digest]]
+            for at, digest in state.recent_order
+        ],
     }
 
 
@@ -163,14 +169,15 @@ def _decode(value: dict[str, Any], log_key: PublicKey) -> trust.TrustState:
         state.body_keys[body.key.key_id] = body_id
     for issuer_id, name, kind, keys, accreditations in value["issuers"]:
         issuer = trust.Issuer(issuer_id, name, kind)
-        for key, added_at, revoked_at, compromised_at, reason in keys:
+        for key, added_at, revoked_at, reason, registered_by, reports in keys:
             record = trust.IssuerKey(
                 issuer_id,
                 _key(key),
                 added_at,
                 revoked_at,
-                None if compromised_at is None else datetime.fromisoformat(compromised_at),
                 reason,
+                registered_by,
+                [(at, datetime.fromisoformat(since)) for at, since in reports],
             )
             issuer.keys[record.key.key_id] = record
             state.issuer_keys[record.key.key_id] = record
@@ -214,6 +221,10 @@ def _decode(value: dict[str, Any], log_key: PublicKey) -> trust.TrustState:
             by_digest[digest] = [cert_id]
         else:
             ids.append(cert_id)
+    for logged_at, digest, index in value["recent_statements"]:
+        raw_digest = bytes.fromhex(digest)
+        state.recent_order.append((entry.parse_time(logged_at), raw_digest))
+        state.recent_statements[raw_digest] = int(index)
     return state
 
 

@@ -5,18 +5,37 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from registry.ledger import Ledger
+from registry.sequencer import DOCUMENT_TYPES, Accepted, Outcome, Refused, Sequencer
+from registry.storage import StoredDocument
 from verifier import dsse, jcs, statement
 from verifier.entry import format_time
+from verifier.errors import QILedgerError
 from verifier.keys import SigningKey
 
 # One signing time per test run, so the same statement built twice is the same
 # envelope (the log answers a resubmission with the existing index).
 SIGNED_AT = format_time(datetime.now(UTC))
 BODY_ID = "CNAS"
+
+
+DEMO_DOCUMENTS = Path(__file__).resolve().parents[1] / "registry" / "demo_documents"
+DEMO_LABORATORY_CODE = b"CNAS-DEMO-L0001"
+"""The demo DCCs' calibrationLaboratoryCode: the demo laboratory's accreditation."""
+
+
+def demo_dcc(name: str = "demo-dcc.xml", issuer: str = "LAB-1") -> bytes:
+    """A demo DCC as ``issuer``'s own: its laboratory code made the issuer's id
+    (a DCC naming another laboratory is refused as ``laboratory_mismatch``)."""
+    data = (DEMO_DOCUMENTS / name).read_bytes()
+    code = b"<dcc:calibrationLaboratoryCode>%s</dcc:calibrationLaboratoryCode>"
+    assert code % DEMO_LABORATORY_CODE in data
+    return data.replace(code % DEMO_LABORATORY_CODE, code % issuer.encode())
 
 
 def key_from(label: str) -> SigningKey:
@@ -31,13 +50,31 @@ def b64key(key: SigningKey) -> str:
     return base64.b64encode(key.public_key.raw).decode()
 
 
+TEST_DOCUMENTS: dict[str, bytes] = {}
+"""Every document :func:`issue_statement` made, by SHA-256 (a certificate entry is
+logged only with its document)."""
+
+
+def register_document(document: bytes) -> str:
+    """Remember a test document for :func:`documents_for`; its hex SHA-256."""
+    digest = hashlib.sha256(document).hexdigest()
+    TEST_DOCUMENTS[digest] = document
+    return digest
+
+
+def issue_document(n: int, issuer: str = "LAB-1") -> bytes:
+    document = f"document {issuer} {n}".encode()
+    register_document(document)
+    return document
+
+
 def issue_statement(n: int, issuer: str = "LAB-1", **extra: Any) -> dict[str, Any]:
     return {
         "type": "certificate.issue",
         "certificate_id": f"{issuer}/DCC-{n:06d}",
         "issuer_id": issuer,
         "kind": "dcc",
-        "document_sha256": hashlib.sha256(f"document {issuer} {n}".encode()).hexdigest(),
+        "document_sha256": hashlib.sha256(issue_document(n, issuer)).hexdigest(),
         "issued": "2026-11-24",
         "signed_at": SIGNED_AT,
         **extra,
@@ -85,6 +122,41 @@ def grant(
 
 def envelope_bytes(fields: dict[str, Any], key: SigningKey) -> bytes:
     return jcs.canonical_bytes(dsse.sign(statement.encode(fields), key).to_json())
+
+
+def documents_for(envelopes: Sequence[bytes]) -> dict[int, StoredDocument]:
+    """The test document of each certificate statement among ``envelopes`` (those
+    :func:`issue_statement` made); malformed envelopes are left to the sequencer."""
+    documents: dict[int, StoredDocument] = {}
+    for position, raw in enumerate(envelopes):
+        try:
+            stmt = statement.parse(dsse.parse(raw).payload)
+        except QILedgerError:
+            continue
+        digest = stmt.get("document_sha256")
+        if stmt.type in DOCUMENT_TYPES and digest not in TEST_DOCUMENTS:
+            # made in another process: issue_statement's documents follow from the id
+            issuer, _, number = stmt["certificate_id"].partition("/DCC-")
+            if number.isdigit():
+                issue_document(int(number), issuer)
+        if stmt.type in DOCUMENT_TYPES and digest in TEST_DOCUMENTS:
+            documents[position] = StoredDocument(
+                digest, "application/octet-stream", TEST_DOCUMENTS[digest]
+            )
+    return documents
+
+
+def submit_with_documents(sequencer: Sequencer, envelopes: Sequence[bytes]) -> list[Outcome]:
+    """``sequencer.submit_many`` with the test document of every certificate statement."""
+    return sequencer.submit_many(envelopes, documents_for(envelopes))
+
+
+def submit_one(sequencer: Sequencer, envelope: bytes) -> Accepted:
+    """``sequencer.submit`` with the test document of a certificate statement."""
+    (outcome,) = submit_with_documents(sequencer, [envelope])
+    if isinstance(outcome, Refused):
+        raise outcome.error
+    return outcome
 
 
 def accredit(ledger: Ledger, issuer: str, keys: list[SigningKey]) -> None:

@@ -37,7 +37,15 @@ from registry.ledger import Ledger
 from registry.sequencer import Accepted
 from registry.tokens import TokenStore
 from tests.conftest import make_ledger
-from tests.helpers import BODY_KEY, b64key, body_add, grant, key_from
+from tests.helpers import (
+    BODY_KEY,
+    b64key,
+    body_add,
+    demo_dcc,
+    grant,
+    key_from,
+    submit_with_documents,
+)
 from verifier import checkpoint, dsse, entry, jcs, mark, merkle, proof, statement
 from verifier.encoding import b64decode, b64encode
 from verifier.errors import SignatureError
@@ -48,7 +56,7 @@ SCHEMAS = SHARED / "schemas" / "dcc"
 LUTAML = SHARED / "examples" / "lutaml-dcc"
 SIEMENS = SHARED / "examples" / "siemens-pydcc"
 DEMO = Path(registry.__file__).parent / "demo_documents"
-DEMO_DCC = (DEMO / "demo-dcc.xml").read_bytes()
+DEMO_DCC = demo_dcc()
 DEMO_DCC_ID = "LAB-1/DCC-2026-0001"
 # The same certificate id, other bytes: a trailing comment keeps the XML valid.
 DEMO_DCC_VARIANT = DEMO_DCC + b"<!-- a different document under the same id -->\n"
@@ -395,7 +403,7 @@ def test_register_a_certification_certificate(api: Api) -> None:
         "2029-02-28",
     )
     document_view = api.client.get(
-        f"{CERTIFICATES}/DEMO-CB/DEMO-QMS-2026-0042/document",
+        "/api/v1/documents/DEMO-CB/DEMO-QMS-2026-0042",
         headers=bearer(api.token("auditor")),
     )
     assert document_view.headers["content-type"] == "application/vnd.qiledger.certification+json"
@@ -419,17 +427,16 @@ def test_register_a_pdf_certification_certificate_with_its_record(api: Api) -> N
     api.verify_receipt(receipt)
     claims = mark.verify(receipt["mark"], api.ledger.identity.public_key)
     assert claims.document_sha256 == hashlib.sha256(PDF).digest()
-    document = api.client.get(
-        f"{CERTIFICATES}/DEMO-CB/DEMO-QMS-PDF-1/document", headers=bearer(token)
-    )
+    document = api.client.get("/api/v1/documents/DEMO-CB/DEMO-QMS-PDF-1", headers=bearer(token))
     assert (document.content, document.headers["content-type"]) == (PDF, "application/pdf")
     view = api.client.get(f"{CERTIFICATES}/DEMO-CB/DEMO-QMS-PDF-1").json()
     assert view["status"] == "Active"
 
     # Without its record, a PDF says nothing the registry could check.
     other = PDF.replace(b"1.7", b"1.6")
+    other_envelope = signed({**fields, "document_sha256": hashlib.sha256(other).hexdigest()}, CB)
     api.refused(
-        lambda: api.client.post(CERTIFICATES, **upload(other, api.envelope(DEMO_DCC), token)),
+        lambda: api.client.post(CERTIFICATES, **upload(other, other_envelope, token)),
         422,
         "record_invalid",
     )
@@ -437,7 +444,7 @@ def test_register_a_pdf_certification_certificate_with_its_record(api: Api) -> N
 
 def test_an_amended_dcc_supersedes_the_original(api: Api) -> None:
     original = api.register()
-    amended = api.register((DEMO / "demo-dcc-amended.xml").read_bytes())
+    amended = api.register(demo_dcc("demo-dcc-amended.xml"))
     assert amended["certificate_id"] == f"{DEMO_DCC_ID}-A1"
     assert amended["index"] == original["index"] + 1
     api.verify_receipt(amended)
@@ -861,7 +868,7 @@ STATEMENT_REFUSALS: dict[str, tuple[MakeStatement, int, str]] = {
     ),
     "certificate.amend belongs with its document": (
         lambda a: (
-            a.envelope((DEMO / "demo-dcc-amended.xml").read_bytes()),
+            a.envelope(demo_dcc("demo-dcc-amended.xml")),
             a.token("issuer", "LAB-1"),
         ),
         422,
@@ -1024,7 +1031,7 @@ def grow_with_an_unsigned_size(api: Api) -> int:
     """Append two entries in one batch: the size between them has no checkpoint."""
     envelopes = [signed(key_add("LAB-1", key_from(f"extra-{n}")), LAB) for n in range(2)]
     with api.service.state_lock:  # as the service's own sequencer thread does
-        outcomes = api.ledger.sequencer.submit_many(envelopes)
+        outcomes = submit_with_documents(api.ledger.sequencer, envelopes)
     assert all(isinstance(o, Accepted) for o in outcomes), outcomes
     return api.state().size - 1
 
@@ -1125,11 +1132,11 @@ READ_REFUSALS: list[tuple[str, Auth, int, str]] = [
     ("/api/v1/certificates?digest=md5:" + "0" * 32, None, 422, "request_invalid"),
     ("/api/v1/certificates", None, 422, "request_invalid"),
     ("/api/v1/issuers/LAB-404", None, 404, "not_found"),
-    (f"/api/v1/certificates/{DEMO_DCC_ID}/document", None, 401, "token_missing"),
-    (f"/api/v1/certificates/{DEMO_DCC_ID}/document", ("issuer", "LAB-2"), 403, "token_forbidden"),
-    (f"/api/v1/certificates/{DEMO_DCC_ID}/document", ("body", "CNAS"), 403, "token_forbidden"),
-    (f"/api/v1/certificates/{DEMO_DCC_ID}/document", ("operator", ""), 403, "token_forbidden"),
-    ("/api/v1/certificates/LAB-1/NOPE/document", ("auditor", ""), 404, "not_found"),
+    (f"/api/v1/documents/{DEMO_DCC_ID}", None, 401, "token_missing"),
+    (f"/api/v1/documents/{DEMO_DCC_ID}", ("issuer", "LAB-2"), 403, "token_forbidden"),
+    (f"/api/v1/documents/{DEMO_DCC_ID}", ("body", "CNAS"), 403, "token_forbidden"),
+    (f"/api/v1/documents/{DEMO_DCC_ID}", ("operator", ""), 403, "token_forbidden"),
+    ("/api/v1/documents/LAB-1/NOPE", ("auditor", ""), 404, "not_found"),
     ("/api/v1/nothing-here", None, 404, "not_found"),
     ("/tile/not-a-tile", None, 404, "not_found"),
 ]
@@ -1146,7 +1153,7 @@ def test_read_refusals(api: Api, path: str, auth: Auth, status: int, code: str) 
 
 def test_bad_or_revoked_token_on_a_read_route(api: Api) -> None:
     api.register()
-    url = f"{CERTIFICATES}/{DEMO_DCC_ID}/document"
+    url = f"/api/v1/documents/{DEMO_DCC_ID}"
     for token in ("nonsense", api.revoked_token("auditor")):
         api.refused(partial(api.client.get, url, headers=bearer(token)), 401, "token_invalid")
 
@@ -1264,7 +1271,7 @@ def test_issuers(api: Api) -> None:
 def test_document_for_an_auditor_or_its_issuer(api: Api, reader: tuple[str, str]) -> None:
     api.register()
     response = api.client.get(
-        f"{CERTIFICATES}/{DEMO_DCC_ID}/document", headers=bearer(api.token(*reader))
+        f"/api/v1/documents/{DEMO_DCC_ID}", headers=bearer(api.token(*reader))
     )
     assert response.status_code == 200
     assert response.content == DEMO_DCC
@@ -1311,7 +1318,7 @@ def test_public_reads_may_be_made_from_any_web_page(api: Api) -> None:
 
 def test_a_cross_origin_read_with_a_token_is_preflighted(api: Api) -> None:
     response = api.client.options(
-        f"{CERTIFICATES}/{DEMO_DCC_ID}/document",
+        f"/api/v1/documents/{DEMO_DCC_ID}",
         headers={
             **PAGE,
             "Access-Control-Request-Method": "GET",
@@ -1367,7 +1374,7 @@ def test_openapi_lists_every_route(api: Api) -> None:
     assert paths == {
         "/api/v1/certificates": ["get", "post"],
         "/api/v1/certificates/{certificate_id}": ["get"],
-        "/api/v1/certificates/{certificate_id}/document": ["get"],
+        "/api/v1/documents/{certificate_id}": ["get"],
         "/api/v1/issuers": ["get"],
         "/api/v1/issuers/{issuer_id}": ["get"],
         "/api/v1/log": ["get"],
@@ -1395,7 +1402,7 @@ def test_rate_limit_per_token(open_api: Callable[..., Api]) -> None:
     # One token per 100 s: however slow the machine, no token refills mid-test.
     api = open_api(ServiceOptions(rate_per_second=0.01, rate_burst=2))
     api.register()
-    url = f"{CERTIFICATES}/{DEMO_DCC_ID}/document"
+    url = f"/api/v1/documents/{DEMO_DCC_ID}"
     reader = api.token("auditor")
     for _ in range(2):  # the burst
         assert api.client.get(url, headers=bearer(reader)).status_code == 200

@@ -22,16 +22,16 @@ from registry.api.service import ServiceOptions
 from registry.config import Settings
 from registry.tokens import TokenStore
 from tests.conftest import make_ledger
-from tests.helpers import key_from
+from tests.helpers import demo_dcc, key_from
 
-DEMO_DCC = Path(__file__).parents[1] / "registry/demo_documents/demo-dcc.xml"
+DEMO_DCC = demo_dcc()
 
 
 def _app_with_a_certificate() -> tuple[object, str]:
     data_dir = Path(tempfile.mkdtemp(prefix="qiledger-fuzz-"))
     atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
     ledger = make_ledger(Settings(data_dir=data_dir / "data"), key_from("lab-1"))
-    ledger.issue_certificate(DEMO_DCC.read_bytes(), "LAB-1", key_from("lab-1"))
+    ledger.issue_certificate(DEMO_DCC, "LAB-1", key_from("lab-1"))
     token, _ = TokenStore(ledger.db).create("issuer", "LAB-1")
     app = create_app(ledger, ServiceOptions(rate_per_second=0))
     atexit.register(app.state.service.close)

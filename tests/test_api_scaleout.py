@@ -27,13 +27,13 @@ from registry.fsck import fsck
 from registry.ledger import Ledger
 from registry.tokens import TokenStore
 from tests.conftest import make_ledger
-from tests.helpers import envelope_bytes, key_from
+from tests.helpers import demo_dcc, envelope_bytes, key_from
 from verifier import checkpoint, merkle
 from verifier.entry import format_time
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-DEMO_DCC = (Path(__file__).parents[1] / "registry/demo_documents/demo-dcc.xml").read_bytes()
+DEMO_DCC = demo_dcc()
 SERVERS = 3
 SUBMISSIONS = 60
 

@@ -10,7 +10,13 @@ import pytest
 
 from registry.ledger import Ledger
 from registry.sequencer import Accepted, Refused
-from tests.helpers import envelope_bytes, issue_statement, key_from
+from tests.helpers import (
+    envelope_bytes,
+    issue_statement,
+    key_from,
+    submit_one,
+    submit_with_documents,
+)
 from verifier import dsse, jcs, statement
 from verifier.keys import SigningKey
 
@@ -152,40 +158,42 @@ CASES: dict[str, tuple[Callable[[], bytes], str, str]] = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_envelope_is_refused_and_changes_nothing(ledger: Ledger, case: str) -> None:
-    ledger.sequencer.submit(envelope_bytes(issue_statement(0), LAB))
+    submit_one(ledger.sequencer, envelope_bytes(issue_statement(0), LAB))
     before = _log_state(ledger)
     make, code, words = CASES[case]
-    (outcome,) = ledger.sequencer.submit_many([make()])
+    (outcome,) = submit_with_documents(ledger.sequencer, [make()])
     assert isinstance(outcome, Refused), outcome
     assert outcome.error.code == code
     assert words in outcome.error.message
     assert _log_state(ledger) == before
     with pytest.raises(type(outcome.error)):
-        ledger.sequencer.submit(make())
+        submit_one(ledger.sequencer, make())
     assert _log_state(ledger) == before
 
 
 def test_resubmission_answers_with_the_existing_index(ledger: Ledger) -> None:
     base = ledger.latest_checkpoint().size
-    first = ledger.sequencer.submit_many(
-        [envelope_bytes(issue_statement(n), LAB) for n in range(3)]
+    first = submit_with_documents(
+        ledger.sequencer, [envelope_bytes(issue_statement(n), LAB) for n in range(3)]
     )
     before = _log_state(ledger)
-    again = ledger.sequencer.submit(envelope_bytes(issue_statement(1), LAB))
+    again = submit_one(ledger.sequencer, envelope_bytes(issue_statement(1), LAB))
     assert again.duplicate
     assert again.index == base + 1
     assert isinstance(first[1], Accepted)
     assert again.leaf_hash == first[1].leaf_hash
     # The same envelope spelled differently (pretty JSON) is still the same envelope.
     pretty = json.dumps(_envelope_json(issue_statement(2), LAB), indent=4).encode()
-    assert ledger.sequencer.submit(pretty).index == base + 2
+    assert submit_one(ledger.sequencer, pretty).index == base + 2
     assert _log_state(ledger) == before
 
 
 def test_duplicates_within_one_batch_share_one_entry(ledger: Ledger) -> None:
     base = ledger.latest_checkpoint().size
     env = envelope_bytes(issue_statement(7), LAB)
-    outcomes = ledger.sequencer.submit_many([env, envelope_bytes(issue_statement(8), LAB), env])
+    outcomes = submit_with_documents(
+        ledger.sequencer, [env, envelope_bytes(issue_statement(8), LAB), env]
+    )
     indices = [o.index for o in outcomes if isinstance(o, Accepted)]
     assert indices == [base, base + 1, base]
     assert ledger.latest_checkpoint().size == base + 2
@@ -199,7 +207,7 @@ def test_bad_envelopes_in_a_batch_do_not_stop_good_ones(ledger: Ledger) -> None:
         envelope_bytes(issue_statement(1), STRANGER),
         envelope_bytes(issue_statement(2), LAB),
     ]
-    outcomes = ledger.sequencer.submit_many(batch)
+    outcomes = submit_with_documents(ledger.sequencer, batch)
     assert [type(o).__name__ for o in outcomes] == ["Accepted", "Refused", "Refused", "Accepted"]
     assert [o.index for o in outcomes if isinstance(o, Accepted)] == [base, base + 1]
     assert ledger.latest_checkpoint().size == base + 2

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from registry.certificates import DocumentReader
 from registry.config import Settings
 from registry.ledger import Ledger
-from registry.sequencer import Refused
+from registry.sequencer import Accepted, Refused
 from tests.conftest import TEST_ORIGIN
 from tests.helpers import BODY_KEY, body_add, envelope_bytes, grant, key_from
 from verifier import entry, trust
-from verifier.errors import QILedgerError
+from verifier.errors import QILedgerError, TrustError
 from verifier.keys import SigningKey
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "dcc"
@@ -446,16 +446,50 @@ def test_certificate_statements_need_their_document(ledger: Ledger) -> None:
     assert outcome.error.code == "document_required"
 
 
-OPS = st.lists(st.sampled_from(["issue", "suspend", "reinstate", "withdraw"]), max_size=12)
+# Each op names a certificate by number: "issue" registers the next number (the
+# target is ignored); a status change may name one not (yet) issued.
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["issue", "suspend", "reinstate", "withdraw"]),
+        st.integers(min_value=1, max_value=4),
+    ),
+    max_size=12,
+)
+
+# The lifecycle as specified, written out independently of verifier.trust: the
+# statuses a status change may start from, and the status it leads to.
+MODEL_TRANSITIONS = {
+    "suspend": ({"active"}, "suspended"),
+    "reinstate": ({"suspended"}, "active"),
+    "withdraw": ({"active", "suspended"}, "withdrawn"),
+}
+
+
+def model_outcome(model: dict[str, str], op: str, cert_id: str) -> str | None:
+    """The error code the op must be refused with, or None if it must be logged;
+    updates ``model`` (certificate id -> status) for a logged op."""
+    if op == "issue":
+        model[cert_id] = "active"
+        return None
+    if cert_id not in model:
+        return "certificate_unknown"
+    sources, target = MODEL_TRANSITIONS[op]
+    if model[cert_id] not in sources:
+        return "transition_invalid"
+    model[cert_id] = target
+    return None
 
 
 @settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=OPS)
-def test_replayed_status_depends_only_on_the_log(tmp_path_factory: Any, ops: list[str]) -> None:
-    """Whatever happens, a fresh replay of the raw entries gives the live statuses,
-    at every moment, and refused operations leave no trace."""
+def test_replayed_status_depends_only_on_the_log(
+    tmp_path_factory: Any, ops: list[tuple[str, int]]
+) -> None:
+    """Every op is logged or refused exactly as the lifecycle model says, a refused op
+    leaves no trace, the final statuses are the model's, and a fresh replay of the raw
+    entries gives the live statuses at every moment."""
     settings_ = Settings(data_dir=tmp_path_factory.mktemp("prop"), dcc_schemas=SCHEMAS)
     ledger = Ledger.init(settings_, origin=TEST_ORIGIN, passphrase=None)
     ledger.sequencer.submit(envelope_bytes(body_add(), ledger.load_log_key().key))
@@ -464,24 +498,55 @@ def test_replayed_status_depends_only_on_the_log(tmp_path_factory: Any, ops: lis
             grant("CB-1", [CB], kind="certification_body", covers=("management_system",)), BODY_KEY
         )
     )
+    try:
+        _check_lifecycle(ledger, ops)
+    finally:
+        ledger.close()
+
+
+def _apply(ledger: Ledger, op: str, number: int, step: int) -> Accepted:
+    if op == "issue":
+        # Valid far beyond the moments checked, so no status is "expired".
+        document = as_bytes(certification(f"Q-{number}", expiry_date="2099-12-31"))
+        return ledger.issue_certificate(document, "CB-1", CB)
+    return ledger.submit_statement(
+        {
+            "type": f"certificate.{op}",
+            "issuer_id": "CB-1",
+            "certificate_id": f"CB-1/Q-{number}",
+            "reason": f"{op} at step {step}",  # no two statements alike
+        },
+        CB,
+    )
+
+
+def _check_lifecycle(ledger: Ledger, ops: list[tuple[str, int]]) -> None:
+    model: dict[str, str] = {}
     issued = 0
-    for op in ops:
+    for step, (op, number) in enumerate(ops):
+        if op == "issue":
+            issued += 1
+            number = issued
+        cert_id = f"CB-1/Q-{number}"
+        expected_error = model_outcome(model, op, cert_id)
+        size_before = ledger.storage.tail_size()
         try:
-            if op == "issue":
-                issued += 1
-                ledger.issue_certificate(as_bytes(certification(f"Q-{issued}")), "CB-1", CB)
-            elif issued:
-                ledger.submit_statement(
-                    {
-                        "type": f"certificate.{op}",
-                        "issuer_id": "CB-1",
-                        "certificate_id": f"CB-1/Q-{issued}",
-                        "reason": op,
-                    },
-                    CB,
-                )
-        except QILedgerError:
-            pass
+            outcome: Accepted | TrustError = _apply(ledger, op, number, step)
+        except TrustError as exc:
+            outcome = exc
+        if isinstance(outcome, TrustError):
+            assert outcome.code == expected_error, f"step {step}: {op} {cert_id}: {outcome}"
+            assert ledger.storage.tail_size() == size_before  # refused: nothing logged
+        else:
+            assert expected_error is None, f"step {step}: {op} {cert_id} was logged"
+            assert not outcome.duplicate
+            assert outcome.index == size_before
+            assert ledger.storage.tail_size() == size_before + 1
+    now = datetime.now(UTC)
+    live = ledger.trust_state()
+    assert set(live.certificates) == set(model)
+    for cert_id, status in model.items():
+        assert trust.certificate_status(live, cert_id, now).status == status
     entries = [(e.index, e.data) for e in ledger.storage.iter_entries()]
     replayed = trust.replay(ledger.identity.public_key, entries)
     live = ledger.trust_state()
@@ -492,4 +557,3 @@ def test_replayed_status_depends_only_on_the_log(tmp_path_factory: Any, ops: lis
             assert trust.certificate_status(replayed, cert_id, at) == trust.certificate_status(
                 live, cert_id, at
             )
-    ledger.close()

@@ -45,6 +45,7 @@ from pathlib import Path
 from registry.config import Settings
 from registry.ledger import Ledger
 from registry.sequencer import Accepted
+from tests.helpers import submit_with_documents
 
 job = json.loads(Path(sys.argv[1]).read_text())
 settings = Settings(data_dir=Path(job["data_dir"]), database_url=job["database_url"])
@@ -56,7 +57,7 @@ sys.stdin.readline()
 results = []
 for batch in batches:
     answers = []
-    for outcome in ledger.sequencer.submit_many(batch):
+    for outcome in submit_with_documents(ledger.sequencer, batch):
         if isinstance(outcome, Accepted):
             answers.append(
                 {
@@ -163,7 +164,7 @@ def check_log(settings: Settings) -> list[bytes]:
         size = ledger.storage.tail_size()
         stored = list(ledger.storage.iter_entries(0, 97))
         assert [e.index for e in stored] == list(range(size)), "indices with gaps or duplicates"
-        assert len({e.envelope_hash for e in stored}) == size, "an envelope logged twice"
+        assert len({e.statement_hash for e in stored}) == size, "an envelope logged twice"
         prev = entry.GENESIS_PREV
         last_time = ""
         for e in stored:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from registry.ledger import Ledger
 from registry.sequencer import Accepted
-from tests.helpers import envelope_bytes, issue_statement
+from tests.helpers import envelope_bytes, issue_statement, submit_with_documents
 from verifier import checkpoint, merkle
 from verifier import proof as tlog_proof
 from verifier.keys import SigningKey
@@ -10,8 +10,8 @@ from verifier.keys import SigningKey
 
 def test_append_then_prove(ledger: Ledger, lab_key: SigningKey) -> None:
     base = ledger.latest_checkpoint().size  # the trust chain's entries
-    outcomes = ledger.sequencer.submit_many(
-        [envelope_bytes(issue_statement(n), lab_key) for n in range(5)]
+    outcomes = submit_with_documents(
+        ledger.sequencer, [envelope_bytes(issue_statement(n), lab_key) for n in range(5)]
     )
     assert [o.index for o in outcomes if isinstance(o, Accepted)] == [base + n for n in range(5)]
     cp = ledger.verified_checkpoint().checkpoint

@@ -11,6 +11,7 @@ missed flip. Also here: the append-only triggers themselves, on both engines.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
@@ -32,7 +33,7 @@ from registry.ledger import Ledger
 from registry.storage import StoredDocument
 from registry.tree_nodes import node_id
 from tests.conftest import make_ledger
-from tests.helpers import envelope_bytes, issue_statement, key_from
+from tests.helpers import documents_for, envelope_bytes, issue_statement, key_from
 from verifier import merkle
 
 LAB = key_from("lab-1")
@@ -68,7 +69,7 @@ def build_log(settings: Settings) -> Ledger:
                 documents[i] = StoredDocument(DOC_DIGEST, "application/xml", DOCUMENT)
             else:
                 batch.append(envelope_bytes(issue_statement(n), LAB))
-        outcomes = ledger.sequencer.submit_many(batch, documents)
+        outcomes = ledger.sequencer.submit_many(batch, {**documents_for(batch), **documents})
         first = TRUST_ENTRIES + b * PER_BATCH
         assert [getattr(o, "index", o) for o in outcomes] == list(range(first, first + PER_BATCH))
     assert [cp.size for cp in ledger.storage.iter_checkpoints()] == CHECKPOINT_SIZES
@@ -154,11 +155,11 @@ def changed_cells(before: dict[str, Any], after: dict[str, Any]) -> set[Cell]:
 
 
 def stored_entry(db: Path, index: int) -> tuple[bytes, bytes, bytes]:
-    """leaf_hash, envelope_hash and data of an entry, read straight from the file."""
+    """leaf_hash, statement_hash and data of an entry, read straight from the file."""
     conn = sqlite3.connect(db)
     try:
         row = conn.execute(
-            "SELECT leaf_hash, envelope_hash, data FROM entries WHERE idx = ?", (index,)
+            "SELECT leaf_hash, statement_hash, data FROM entries WHERE idx = ?", (index,)
         ).fetchone()
     finally:
         conn.close()
@@ -328,8 +329,9 @@ def test_similar_keeps_every_alphabet_well_formed() -> None:
 @pytest.mark.parametrize(
     ("spot", "message"),
     [
-        ("payload-b64", "stored envelope hash does not match"),
-        ("signature-b64", "stored envelope hash does not match"),
+        ("payload-b64", "stored statement hash does not match"),
+        # The statement is the same; its signature no longer verifies.
+        ("signature-b64", "does not verify"),
         ("logged_at", "logged_at column differs from the data"),
         ("prev-hex", "prev does not link"),
     ],
@@ -340,13 +342,13 @@ def test_rewritten_leaf_data_with_matching_leaf_hash(
     """The forger also fixes the stored leaf hash (in the file): the other
     columns or the prev link still give entry 17 away."""
     db = sqlite_file(log_copy)
-    leaf, envelope_hash, data = stored_entry(db, ENTRY)
+    leaf, statement_hash, data = stored_entry(db, ENTRY)
     offset = _offset_in_entry(data, spot)
     forged = data[:offset] + bytes([_similar(data[offset])]) + data[offset + 1 :]
     before = dump_sqlite(db)
     flip_in_file(db, data, offset, forged[offset] ^ data[offset])
     assert stored_entry(db, ENTRY)[2] == forged
-    overwrite_in_file(db, leaf + envelope_hash, 0, merkle.leaf_hash(forged))
+    overwrite_in_file(db, leaf + statement_hash, 0, merkle.leaf_hash(forged))
     assert changed_cells(before, dump_sqlite(db)) == {
         ("entries", ENTRY, "data"),
         ("entries", ENTRY, "leaf_hash"),
@@ -375,17 +377,18 @@ def test_forged_entry_with_every_column_consistent(
     offset = _offset_in_entry(data, spot)
     forged = data[:offset] + bytes([_similar(data[offset])]) + data[offset + 1 :]
     envelope = forged[len(b'{"envelope":') : forged.rindex(b',"logged_at":"')]
+    payload = base64.b64decode(json.loads(envelope)["payload"])
     logged_at = forged[forged.rindex(b'"logged_at":"') + 13 :].split(b'"')[0].decode()
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("DROP TRIGGER entries_no_update")
         conn.execute(
-            "UPDATE entries SET data = ?, leaf_hash = ?, envelope_hash = ?, logged_at = ? "
+            "UPDATE entries SET data = ?, leaf_hash = ?, statement_hash = ?, logged_at = ? "
             "WHERE idx = ?",
             (
                 forged,
                 merkle.leaf_hash(forged),
-                hashlib.sha256(envelope).digest(),
+                hashlib.sha256(payload).digest(),
                 logged_at,
                 ENTRY,
             ),
@@ -407,10 +410,10 @@ def test_flipped_bit_in_stored_leaf_hash(
     log_copy: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = sqlite_file(log_copy)
-    leaf, envelope_hash, _ = stored_entry(db, ENTRY)
+    leaf, statement_hash, _ = stored_entry(db, ENTRY)
     before = dump_sqlite(db)
-    # leaf_hash is also tree node 0/17; next to envelope_hash it is the entries row.
-    flip_in_file(db, leaf + envelope_hash, 9, 0x80)
+    # leaf_hash is also tree node 0/17; next to statement_hash it is the entries row.
+    flip_in_file(db, leaf + statement_hash, 9, 0x80)
     assert changed_cells(before, dump_sqlite(db)) == {("entries", ENTRY, "leaf_hash")}
     error = assert_damaged_at(log_copy, f"entry {ENTRY}", capsys)
     assert "leaf hash" in error.message
@@ -426,8 +429,8 @@ def test_flipped_bit_in_level_zero_node(
     assert raw.count(leaf) == 2  # the entries row and tree node 0/17
     before = dump_sqlite(db)
     # The other copy: the one not followed by the envelope hash.
-    envelope_hash = stored_entry(db, ENTRY)[1]
-    at = next(i for i in _find_all(raw, leaf) if raw[i + 32 : i + 64] != envelope_hash)
+    statement_hash = stored_entry(db, ENTRY)[1]
+    at = next(i for i in _find_all(raw, leaf) if raw[i + 32 : i + 64] != statement_hash)
     with db.open("r+b") as f:
         f.seek(at + 31)
         f.write(bytes([raw[at + 31] ^ 0x04]))
@@ -612,7 +615,7 @@ ROW_OF = {
 # (key column, a column to change, all columns)
 COLUMNS_OF = {
     "log_meta": ("id", "origin", "id, origin, public_key, created_at, schema_version"),
-    "entries": ("idx", "logged_at", "idx, leaf_hash, envelope_hash, logged_at, data"),
+    "entries": ("idx", "logged_at", "idx, leaf_hash, statement_hash, logged_at, data"),
     "tree_nodes": ("node_id", "hash", "node_id, hash"),
     "checkpoints": ("size", "created_at", "size, root, note, created_at"),
     "documents": ("digest", "media_type", "digest, size, media_type, data, stored_at"),

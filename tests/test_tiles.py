@@ -28,7 +28,7 @@ from registry.config import Settings
 from registry.errors import IntegrityError, NotFoundError
 from registry.ledger import Ledger
 from registry.sequencer import Accepted
-from tests.helpers import envelope_bytes, issue_statement
+from tests.helpers import envelope_bytes, issue_statement, submit_with_documents
 from verifier import checkpoint, merkle
 from verifier import entry as entry_mod
 from verifier.entry import GENESIS_PREV
@@ -45,7 +45,7 @@ def append_issues(ledger: Ledger, key: SigningKey, start: int, count: int) -> No
     numbers = range(start, start + count)
     for first in range(0, count, 100):
         batch = [envelope_bytes(issue_statement(n), key) for n in numbers[first : first + 100]]
-        outcomes = ledger.sequencer.submit_many(batch)
+        outcomes = submit_with_documents(ledger.sequencer, batch)
         assert all(isinstance(o, Accepted) for o in outcomes), outcomes
 
 

@@ -16,7 +16,16 @@ from registry.config import Settings
 from registry.ledger import Ledger
 from registry.sequencer import Accepted, Refused
 from tests.conftest import TEST_ORIGIN
-from tests.helpers import BODY_KEY, b64key, body_add, envelope_bytes, grant, key_from
+from tests.helpers import (
+    BODY_KEY,
+    b64key,
+    body_add,
+    envelope_bytes,
+    grant,
+    key_from,
+    register_document,
+    submit_with_documents,
+)
 from verifier import jcs, trust
 from verifier.entry import format_time
 from verifier.errors import TrustError
@@ -49,7 +58,7 @@ class World:
         self, fields: dict[str, Any], key: SigningKey, signed_at: datetime | None = None
     ) -> Accepted | Refused:
         stamped = {"signed_at": format_time(signed_at or self.clock.now), **fields}
-        (outcome,) = self.ledger.sequencer.submit_many([envelope_bytes(stamped, key)])
+        (outcome,) = submit_with_documents(self.ledger.sequencer, [envelope_bytes(stamped, key)])
         return outcome
 
     def ok(self, fields: dict[str, Any], key: SigningKey) -> int:
@@ -58,13 +67,13 @@ class World:
         return outcome.index
 
 
-def cert(issuer: str, n: int, kind: str = "dcc") -> dict[str, Any]:
+def cert(issuer: str, n: int, kind: str = "dcc", document: bytes | None = None) -> dict[str, Any]:
     return {
         "type": "certificate.issue",
         "issuer_id": issuer,
         "certificate_id": f"{issuer}/C-{n}",
         "kind": kind,
-        "document_sha256": f"{n:064x}",
+        "document_sha256": register_document(document or f"{issuer} C-{n} {kind}".encode()),
         "issued": "2026-06-01",
     }
 
@@ -134,14 +143,14 @@ def make_world(settings: Settings) -> World:
         },
         K["lab1-new"],
     )
-    # LAB-7's key was stolen an hour ago.
+    # LAB-7's key was stolen as soon as its body registered it.
     world.ok(
         {
             "type": "issuer.key.revoke",
             "issuer_id": "LAB-7",
             "key_id": K["lab7"].public_key.key_id,
             "reason": "laptop stolen",
-            "compromised_at": format_time(T0 - timedelta(hours=1)),
+            "compromised_at": format_time(T0),
         },
         BODY_KEY,
     )
@@ -260,7 +269,7 @@ MATRIX: dict[str, Case] = {
         "granted",
     ),
     "re-using a certificate id for another document": (
-        lambda w: ({**cert("LAB-2", 9), "document_sha256": "f" * 64}, K["lab2"], None),
+        lambda w: (cert("LAB-2", 9, document=b"another document"), K["lab2"], None),
         "certificate_exists",
         "needs certificate.amend",
     ),

@@ -23,7 +23,16 @@ from registry.fsck import fsck
 from registry.ledger import Ledger
 from registry.sequencer import Accepted
 from tests.conftest import TEST_ORIGIN
-from tests.helpers import BODY_KEY, b64key, body_add, envelope_bytes, grant, key_from
+from tests.helpers import (
+    BODY_KEY,
+    b64key,
+    body_add,
+    envelope_bytes,
+    grant,
+    key_from,
+    register_document,
+    submit_with_documents,
+)
 from verifier import entry, trust
 from verifier.entry import format_time
 from verifier.errors import MalformedError
@@ -49,7 +58,8 @@ def cert(issuer: str, n: int, kind: str = "dcc", **extra: Any) -> dict[str, Any]
         "issuer_id": issuer,
         "certificate_id": f"{issuer}/C-{n}",
         "kind": kind,
-        "document_sha256": f"{n % 3:064x}",  # shared digests: lookups list several
+        # one issuer's certificates share documents: lookups list several
+        "document_sha256": register_document(f"snapshot test {issuer} {n % 3}".encode()),
         "issued": "2026-06-01",
         **extra,
     }
@@ -120,7 +130,7 @@ def history(ledger: Ledger, clock: Clock) -> None:
     ]
     for fields, key in steps:
         stamped = {"signed_at": format_time(clock.now), **_without_signed_at(fields)}
-        (outcome,) = ledger.sequencer.submit_many([envelope_bytes(stamped, key)])
+        (outcome,) = submit_with_documents(ledger.sequencer, [envelope_bytes(stamped, key)])
         assert isinstance(outcome, Accepted), (fields["type"], outcome)
 
 
@@ -233,7 +243,7 @@ def test_a_restart_replays_only_what_follows_the_newest_snapshot(
     with ledger.db.read() as conn:
         assert [s.size for s in ledger.policy.snapshots.all(conn)] == [size]
     stamped = {"signed_at": format_time(clock.now), **cert("CB-1", 9, "management_system")}
-    (outcome,) = ledger.sequencer.submit_many([envelope_bytes(stamped, CB)])
+    (outcome,) = submit_with_documents(ledger.sequencer, [envelope_bytes(stamped, CB)])
     assert isinstance(outcome, Accepted)
     assert fsck(ledger).snapshots == 1
     ledger.close()
@@ -270,7 +280,7 @@ def test_a_running_process_stores_a_snapshot_only_on_demand(
         start = ledger.trust_state().size  # the start-up catch-up stores one
         for n in range(10, 16):
             stamped = {"signed_at": format_time(clock.now), **cert("CB-1", n, "management_system")}
-            (outcome,) = ledger.sequencer.submit_many([envelope_bytes(stamped, CB)])
+            (outcome,) = submit_with_documents(ledger.sequencer, [envelope_bytes(stamped, CB)])
             assert isinstance(outcome, Accepted)
             ledger.trust_state()
         with ledger.db.read() as conn:
@@ -280,7 +290,7 @@ def test_a_running_process_stores_a_snapshot_only_on_demand(
         assert fsck(ledger).snapshots == 2
         # A third one: only the newest two are kept.
         stamped = {"signed_at": format_time(clock.now), **cert("CB-1", 99, "management_system")}
-        (outcome,) = ledger.sequencer.submit_many([envelope_bytes(stamped, CB)])
+        (outcome,) = submit_with_documents(ledger.sequencer, [envelope_bytes(stamped, CB)])
         assert isinstance(outcome, Accepted)
         ledger.trust_state()
         assert ledger.policy.save_snapshot() == start + 7

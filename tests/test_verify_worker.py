@@ -17,7 +17,7 @@ from registry.ledger import Ledger
 from registry.sequencer import WORKER_MIN_BATCH, Accepted, Outcome, Refused
 from registry.verify_pool import check_batch, encode_batch
 from tests.conftest import make_ledger
-from tests.helpers import envelope_bytes, issue_statement, key_from
+from tests.helpers import envelope_bytes, issue_statement, key_from, submit_with_documents
 from verifier import dsse
 from verifier.keys import SigningKey
 
@@ -71,7 +71,7 @@ def test_worker_and_local_checks_agree(tmp_path: Path) -> None:
     for worker in (True, False):
         ledger = make_ledger(Settings(data_dir=tmp_path / str(worker)), LAB)
         ledger.sequencer.verify_worker = worker
-        results.append(_summary(ledger.sequencer.submit_many(batch)))
+        results.append(_summary(submit_with_documents(ledger.sequencer, batch)))
         if worker:
             assert ledger.sequencer._worker_process is not None
         ledger.close()
@@ -86,7 +86,7 @@ def test_a_dead_worker_falls_back_to_local_checks(tmp_path: Path) -> None:
     sequencer = ledger.sequencer
     sequencer.verify_worker = True
     n = WORKER_MIN_BATCH * 2
-    first = sequencer.submit_many(_batch(n, bad=set(), strangers=set()))
+    first = submit_with_documents(sequencer, _batch(n, bad=set(), strangers=set()))
     assert all(isinstance(o, Accepted) for o in first)
     worker = sequencer._worker_process
     assert worker is not None
@@ -94,7 +94,7 @@ def test_a_dead_worker_falls_back_to_local_checks(tmp_path: Path) -> None:
     worker._process.join()
     batch = [envelope_bytes(issue_statement(n + i), LAB) for i in range(n)]
     batch[70] = _forge(batch[70])
-    second = sequencer.submit_many(batch)
+    second = submit_with_documents(sequencer, batch)
     assert isinstance(second[70], Refused)
     assert sum(isinstance(o, Accepted) for o in second) == n - 1
     assert sequencer.verify_worker is False
@@ -110,11 +110,12 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 from registry.config import Settings
 from tests.conftest import make_ledger
-from tests.helpers import envelope_bytes, issue_statement, key_from
+from tests.helpers import envelope_bytes, issue_statement, key_from, submit_with_documents
 key = key_from("lab-1")
 ledger = make_ledger(Settings(data_dir=Path(sys.argv[1])), key)
 ledger.sequencer.verify_worker = True
-ledger.sequencer.submit_many([envelope_bytes(issue_statement(n), key) for n in range(600)])
+envelopes = [envelope_bytes(issue_statement(n), key) for n in range(600)]
+submit_with_documents(ledger.sequencer, envelopes)
 print(ledger.sequencer._worker_process._process.pid, flush=True)
 time.sleep(120)
 """

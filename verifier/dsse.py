@@ -113,6 +113,20 @@ def from_json(value: object) -> UnverifiedEnvelope:
     return UnverifiedEnvelope(payload_type, payload, tuple(signatures))
 
 
+def only_signature(envelope: UnverifiedEnvelope) -> Signature:
+    """The one signature a statement envelope carries (DESIGN.md item 8).
+
+    DSSE allows several; a logged statement may not have more than one, or an
+    unknown or duplicated extra signature would make the same statement a new
+    envelope, and a new log entry.
+    """
+    if len(envelope.signatures) != 1:
+        raise MalformedError(
+            f"a statement envelope carries exactly one signature, not {len(envelope.signatures)}"
+        ).with_code("signature_count")
+    return envelope.signatures[0]
+
+
 def parse(data: bytes) -> UnverifiedEnvelope:
     """Parse envelope JSON bytes (size-limited, strict JSON)."""
     if len(data) > MAX_ENVELOPE_SIZE:

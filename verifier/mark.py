@@ -9,6 +9,9 @@ offline with the log's public key; :func:`verify` is ours.
 
 The header is the fixed ``{"alg":"EdDSA"}`` and the claims are JCS bytes, so one
 mark has one encoding and the token stays short enough for a small QR code.
+:func:`verify` compares the header with those exact bytes (any other header,
+``typ`` included, is refused unparsed) and parses the claims only after the
+signature verified.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from verifier.errors import MalformedError, SignatureError
 from verifier.keys import PublicKey, SigningKey
 
 HEADER = b'{"alg":"EdDSA"}'
+_HEADER_B64 = b64url_encode(HEADER)
 MAX_TOKEN_LENGTH = 2048
 _CLAIMS = {"iss": str, "sub": str, "isr": str, "dig": str, "idx": int, "iat": int}
 
@@ -68,16 +72,18 @@ def verify(token: str, log_key: PublicKey, origin: str | None = None) -> MarkCla
     parts = token.split(".")
     if len(parts) != 3:
         raise MalformedError("a mark token has three dot-separated parts")
-    header = _b64url_decode(parts[0], "mark header")
-    try:
-        alg = json.loads(header).get("alg")
-    except (ValueError, AttributeError):
-        raise MalformedError("the mark header is not a JSON object") from None
-    if alg != "EdDSA":
-        raise MalformedError(f"the mark is signed with {alg!r}; only EdDSA marks exist")
+    # The header is compared as exact bytes with the one fixed header and never
+    # parsed: a hostile header (say ``[[[[...``) cannot reach a JSON parser.
+    if parts[0] != _HEADER_B64:
+        raise MalformedError(
+            'the mark header is not the fixed {"alg":"EdDSA"} (base64url '
+            + _HEADER_B64
+            + "); no other header, alg or typ is accepted"
+        )
+    raw_claims = _b64url_decode(parts[1], "mark claims")
     signature = _b64url_decode(parts[2], "mark signature")
     log_key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"))
-    claims = _parse_claims(_b64url_decode(parts[1], "mark claims"))
+    claims = _parse_claims(raw_claims)  # parsed only once the log key signed them
     if origin is not None and claims.origin != origin:
         raise SignatureError(f"the mark was issued by log {claims.origin!r}, not {origin!r}")
     return claims
@@ -86,7 +92,7 @@ def verify(token: str, log_key: PublicKey, origin: str | None = None) -> MarkCla
 def _parse_claims(raw: bytes) -> MarkClaims:
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise MalformedError("the mark claims are not JSON") from None
     if not isinstance(value, dict):
         raise MalformedError("the mark claims are not a JSON object")

@@ -11,6 +11,7 @@ and unknown fields are refused so nothing confidential rides along.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -209,6 +210,9 @@ class Statement:
 
     type: str
     fields: dict[str, Any]
+    digest: bytes
+    """SHA-256 of the statement's canonical payload: its identity in the log
+    (DESIGN.md item 8), whatever envelope carries it."""
 
     @property
     def signed_at(self) -> datetime:
@@ -223,6 +227,11 @@ class Statement:
 
 def validate(value: Any) -> Statement:
     """Check a decoded statement object against its type's fields."""
+    kind = _validated_type(value)
+    return Statement(kind, value, hashlib.sha256(jcs.canonical_bytes(value)).digest())
+
+
+def _validated_type(value: Any) -> str:
     if not isinstance(value, dict):
         raise MalformedError("statement must be a JSON object")
     kind = value.get("type")
@@ -255,13 +264,14 @@ def validate(value: Any) -> Statement:
             raise MalformedError(
                 f"a {value['issuer_kind']} can only be accredited for {sorted(allowed)}"
             )
-    return Statement(kind, value)
+    return kind
 
 
 def parse(payload: bytes, *, form_checked: bool = False) -> Statement:
     """Parse a statement payload: canonical JSON object, known type, valid fields
     (``form_checked``: as :func:`verifier.entry.parse`)."""
-    return validate(jcs.parse_json(payload) if form_checked else jcs.parse_canonical(payload))
+    value = jcs.parse_json(payload) if form_checked else jcs.parse_canonical(payload)
+    return Statement(_validated_type(value), value, hashlib.sha256(payload).digest())
 
 
 def encode(fields: dict[str, Any]) -> bytes:

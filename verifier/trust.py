@@ -15,6 +15,7 @@ reaches the same verdict for every entry. :func:`certificate_status` answers
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -29,6 +30,11 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 MAX_STATEMENT_AGE = timedelta(days=7)
 """How old a statement may be when first logged (bounds replays of old envelopes)."""
+
+DUPLICATE_WINDOW = MAX_STATEMENT_AGE + CLOCK_SKEW
+"""How long a logged statement's digest is remembered: one logged at ``t`` was
+signed no later than ``t + CLOCK_SKEW``, so after ``t + DUPLICATE_WINDOW`` it is
+refused as stale anyway, and the duplicate check needs only this recent window."""
 
 GRANTED, SUSPENDED, WITHDRAWN = "granted", "suspended", "withdrawn"
 ACTIVE, EXPIRED, SUPERSEDED, INVALID = "active", "expired", "superseded", "invalid"
@@ -50,11 +56,30 @@ class IssuerKey:
     key: PublicKey
     added_at: str
     revoked_at: str | None = None
-    compromised_at: datetime | None = None
     revocation_reason: str | None = None
+    registered_by: str | None = None
+    """The body whose grant registered this key; None when the issuer added it
+    itself (``issuer.key.add``). A body may revoke only the keys it registered."""
+    compromise_reports: list[tuple[str, datetime]] = field(default_factory=list)
+    """(logged_at of the report, compromised_at) in log order: a revocation may say
+    since when the key was compromised, and a later statement may move that earlier."""
 
     def active_at(self, moment: datetime) -> bool:
         return self.revoked_at is None or entry.parse_time(self.revoked_at) > moment
+
+    @property
+    def compromised_at(self) -> datetime | None:
+        """The earliest compromise time ever reported, if any."""
+        return min((c for _, c in self.compromise_reports), default=None)
+
+    def compromised_as_known_at(self, at: datetime | None) -> datetime | None:
+        """The earliest compromise time reported by ``at`` (``None``: ever)."""
+        if at is None:
+            return self.compromised_at
+        return min(
+            (c for reported, c in self.compromise_reports if entry.parse_time(reported) <= at),
+            default=None,
+        )
 
 
 @dataclass
@@ -128,6 +153,11 @@ class TrustState:
         self.issuer_keys: dict[KeyId, IssuerKey] = {}
         self.certificates: dict[str, Certificate] = {}
         self.certificates_by_digest: dict[str, list[str]] = {}
+        self.recent_statements: dict[bytes, int] = {}
+        """Digest -> index of every statement logged within DUPLICATE_WINDOW of the
+        newest entry (the same statement may be logged only once)."""
+        self.recent_order: deque[tuple[datetime, bytes]] = deque()
+        """(logged_at, digest) of :attr:`recent_statements`, oldest first."""
 
     # --- keys ---------------------------------------------------------------------
 
@@ -187,6 +217,13 @@ class TrustState:
                 f"signed_at {stmt['signed_at']} is more than {MAX_STATEMENT_AGE.days} days "
                 "old: an old envelope cannot be replayed; sign a fresh statement",
             )
+        logged = self.recent_statements.get(stmt.digest)
+        if logged is not None:
+            raise TrustError(
+                "statement_duplicate",
+                f"this statement is already logged at index {logged}; "
+                "a statement is logged once, whatever envelope carries it",
+            )
         family = stmt.type.split(".", 1)[0]
         if family == "trust":
             self._admit_body_event(signer, stmt)
@@ -245,7 +282,18 @@ class TrustState:
                     "issuer_kind_mismatch", f"issuer {issuer.issuer_id} is a {issuer.kind}"
                 )
             for raw in stmt["public_keys"]:
-                self._key_in_use(parse_public_key(raw), stmt["issuer_id"])
+                listed = parse_public_key(raw)
+                self._key_in_use(listed, stmt["issuer_id"])
+                if issuer is not None and listed.key_id not in issuer.keys:
+                    # Another body's issuer: a grant may name its keys, never add
+                    # one (a key of the granting body's choosing could speak for
+                    # the issuer and revoke its own keys).
+                    raise TrustError(
+                        "grant_adds_key",
+                        f"issuer {issuer.issuer_id} is already registered; a grant lists "
+                        f"only its existing keys, and key {listed.key_id} is not one of them "
+                        "(the issuer adds keys itself with issuer.key.add)",
+                    )
             return
         accreditation = issuer.accreditations.get(key) if issuer else None
         if accreditation is None:
@@ -300,6 +348,9 @@ class TrustState:
         return record
 
     def _admit_key_event(self, signer: PublicKey, stmt: Statement, moment: datetime) -> None:
+        """Key events: signed by an active key of the issuer, or — revocations only —
+        by a body that accredits the issuer, for a key that body registered and no
+        further back than that registration."""
         issuer = self._issuer(stmt["issuer_id"])
         body_id = self.body_keys.get(signer.key_id)
         if body_id is not None:
@@ -312,6 +363,12 @@ class TrustState:
                 raise TrustError(
                     "body_not_accrediting",
                     f"body {body_id} holds no active accreditation of {issuer.issuer_id}",
+                )
+            if stmt.type == "issuer.key.add":
+                raise TrustError(
+                    "body_cannot_add_key",
+                    f"keys of {issuer.issuer_id} are added by the issuer itself "
+                    "(issuer.key.add signed by one of its active keys), not by a body",
                 )
         else:
             self._active_issuer_key(issuer, signer, moment)
@@ -326,11 +383,38 @@ class TrustState:
             raise TrustError(
                 "key_unknown", f"key {stmt['key_id']} is not a key of {issuer.issuer_id}"
             )
-        if record.revoked_at is not None:
-            raise TrustError("key_revoked", f"key {stmt['key_id']} is already revoked")
-        compromised = stmt.get("compromised_at")
-        if compromised is not None and parse_instant(compromised) > moment + CLOCK_SKEW:
+        raw_compromised = stmt.get("compromised_at")
+        compromised = None if raw_compromised is None else parse_instant(raw_compromised)
+        if body_id is not None:
+            if record.registered_by != body_id:
+                raise TrustError(
+                    "key_not_registered_by_body",
+                    f"body {body_id} did not register key {record.key.key_id} of "
+                    f"{issuer.issuer_id}; a body revokes only the keys its grant registered",
+                )
+            if compromised is not None and compromised < entry.parse_time(record.added_at):
+                raise TrustError(
+                    "compromise_before_registration",
+                    f"compromised_at {raw_compromised} is before body {body_id} registered "
+                    f"key {record.key.key_id} ({record.added_at})",
+                )
+        if compromised is not None and compromised > moment + CLOCK_SKEW:
             raise TrustError("statement_future", "compromised_at lies in the future")
+        if record.revoked_at is not None:
+            # A revoked key may still be found to have been stolen earlier: a later
+            # statement may add a compromise time or move it earlier, never later.
+            known = record.compromised_at
+            if compromised is None or (known is not None and compromised >= known):
+                raise TrustError(
+                    "key_revoked",
+                    f"key {stmt['key_id']} is already revoked"
+                    + (
+                        f" (compromised since {entry.format_time(known)})"
+                        if known is not None
+                        else ""
+                    )
+                    + "; a further revocation may only report an earlier compromised_at",
+                )
 
     def _covering_accreditation(self, issuer: Issuer, kind: str, moment: datetime) -> None:
         day = moment.date()
@@ -378,6 +462,7 @@ class TrustState:
                     "with a new certificate id",
                 )
             self._covering_accreditation(issuer, stmt["kind"], moment)
+            self._check_document_owner(issuer, stmt)
             if stmt.type == "certificate.amend":
                 old = self.certificates.get(stmt["supersedes"])
                 if old is None or old.issuer_id != issuer.issuer_id:
@@ -408,11 +493,38 @@ class TrustState:
         if stmt.type == "certificate.reinstate":
             self._covering_accreditation(issuer, existing.kind, moment)
 
+    def _check_document_owner(self, issuer: Issuer, stmt: Statement) -> None:
+        """One document belongs to one issuer, and a DCC's own laboratory code must be
+        the issuer's: nobody registers another laboratory's document as their own."""
+        for other_id in self.certificates_by_digest.get(stmt["document_sha256"], ()):
+            other = self.certificates[other_id]
+            if other.issuer_id != issuer.issuer_id:
+                raise TrustError(
+                    "document_of_other_issuer",
+                    f"this document is already registered by issuer {other.issuer_id} "
+                    f"as {other_id}",
+                )
+        fields = stmt.get("fields") or {}
+        code = fields.get("laboratory_code") if isinstance(fields, dict) else None
+        if code is None:
+            return
+        names = {issuer.issuer_id, *(number for _, number in issuer.accreditations)}
+        if not isinstance(code, str) or _identity_key(code) not in {
+            _identity_key(n) for n in names
+        }:
+            raise TrustError(
+                "laboratory_mismatch",
+                f"the DCC names calibration laboratory {str(code)[:64]!r}, which is neither "
+                f"issuer {issuer.issuer_id} nor one of its accreditation numbers "
+                f"({', '.join(sorted(n for _, n in issuer.accreditations))})",
+            )
+
     # --- recording ------------------------------------------------------------------
 
     def apply(self, index: int, signer: PublicKey, stmt: Statement, logged_at: str) -> None:
         """Record an admitted statement logged at ``index`` (no checks)."""
         self.size = index + 1
+        self._remember(stmt.digest, index, entry.parse_time(logged_at))
         kind = stmt.type
         if kind == "trust.body.add":
             key = parse_public_key(stmt["public_key"])
@@ -428,7 +540,9 @@ class TrustState:
                 Issuer(stmt["issuer_id"], stmt["issuer_name"], stmt["issuer_kind"]),
             )
             for raw in stmt["public_keys"]:
-                self._add_issuer_key(issuer, parse_public_key(raw), logged_at)
+                self._add_issuer_key(
+                    issuer, parse_public_key(raw), logged_at, registered_by=stmt["body_id"]
+                )
             issuer.accreditations[(stmt["body_id"], stmt["accreditation_number"])] = Accreditation(
                 stmt["body_id"],
                 stmt["accreditation_number"],
@@ -452,16 +566,27 @@ class TrustState:
             )
         elif kind == "issuer.key.revoke":
             record = self.issuers[stmt["issuer_id"]].keys[stmt["key_id"]]
-            record.revoked_at = logged_at
-            record.revocation_reason = stmt["reason"]
+            if record.revoked_at is None:
+                record.revoked_at = logged_at
+                record.revocation_reason = stmt["reason"]
             if "compromised_at" in stmt.fields:
-                record.compromised_at = parse_instant(stmt["compromised_at"])
+                record.compromise_reports.append((logged_at, parse_instant(stmt["compromised_at"])))
         else:
             self._apply_certificate(index, signer, stmt, logged_at)
 
-    def _add_issuer_key(self, issuer: Issuer, key: PublicKey, logged_at: str) -> None:
+    def _remember(self, digest: bytes, index: int, logged_at: datetime) -> None:
+        order, recent = self.recent_order, self.recent_statements
+        horizon = logged_at - DUPLICATE_WINDOW
+        while order and order[0][0] < horizon:
+            recent.pop(order.popleft()[1], None)
+        recent[digest] = index
+        order.append((logged_at, digest))
+
+    def _add_issuer_key(
+        self, issuer: Issuer, key: PublicKey, logged_at: str, registered_by: str | None = None
+    ) -> None:
         if key.key_id not in issuer.keys:
-            record = IssuerKey(issuer.issuer_id, key, logged_at)
+            record = IssuerKey(issuer.issuer_id, key, logged_at, registered_by=registered_by)
             issuer.keys[key.key_id] = record
             self.issuer_keys[key.key_id] = record
 
@@ -486,17 +611,23 @@ class TrustState:
         self.certificates[cert_id].events.append(event)
 
 
+def _identity_key(text: str) -> str:
+    """How a laboratory code is compared with ids and accreditation numbers:
+    case and spacing aside (``CNAS L0001`` = ``cnas  l0001``)."""
+    return " ".join(text.split()).casefold()
+
+
 def _compromised(state: TrustState, event: CertificateEvent, at: datetime | None) -> str | None:
-    """Why ``event`` is void because its key was compromised (as known at ``at``)."""
+    """Why ``event`` is void because its key was compromised (as known at ``at``:
+    a compromise not yet reported then does not void it then)."""
     record = state.issuer_keys.get(event.key_id)
-    if record is None or record.compromised_at is None or record.revoked_at is None:
+    if record is None or not record.compromise_reports:
         return None
-    if at is not None and entry.parse_time(record.revoked_at) > at:
-        return None  # the compromise was not yet reported at that time
-    if entry.parse_time(event.logged_at) >= record.compromised_at:
+    since = record.compromised_as_known_at(at)
+    if since is not None and entry.parse_time(event.logged_at) >= since:
         return (
             f"{event.type} at index {event.index} was signed with key {event.key_id}, "
-            f"compromised since {entry.format_time(record.compromised_at)}"
+            f"compromised since {entry.format_time(since)}"
         )
     return None
 
@@ -550,8 +681,9 @@ def certificate_status(state: TrustState, certificate_id: str, at: datetime) -> 
 
 
 def signer_of(state: TrustState, envelope: dsse.UnverifiedEnvelope) -> dsse.VerifiedEnvelope:
-    """Verify the envelope against the keys the state knows."""
-    return dsse.verify(envelope, state.keys_for({s.keyid for s in envelope.signatures}))
+    """Verify the envelope's one signature against the keys the state knows."""
+    signature = dsse.only_signature(envelope)
+    return dsse.verify(envelope, state.keys_for({signature.keyid}))
 
 
 def replay(
@@ -571,11 +703,15 @@ def replay(
     return state
 
 
-def replay_one(state: TrustState, index: int, data: bytes, *, trust_append_checks: bool) -> None:
+def replay_one(
+    state: TrustState, index: int, data: bytes, *, trust_append_checks: bool
+) -> Statement:
+    """Replay one entry into ``state`` (see :func:`replay`); its statement."""
     if index != state.size:
         raise TrustError("index_gap", f"entry {index} follows entry {state.size - 1}")
     try:
         parsed = entry.parse(data, form_checked=trust_append_checks)
+        dsse.only_signature(parsed.envelope)
         stmt = statement.parse(parsed.envelope.payload, form_checked=trust_append_checks)
         if not trust_append_checks:
             signer = signer_of(state, parsed.envelope).signed_by
@@ -588,3 +724,4 @@ def replay_one(state: TrustState, index: int, data: bytes, *, trust_append_check
     except QILedgerError as exc:
         raise TrustError(exc.code, f"entry {index}: {exc.message}") from None
     state.apply(index, signer, stmt, parsed.logged_at)
+    return stmt

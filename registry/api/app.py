@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry import __version__
 from registry.api import problems
@@ -21,6 +22,8 @@ from registry.api.service import RegistryService, ServiceOptions
 from registry.config import Settings
 from registry.errors import ConfigError
 from registry.ledger import Ledger
+
+ROUTERS = tuple(m.router for m in (log, certificates, statements, issuers, schemas, tiles))
 
 DESCRIPTION = """\
 The QI Ledger registry: a public, append-only, verifiable log of calibration and
@@ -52,16 +55,41 @@ def create_app(
     )
     app.state.service = service
     problems.install(app)
+    app.add_middleware(HeadAsGet)  # innermost: every other layer sees the real method
     app.add_middleware(BodySizeLimit)
     app.add_middleware(PublicReadsCors)
-    for module in (log, certificates, statements, issuers, schemas, tiles):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     return app
+
+
+class HeadAsGet:
+    """HEAD answers as GET does, without the body (RFC 9110, 9.3.2): the same
+    status and headers, Content-Length included. FastAPI routes answer only the
+    methods they name, so this is the one place every read route gets HEAD; a
+    route without GET refuses HEAD as it refuses GET."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)
 
 
 def options_from_env() -> ServiceOptions:

@@ -1,13 +1,19 @@
 """Request body limits, enforced before the body is read: a declared
 Content-Length over the limit is refused at once, and a body that turns out
-longer than declared (or is chunked) is cut off as soon as it passes the limit."""
+longer than declared (or is chunked) is cut off as soon as it passes the limit.
+
+The same middleware watches for a client that hangs up before its body is
+complete: nobody is left to answer, so the request ends with one INFO line in
+the log instead of the framework's errors about the missing body."""
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
+
+from starlette.requests import ClientDisconnect
 
 from verifier.certification import MAX_RECORD_SIZE
 from verifier.dcc import MAX_DOCUMENT_SIZE
@@ -23,6 +29,8 @@ CERTIFICATE_REQUEST_LIMIT = (
     MAX_DOCUMENT_SIZE + MAX_RECORD_SIZE + MAX_ENVELOPE_SIZE + MULTIPART_OVERHEAD
 )
 OTHER_REQUEST_LIMIT = MAX_ENVELOPE_SIZE + MULTIPART_OVERHEAD
+
+log = logging.getLogger("qiledger.api")
 
 
 def request_limit(path: str) -> int:
@@ -52,12 +60,15 @@ class BodySizeLimit:
             await _refuse(send, limit)
             return
         received = 0
-        started = refused = False
+        started = refused = complete = gone = False
 
         async def limited_receive() -> Message:
-            nonlocal received, refused
+            nonlocal received, refused, complete, gone
             message: Message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.disconnect" and not complete:
+                gone = True
+            elif message["type"] == "http.request":
+                complete = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > limit:
                     # Answer now: the framework may turn the exception below into
@@ -70,14 +81,27 @@ class BodySizeLimit:
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
-            if refused:
+            if refused or gone:  # answered 413 already, or nobody is listening
                 return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        with contextlib.suppress(_TooLarge):  # already answered 413
+        try:
             await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            pass  # already answered 413
+        except ClientDisconnect:
+            if not gone:
+                raise
+        if gone:
+            # The route either raised ClientDisconnect (caught above) or turned
+            # it into an error answer (dropped by tracking_send): not a failure.
+            log.info(
+                "client disconnected before the request body was complete (%s %r)",
+                scope["method"],
+                scope["path"],
+            )
 
 
 async def _refuse(send: Send, limit: int) -> None:

@@ -46,6 +46,7 @@ _STATUS_BY_CODE: dict[str, int] = {
     "record_invalid": 422,
     "document_required": 422,
     "document_signature_invalid": 422,
+    "laboratory_mismatch": 422,
     "signature_invalid": 422,
     "unknown_key": 422,
     "request_invalid": 422,
@@ -56,6 +57,8 @@ _STATUS_BY_CODE: dict[str, int] = {
     "key_in_use": 409,
     "accreditation_exists": 409,
     "transition_invalid": 409,
+    "statement_duplicate": 409,
+    "document_of_other_issuer": 409,
     "config_invalid": 503,
     "storage_error": 503,
 }

@@ -22,12 +22,17 @@ import anyio.to_thread
 
 from registry.api.submissions import SubmissionQueue
 from registry.errors import NotFoundError
-from registry.ledger import CertificateSubmission, Ledger, plain_statement
+from registry.ledger import (
+    CertificateSubmission,
+    Ledger,
+    certificate_statement,
+    plain_statement,
+)
 from registry.rate_limit import RateLimiter
 from registry.sequencer import Accepted, Outcome
 from registry.storage import StoredDocument
 from registry.tokens import TokenHolder, TokenStore
-from verifier import mark, statement
+from verifier import mark, statement, trust
 from verifier.encoding import b64encode
 from verifier.errors import QILedgerError
 from verifier.trust import TrustState
@@ -95,11 +100,29 @@ class RegistryService:
     def check_certificate(
         self, holder: TokenHolder, envelope: bytes, document: bytes, record: bytes | None = None
     ) -> CertificateSubmission:
-        """A certificate submission checked as far as it can be without the log,
-        and allowed for this token."""
-        submission = self.ledger.check_certificate(envelope, document, record)
-        authorize(holder, submission.statement)
-        return submission
+        """A certificate submission allowed for this token, signed by a usable key of
+        its issuer, and exactly what its document calls for — checked in that
+        order, so a document is read only for a caller who may submit it."""
+        stmt = certificate_statement(envelope)
+        authorize(holder, stmt)
+        self._check_signer(envelope, stmt)
+        return self.ledger.check_document(envelope, stmt, document, record)
+
+    def _check_signer(self, envelope: bytes, stmt: statement.Statement) -> None:
+        """The signer check before a document is read, first without the state
+        lock: a batch holds it for its whole commit, and waiting there would keep
+        every upload from being read while the batch syncs to disk. The check only
+        looks keys up (safe while the sequencer thread records a batch) and only
+        gates the reading: the sequencer decides. A refusal may come from a state
+        that is behind the log (another process appended), so it is made again on
+        the caught-up state before it is final."""
+        try:
+            self.ledger.check_certificate_signer(self.ledger.policy.state, envelope, stmt)
+            return
+        except QILedgerError:
+            pass
+        with self.trust_state() as state:
+            self.ledger.check_certificate_signer(state, envelope, stmt)
 
     def enqueue_certificate(self, submission: CertificateSubmission) -> Future[Outcome]:
         """Queue a checked submission; the future resolves once it is durable (or
@@ -119,7 +142,11 @@ class RegistryService:
             return self.ledger.settle_certificate(submission, outcome)
 
     def enqueue_statement(self, holder: TokenHolder, envelope: bytes) -> Future[Outcome]:
-        authorize(holder, plain_statement(envelope))
+        stmt = plain_statement(envelope)
+        authorize(holder, stmt)
+        if holder.role == "body" and stmt.type.startswith("issuer."):
+            with self.trust_state() as state:
+                authorize_body_for_issuer(holder, stmt, state)
         return self.queue.submit(envelope, None)
 
     def receipt(self, accepted: Accepted) -> dict[str, Any]:
@@ -219,7 +246,8 @@ class RegistryService:
 
 def authorize(holder: TokenHolder, stmt: statement.Statement) -> None:
     """May this token submit this statement? The signature is checked separately:
-    the token says who is calling, the signature who is speaking."""
+    the token says who is calling, the signature who is speaking. (A body's
+    token about an issuer: see also :func:`authorize_body_for_issuer`.)"""
     if holder.role == "operator":
         return
     family = stmt.type.split(".", 1)[0]
@@ -229,10 +257,28 @@ def authorize(holder: TokenHolder, stmt: statement.Statement) -> None:
         raise ForbiddenError(
             f"this token acts for issuer {holder.subject}, not {stmt.get('issuer_id')}"
         )
-    if holder.role == "body" and family in ("accreditation", "issuer"):
-        if family == "accreditation" and stmt.get("body_id") != holder.subject:
+    if holder.role == "body" and family == "accreditation":
+        if stmt.get("body_id") != holder.subject:
             raise ForbiddenError(
                 f"this token acts for body {holder.subject}, not {stmt.get('body_id')}"
             )
-        return  # issuer key events: the trust rules check the body signs for its issuer
+        return
+    if holder.role == "body" and family == "issuer":
+        return  # only about the body's own issuers: authorize_body_for_issuer
     raise ForbiddenError(f"a {holder.role} token cannot submit {stmt.type} statements")
+
+
+def authorize_body_for_issuer(
+    holder: TokenHolder, stmt: statement.Statement, state: TrustState
+) -> None:
+    """A body's token speaks only about issuers that body accredits (granted or
+    suspended); the trust rules then check what the body's signature may do."""
+    issuer = state.issuers.get(stmt["issuer_id"])
+    if issuer is None or not any(
+        acc.body_id == holder.subject and acc.status != trust.WITHDRAWN
+        for acc in issuer.accreditations.values()
+    ):
+        raise ForbiddenError(
+            f"this token acts for body {holder.subject}, which does not accredit "
+            f"issuer {stmt['issuer_id']}"
+        )

@@ -1,6 +1,11 @@
 """Certificates: register one with its document (issuer), read its status and
 history (public), look one up by document digest (public), fetch its document
-(its issuer or an auditor)."""
+(its issuer or an auditor).
+
+A certificate id is ``<issuer id>/<number>`` and a number may hold '/', so an id
+is the whole rest of its route's path: no route may add a suffix after one (an id
+ending in that suffix would reach the wrong route). The document therefore has
+its own prefix, ``/api/v1/documents/{id}``, not ``/api/v1/certificates/{id}/document``."""
 
 from __future__ import annotations
 
@@ -22,13 +27,13 @@ from verifier import dsse, statement
 from verifier.encoding import b64encode
 from verifier.trust import TrustState
 
-router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
+router = APIRouter(prefix="/api/v1", tags=["certificates"])
 
 CertificateId = Annotated[str, Path(min_length=3, max_length=300, pattern=r"^[^/]+/.+$")]
 
 
 @router.post(
-    "",
+    "/certificates",
     status_code=201,
     summary="Register a certificate: its document and the issuer-signed statement",
     description=(
@@ -79,7 +84,7 @@ def _certificate_receipt(
     }
 
 
-@router.get("", summary="Look certificates up by the SHA-256 of their document")
+@router.get("/certificates", summary="Look certificates up by the SHA-256 of their document")
 def find_by_digest(
     service: Service,
     digest: Annotated[
@@ -99,7 +104,20 @@ def find_by_digest(
 
 
 @router.get(
-    "/{certificate_id:path}/document",
+    "/certificates/{certificate_id:path}", summary="A certificate's status, issuer and history"
+)
+async def get_certificate(service: Service, certificate_id: CertificateId) -> JSONResponse:
+    now = service.ledger.clock()
+
+    def view(state: TrustState) -> dict[str, Any]:
+        return {"tree_size": state.size, **_public_view(state, certificate_id, now)}
+
+    # The hot public read: answered on the event loop unless a batch holds the state.
+    return JSONResponse(await service.read_async(view))
+
+
+@router.get(
+    "/documents/{certificate_id:path}",
     summary="The certificate's document, exact bytes (its issuer or an auditor)",
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}},
@@ -122,17 +140,6 @@ def get_document(
             "Cache-Control": "private, no-store",
         },
     )
-
-
-@router.get("/{certificate_id:path}", summary="A certificate's status, issuer and history")
-async def get_certificate(service: Service, certificate_id: CertificateId) -> JSONResponse:
-    now = service.ledger.clock()
-
-    def view(state: TrustState) -> dict[str, Any]:
-        return {"tree_size": state.size, **_public_view(state, certificate_id, now)}
-
-    # The hot public read: answered on the event loop unless a batch holds the state.
-    return JSONResponse(await service.read_async(view))
 
 
 def _public_view(state: TrustState, certificate_id: str, now: datetime) -> dict[str, Any]:
