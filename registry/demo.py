@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -223,11 +224,19 @@ def run_demo(data_dir: Path | None) -> int:
         {"type": "certificate.suspend", **qms, "reason": "major nonconformity"},
         cb_key,
     )
-    submit(
-        "certificate.reinstate QMS",
-        {"type": "certificate.reinstate", **qms, "reason": "corrective action verified"},
-        cb_key,
+    reinstate = signed(
+        {"type": "certificate.reinstate", **qms, "reason": "corrective action verified"}, cb_key
     )
+    _show("certificate.reinstate QMS", ledger.submit_envelopes([reinstate])[0])
+    # A statement is logged once, whatever envelope carries it (DESIGN.md item 8).
+    rewrapped = json.loads(reinstate)
+    rewrapped["signatures"].append({"keyid": "0" * 64, "sig": b64encode(bytes(64))})
+    _show(
+        "the reinstate with a 2nd signature",
+        ledger.submit_envelopes([jcs.canonical_bytes(rewrapped)])[0],
+    )
+    pretty = json.dumps(json.loads(reinstate), indent=2).encode()
+    _show("the reinstate in other JSON", ledger.submit_envelopes([pretty])[0])
     new = ledger.verified_checkpoint()
     print(new.note.decode(), end="")
 

@@ -12,6 +12,7 @@ from registry.config import Settings
 from registry.demo_keys import DEMO_KEY_IDS, DEMO_KEYS_DIR
 from registry.errors import ConfigError, KeyFileError
 from registry.ledger import Ledger
+from tests.helpers import DEMO_DOCUMENTS
 
 
 def test_demo_key_list_matches_the_files() -> None:
@@ -67,12 +68,15 @@ def test_demo_command_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         "REFUSED (document_mismatch)",
         "REFUSED (self_accreditation)",
         "REFUSED (accreditation_suspended)",
+        "the reinstate with a 2nd signature   REFUSED (signature_count)",
+        "the reinstate in other JSON          already logged at index 9",
         "the same amended DCC again           already logged at index 7",
         "OK: entry 3 is included in the signed tree of size 10",
         "OK: the tree of size 10 extends the tree of size 5",
         "DEMO-LAB/DCC-2026-0001           Superseded",
         "DEMO-LAB/DCC-2026-0001-A1        Active",
-        "stored DCC document: 12922 bytes, identical: True",
+        f"stored DCC document: {len((DEMO_DOCUMENTS / 'demo-dcc.xml').read_bytes())} bytes, "
+        "identical: True",
         "POST /api/v1/certificates -> 201: DEMO-LAB/DCC-2026-0002 at index 10",
         "OK: the returned proof verifies against the returned signed checkpoint",
         "GET /api/v1/certificates/DEMO-LAB/DCC-2026-0002 -> 200: Active",
