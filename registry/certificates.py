@@ -46,12 +46,13 @@ class DocumentStatement:
 
 
 def media_type_of(data: bytes) -> str:
+    """What a document is, from its first bytes (a DCC in any encoding XML
+    allows: UTF-8 with or without byte-order mark, UTF-16, a declared one)."""
     if data.startswith(b"%PDF-"):
         return PDF_MEDIA_TYPE
-    head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"<"):
+    if dcc.looks_like_xml(data):
         return DCC_MEDIA_TYPE
-    if head.startswith(b"{"):
+    if data[:64].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
         return CERTIFICATION_MEDIA_TYPE
     raise MalformedError(
         "the document is neither a DCC (XML) nor a certification certificate "
@@ -102,6 +103,11 @@ class DocumentReader:
                     f"{what} is {len(part)} bytes; the limit is {limit}"
                 ).with_code("document_too_large")
         media_type = media_type_of(data)
+        if media_type == CERTIFICATION_MEDIA_TYPE and len(data) > certification.MAX_RECORD_SIZE:
+            raise MalformedError(
+                f"a certification certificate (JSON) is {len(data)} bytes; "
+                f"the limit is {certification.MAX_RECORD_SIZE}"
+            ).with_code("document_too_large")
         if (media_type == PDF_MEDIA_TYPE) != (record is not None):
             raise RecordError(
                 "a PDF certificate needs its record (the certificate as JSON, "
@@ -149,6 +155,8 @@ class DocumentReader:
             "end_performance_date": core.end_performance_date.isoformat(),
             "laboratory": core.laboratory_name[:200],
         }
+        if core.laboratory_code:
+            public["laboratory_code"] = core.laboratory_code
         if core.previous_report:
             public["previous_report"] = core.previous_report[:128]
         if core.has_signature:
@@ -171,17 +179,16 @@ class DocumentReader:
         return fields
 
     def _dcc_signature(self, data: bytes, now: datetime) -> dict[str, Any]:
-        """Check an embedded XMLDSig/XAdES signature; what the log records about it."""
-        folder = self.settings.dcc_trust_store
-        if folder is None:
-            return {"present": True, "checked": False}
-        anchors = self.trust_anchors
-        checked = dcc_signature.verify_document_signature(data, anchors, now=now)
+        """Check an embedded XMLDSig/XAdES signature, always (value and digests
+        under the certificate it embeds; with a trust store also its chain, else
+        ``signer_trusted`` is false); what the log records about it."""
+        checked = dcc_signature.verify_document_signature(data, self.trust_anchors, now=now)
         result: dict[str, Any] = {
             "present": True,
             "checked": True,
             "kind": checked.kind,
             "signer_sha256": checked.signer_fingerprint_sha256,
+            "signer_trusted": checked.signer_trusted,
         }
         if checked.signing_time is not None:
             result["signing_time"] = checked.signing_time.isoformat()

@@ -1,15 +1,28 @@
 """Signed DCCs: every shared example gives the verdict SOURCES.md documents, with
-the embedded XAdES revocation data honoured (signxml alone accepts `_revoked`)."""
+the embedded XAdES revocation data honoured (signxml alone accepts `_revoked`);
+without a trust store the signature is checked all the same (under the
+certificate it embeds) and recorded as not trusted."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import shutil
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
+from signxml import DigestAlgorithm, SignatureMethod, XMLSigner, methods
 
 from registry.config import Settings
 from registry.ledger import Ledger
@@ -142,13 +155,150 @@ def test_registry_records_good_signatures_and_refuses_bad_ones(ledger: Ledger) -
     ledger.close()
 
 
-def test_without_a_trust_store_a_signature_is_recorded_unchecked(tmp_path: Path) -> None:
-    settings = replace(Settings(data_dir=tmp_path), dcc_schemas=SHARED / "schemas" / "dcc")
+def reader(tmp_path: Path, store: Path | None = None) -> Any:
     from registry.certificates import DocumentReader
 
-    fields = (
-        DocumentReader(settings)
-        .statement((LUTAML / "valid_signature.xml").read_bytes(), "LAB-1", NOW)
-        .fields
+    settings = replace(Settings(data_dir=tmp_path / "d"), dcc_schemas=SHARED / "schemas" / "dcc")
+    return DocumentReader(replace(settings, dcc_trust_store=store))
+
+
+@pytest.mark.parametrize("path", sorted(EXPECTED), ids=lambda p: p.name)
+def test_without_a_trust_store_a_signature_is_checked_but_untrusted(
+    path: Path, tmp_path: Path
+) -> None:
+    """No trust store: the same verdicts (the tampered and the revoked refused),
+    under the certificate the signature embeds; the log says it is not trusted."""
+    refusal = EXPECTED[path][1]
+    data = path.read_bytes()
+    if refusal is not None:
+        with pytest.raises(DocumentSignatureError, match=re.escape(refusal)):
+            dcc_signature.verify_document_signature(data, [], now=NOW)
+        with pytest.raises(DocumentSignatureError, match=re.escape(refusal)):
+            reader(tmp_path).statement(data, "LAB-1", NOW)
+        return
+    result = dcc_signature.verify_document_signature(data, [], now=NOW)
+    assert result.signer_trusted is False
+    trusted = dcc_signature.verify_document_signature(data, EXPECTED[path][0], now=NOW)
+    assert trusted.signer_trusted is True
+    assert result.signer_fingerprint_sha256 == trusted.signer_fingerprint_sha256
+    recorded = reader(tmp_path).statement(data, "LAB-1", NOW).fields["fields"]
+    expected = {
+        "present": True,
+        "checked": True,
+        "kind": result.kind,
+        "signer_sha256": result.signer_fingerprint_sha256,
+        "signer_trusted": False,
+    }
+    if result.signing_time is not None:
+        expected["signing_time"] = result.signing_time.isoformat()
+    assert recorded["document_signature"] == expected
+
+
+def test_with_a_trust_store_the_signer_is_recorded_as_trusted(ledger: Ledger) -> None:
+    data = (LUTAML / "valid_signature.xml").read_bytes()
+    recorded = ledger.documents.statement(data, "LAB-1", NOW).fields["fields"]
+    assert recorded["document_signature"]["signer_trusted"] is True
+    assert recorded["document_signature"]["kind"] == "xmldsig"
+    ledger.close()
+
+
+# --- a DCC signed here, with a certificate no trust store knows ---------------------
+
+
+def self_signed(now: datetime, *, days: int = 30) -> tuple[Any, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Laboratory Signer")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
     )
-    assert fields["fields"]["document_signature"] == {"present": True, "checked": False}
+    return key, cert
+
+
+def signed_here(now: datetime) -> tuple[bytes, x509.Certificate]:
+    """The lutaml valid.xml (DCC 3.3.0) with an enveloped XMLDSig made now."""
+    key, cert = self_signed(now)
+    root = etree.fromstring((LUTAML / "valid.xml").read_bytes())
+    signed = XMLSigner(
+        method=methods.enveloped,
+        signature_algorithm=SignatureMethod.ECDSA_SHA256,
+        digest_algorithm=DigestAlgorithm.SHA256,
+    ).sign(root, key=key, cert=[cert])
+    return etree.tostring(signed, xml_declaration=True, encoding="UTF-8"), cert
+
+
+def test_a_dcc_signed_with_an_unknown_certificate(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    data, cert = signed_here(now)
+    fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    # Checked without a trust store: the signature holds, the signer is not trusted.
+    recorded = reader(tmp_path).statement(data, "LAB-1", now).fields["fields"]
+    assert recorded["document_signature"] == {
+        "present": True,
+        "checked": True,
+        "kind": "xmldsig",
+        "signer_sha256": fingerprint,
+        "signer_trusted": False,
+    }
+    # A trust store that does not hold its issuer refuses it.
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(LUTAML / "certs" / "ca.pem", store / "ca.pem")
+    with pytest.raises(DocumentSignatureError):
+        reader(tmp_path, store).statement(data, "LAB-1", now)
+    # After its certificate expired, the signature is refused (XMLDSig: checked at now).
+    with pytest.raises(DocumentSignatureError, match="expired"):
+        dcc_signature.verify_document_signature(data, [], now=now + timedelta(days=60))
+
+
+_SIGNED = signed_here(datetime.now(UTC))[0]
+_TEXTS = [m.start(1) for m in re.finditer(rb">([0-9][^<]*)<", _SIGNED)]
+
+
+@settings(max_examples=30)
+@given(position=st.sampled_from(_TEXTS), digit=st.sampled_from(b"0123456789"))
+def test_any_changed_value_is_refused_without_a_trust_store(
+    position: int, digit: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Every text starting with a digit (measured values, dates, the signature's
+    base64 values): changing its first character is refused by a registry with
+    no trust store, which registers the document as it was signed."""
+    if _SIGNED[position] == digit:
+        digit = ord("1") if digit != ord("1") else ord("2")
+    tampered = _SIGNED[:position] + bytes([digit]) + _SIGNED[position + 1 :]
+    documents = reader(tmp_path_factory.mktemp("r"))
+    now = datetime.now(UTC)
+    assert documents.statement(_SIGNED, "LAB-1", now).fields["fields"]["document_signature"]
+    with pytest.raises(QILedgerError) as caught:
+        documents.statement(tampered, "LAB-1", now)
+    assert caught.value.code in ("document_signature_invalid", "schema_invalid", "malformed")
+
+
+def test_a_signature_value_that_does_not_verify_is_refused() -> None:
+    data = (LUTAML / "valid_signature.xml").read_bytes()
+    value = re.search(rb"<ds:SignatureValue>([^<]+)</ds:SignatureValue>", data)
+    assert value is not None
+    raw = bytearray(base64.b64decode(value.group(1)))
+    raw[10] ^= 0x01
+    forged = data.replace(value.group(1), base64.b64encode(bytes(raw)))
+    for anchors in ([], LUTAML_CA):
+        with pytest.raises(DocumentSignatureError, match="does not verify"):
+            dcc_signature.verify_document_signature(forged, anchors, now=NOW)
+
+
+def test_a_signature_without_an_embedded_certificate_is_refused() -> None:
+    data = (LUTAML / "valid_signature.xml").read_bytes()
+    stripped = re.sub(rb"<ds:X509Data>.*?</ds:X509Data>", b"", data, flags=re.DOTALL)
+    assert stripped != data
+    with pytest.raises(DocumentSignatureError, match="embeds no signer certificate"):
+        dcc_signature.verify_document_signature(stripped, [], now=NOW)

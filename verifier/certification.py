@@ -18,14 +18,16 @@ from typing import Any
 import jsonschema
 
 from verifier import jcs
-from verifier.dcc import MAX_DOCUMENT_SIZE
+from verifier.dcc import clip
 from verifier.errors import MalformedError, TooLargeError
 
 SCHEMA_NAME = "certification-certificate.schema.json"
 
-MAX_RECORD_SIZE = 1024 * 1024
-"""A record sent beside a PDF certificate: its public fields must fit a 64 KiB
-statement anyway; this leaves room for the rest and for escaping."""
+MAX_RECORD_SIZE = 256 * 1024
+"""Largest certification certificate as JSON, in bytes: a document itself or the
+record sent beside a PDF certificate. A real one is a few KB; its public fields
+must fit a 16 KiB statement field anyway (200 sites at most)."""
+_EXCERPT_CHARS = 100
 
 # IAF CertSearch status words, one to one with the log's replayed statuses.
 IAF_STATUS = {
@@ -77,18 +79,60 @@ class CertificationCertificate:
         return date.fromisoformat(self.fields["expiry_date"])
 
 
-def read_certification(data: bytes) -> CertificationCertificate:
-    """Parse and validate a certification certificate document."""
-    if len(data) > MAX_DOCUMENT_SIZE:
-        raise TooLargeError(f"document is {len(data)} bytes; the limit is {MAX_DOCUMENT_SIZE}")
-    value = jcs.parse_json(data)
-    errors = sorted(_validator().iter_errors(value), key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(document)"
-        raise CertificationSchemaError(
-            f"certificate does not match the schema at {where}: {first.message}"
+def _excerpt(value: Any) -> str:
+    """A short description of a JSON value for an error message: never the
+    whole of an array, object or long string (it may be most of the document)."""
+    if isinstance(value, list):
+        return f"an array of {len(value)} items"
+    if isinstance(value, dict):
+        return f"an object of {len(value)} members"
+    if isinstance(value, str):  # escapes lengthen a repr: clipped again
+        return clip(repr(clip(value, _EXCERPT_CHARS)), _EXCERPT_CHARS + 20)
+    return clip(repr(value), _EXCERPT_CHARS)
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(clip(repr(clip(n, 40)), 50) for n in names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def schema_error_message(error: jsonschema.ValidationError) -> str:
+    """What failed, built from the failing path and keyword (jsonschema's own
+    messages quote the whole failing value)."""
+    where = "/".join(clip(str(p), 40) for p in error.absolute_path) or "(document)"
+    keyword, expected, instance = error.validator, error.validator_value, error.instance
+    if keyword == "additionalProperties" and isinstance(instance, dict):
+        allowed = error.schema.get("properties", {})
+        what = "Additional properties are not allowed: " + _names(
+            [k for k in instance if k not in allowed]
         )
+    elif keyword == "required" and isinstance(instance, dict):
+        what = "lacks the required " + _names([k for k in expected if k not in instance])
+    elif keyword in ("maxItems", "minItems", "maxLength", "minLength", "maxProperties"):
+        size = len(instance) if isinstance(instance, list | dict | str) else "?"
+        what = f"has length {size}; {keyword} is {expected}"
+    elif keyword == "format":
+        what = f"{_excerpt(instance)} is not a valid {clip(str(expected), 40)}"
+    else:
+        what = (
+            f"{_excerpt(instance)} fails {keyword} "
+            f"{clip(json.dumps(expected, ensure_ascii=False), _EXCERPT_CHARS)}"
+        )
+    return f"certificate does not match the schema at {where}: {what}"
+
+
+def read_certification(data: bytes) -> CertificationCertificate:
+    """Parse and validate a certification certificate document (its first
+    schema error is reported; validation stops there)."""
+    if len(data) > MAX_RECORD_SIZE:
+        raise TooLargeError(
+            f"a certification certificate (JSON) is {len(data)} bytes; "
+            f"the limit is {MAX_RECORD_SIZE}"
+        ).with_code("document_too_large")
+    value = jcs.parse_json(data)
+    first = next(iter(_validator().iter_errors(value)), None)
+    if first is not None:
+        raise CertificationSchemaError(schema_error_message(first))
     cert = CertificationCertificate(value)
     try:
         dates = [
@@ -96,7 +140,9 @@ def read_certification(data: bytes) -> CertificationCertificate:
             for k in ("original_issue_date", "issue_date", "expiry_date")
         ]
     except ValueError as exc:
-        raise CertificationSchemaError(f"certificate date is not a real date: {exc}") from None
+        raise CertificationSchemaError(
+            f"certificate date is not a real date: {clip(str(exc))}"
+        ) from None
     if not dates[0] <= dates[1] <= dates[2]:
         raise CertificationSchemaError(
             "dates must satisfy original_issue_date <= issue_date <= expiry_date"

@@ -1,11 +1,19 @@
 """XMLDSig / XAdES signatures embedded in DCCs, checked offline.
 
-``signxml`` checks the signature, the references and the certificate chain up
-to the configured trust anchors. It does not read the revocation data that
-XAdES-LT embeds, so a signer certificate revoked *before* the signing time would
-pass; this module reads ``xades:RevocationValues`` itself: every embedded CRL
-whose signature verifies under the signer's issuing CA is consulted, and so is
-every OCSP response whose signature verifies under its responder certificate.
+A signature is always checked, trust store or not: its value and every
+reference digest, with the signer certificate it embeds
+(``ds:KeyInfo/ds:X509Data``), which must be valid at the time below. That
+proves the document is what that certificate's holder signed. With trust
+anchors, ``signxml`` checks the certificate chain up to them as well, and the
+result says ``signer_trusted``.
+
+``signxml`` does not read the revocation data that XAdES-LT embeds, so a signer
+certificate revoked *before* the signing time would pass; this module reads
+``xades:RevocationValues`` itself: every embedded CRL whose signature verifies
+under the signer's issuing CA is consulted, and so is every OCSP response whose
+signature verifies under its responder certificate. Without trust anchors the
+issuing CA is only the one the document embeds: a document whose own revocation
+data says its signer was revoked is refused all the same.
 
 Times: a XAdES signature is evaluated at its ``xades:SigningTime`` (a DCC stays
 valid after its signer certificate expires, provided it was valid and not
@@ -31,16 +39,18 @@ from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
-from signxml.exceptions import SignXMLException
+from signxml.exceptions import InvalidSignature, SignXMLException
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 from signxml.xades.xades import XAdESVerifier
 
-from verifier.dcc import parse_xml
+from verifier.dcc import clip, parse_xml
 from verifier.errors import MalformedError, VerificationError
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 XADES = "http://uri.etsi.org/01903/v1.3.2#"
 _NS = {"ds": DS, "xades": XADES}
+MAX_EMBEDDED_CERTIFICATES = 16
+"""Certificates in ``ds:KeyInfo/ds:X509Data`` (a signer and its chain)."""
 
 
 class DocumentSignatureError(VerificationError):
@@ -59,6 +69,9 @@ class DocumentSignature:
     signing_time: datetime | None
     checked_at: datetime
     revocation_checked: bool
+    signer_trusted: bool
+    """The signer certificate's chain was checked up to a configured trust anchor
+    (without anchors only the signature itself, under the embedded certificate)."""
 
 
 def has_signature(data: bytes) -> bool:
@@ -218,16 +231,34 @@ def _spki(key: Any) -> bytes:
     return der
 
 
+def _signer_candidates(certs: list[x509.Certificate]) -> list[x509.Certificate]:
+    """The embedded certificates that can be the signer's: those that issued no
+    other embedded certificate (the end of the chain), else every one."""
+    leaves = [
+        c
+        for c in certs
+        if not any(o is not c and o.issuer == c.subject and o.subject != o.issuer for o in certs)
+    ]
+    return leaves or certs
+
+
+def _refusal(exc: Exception) -> DocumentSignatureError:
+    """A signxml failure in our words (signxml's own may quote the document: clipped)."""
+    if isinstance(exc, SignXMLException):
+        return DocumentSignatureError(f"the DCC's signature does not verify: {clip(str(exc))}")
+    return DocumentSignatureError(f"the DCC's signature cannot be checked: {clip(str(exc))}")
+
+
 def verify_document_signature(
     data: bytes, trust_anchors: Sequence[x509.Certificate], *, now: datetime
 ) -> DocumentSignature:
-    """Check the signature embedded in a DCC against ``trust_anchors``."""
+    """Check the signature embedded in a DCC: always its value and reference
+    digests with the signer certificate it embeds; with ``trust_anchors`` (may be
+    empty) also that certificate's chain up to one of them."""
     tree = parse_xml(data, "DCC")
     signature = tree.getroot().find("ds:Signature", _NS)
     if signature is None:
         raise DocumentSignatureError("the DCC carries no XML signature")
-    if not trust_anchors:
-        raise DocumentSignatureError("no trust anchors are configured for DCC signatures")
     xades = signature.find(".//xades:QualifyingProperties", _NS) is not None
     signing_time: datetime | None = None
     if xades:
@@ -243,26 +274,46 @@ def verify_document_signature(
         if signing_time > now:
             raise DocumentSignatureError("the XAdES SigningTime lies in the future")
     at = signing_time or now
-    pem = b"".join(a.public_bytes(serialization.Encoding.PEM) for a in trust_anchors)
+    embedded = _certs_in(signature, "ds:KeyInfo/ds:X509Data/ds:X509Certificate")
+    if not embedded:
+        raise DocumentSignatureError(
+            "the signature embeds no signer certificate (ds:KeyInfo/ds:X509Data)"
+        )
+    if len(embedded) > MAX_EMBEDDED_CERTIFICATES:
+        raise DocumentSignatureError(
+            f"the signature embeds {len(embedded)} certificates; "
+            f"the limit is {MAX_EMBEDDED_CERTIFICATES}"
+        )
     config = SignatureConfiguration(expect_references=2 if xades else 1, verification_time=at)
     verifier = XAdESVerifier() if xades else XMLVerifier()
-    try:
-        result = verifier.verify(data, ca_pem_file=_bundle_file(pem), expect_config=config)
-    except SignXMLException as exc:
-        raise DocumentSignatureError(f"the DCC's signature does not verify: {exc}") from None
-    except (ValueError, TypeError) as exc:
-        raise DocumentSignatureError(f"the DCC's signature cannot be checked: {exc}") from None
-    first = result[0] if isinstance(result, list) else result
-    signer = next(
-        (
-            c
-            for c in _certs_in(signature, ".//ds:X509Certificate")
-            if _spki(c.public_key()) == _spki(first.signature_key)
-        ),
-        None,
-    )
-    if signer is None:
-        raise DocumentSignatureError("cannot tell which embedded certificate signed the DCC")
+    signer: x509.Certificate | None = None
+    if trust_anchors:
+        pem = b"".join(a.public_bytes(serialization.Encoding.PEM) for a in trust_anchors)
+        try:
+            result = verifier.verify(data, ca_pem_file=_bundle_file(pem), expect_config=config)
+        except (SignXMLException, ValueError, TypeError) as exc:
+            raise _refusal(exc) from None
+        first = result[0] if isinstance(result, list) else result
+        signer = next(
+            (c for c in embedded if _spki(c.public_key()) == _spki(first.signature_key)), None
+        )
+        if signer is None:
+            raise DocumentSignatureError("cannot tell which embedded certificate signed the DCC")
+    else:
+        candidates = _signer_candidates(embedded)
+        for candidate in candidates:
+            try:
+                verifier.verify(data, x509_cert=candidate, expect_config=config)
+            except (SignXMLException, ValueError, TypeError) as exc:
+                # Exactly InvalidSignature: the signature value does not verify under
+                # this key, try the next one (a bad digest or certificate is a subclass).
+                if type(exc) is InvalidSignature and candidate is not candidates[-1]:
+                    continue
+                raise _refusal(exc) from None
+            signer = candidate
+            break
+        if signer is None:  # the loop above breaks or raises
+            raise DocumentSignatureError("the DCC's signature does not verify")
     revocation_checked = _check_revocation(signature, signer, at, trust_anchors) if xades else False
     return DocumentSignature(
         kind="xades" if xades else "xmldsig",
@@ -274,4 +325,5 @@ def verify_document_signature(
         signing_time=signing_time,
         checked_at=at,
         revocation_checked=revocation_checked,
+        signer_trusted=bool(trust_anchors),
     )
