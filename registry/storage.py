@@ -154,21 +154,25 @@ class SqlStorage:
                 f"INSERT INTO tree_nodes (node_id, hash) VALUES ({p}, {p})",
                 [(node_id(n), h) for n, h in nodes.items()],
             )
-        for doc in documents:
-            # Content-addressed: bytes already stored under this digest are not
-            # inserted again (a collision would trip the append-only trigger).
+        if documents:
+            # Content-addressed: bytes already stored under this digest (also
+            # earlier in this batch) are not inserted again (a collision would
+            # trip the append-only trigger). One executemany for the batch.
             conn.exec_driver_sql(
                 f"INSERT INTO documents (digest, size, media_type, data, stored_at) "
                 f"SELECT {p}, {p}, {p}, {p}, {p} "
                 f"WHERE NOT EXISTS (SELECT 1 FROM documents WHERE digest = {p})",
-                (
-                    doc.digest,
-                    len(doc.data),
-                    doc.media_type,
-                    doc.data,
-                    checkpoint.created_at,
-                    doc.digest,
-                ),
+                [
+                    (
+                        doc.digest,
+                        len(doc.data),
+                        doc.media_type,
+                        doc.data,
+                        checkpoint.created_at,
+                        doc.digest,
+                    )
+                    for doc in documents
+                ],
             )
         conn.execute(
             insert(tables.CHECKPOINTS),
