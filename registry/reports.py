@@ -27,6 +27,12 @@ def certificate_report(
         "document_sha256": cert.document_sha256,
         "valid_until": cert.valid_until.isoformat() if cert.valid_until else None,
         "superseded_by": cert.superseded_by,
+        # A DCC's own laboratory, as the document names it (beside the issuer).
+        "laboratory": (
+            None
+            if cert.laboratory is None
+            else {"name": cert.laboratory[0] or None, "code": cert.laboratory[1] or None}
+        ),
         "history": [
             {
                 "index": e.index,

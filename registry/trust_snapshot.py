@@ -132,6 +132,7 @@ def _plain(state: trust.TrustState) -> dict[str, Any]:
                 None if c.valid_until is None else c.valid_until.isoformat(),
                 c.superseded_by,
                 [[e.index, e.type, e.logged_at, e.key_id, e.reason] for e in c.events],
+                None if c.laboratory is None else list(c.laboratory),
             ]
             for c in state.certificates.values()
         ],
@@ -199,7 +200,9 @@ def _decode(value: dict[str, Any], log_key: PublicKey) -> trust.TrustState:
     certificates, by_digest = state.certificates, state.certificates_by_digest
     certificate, event = trust.Certificate, trust.CertificateEvent
     dates: dict[str, date] = {}
-    for cert_id, issuer_id, kind, digest, until, superseded_by, events in value["certificates"]:
+    for cert_id, issuer_id, kind, digest, until, superseded_by, events, lab in value[
+        "certificates"
+    ]:
         if until is not None:
             valid_until = dates.get(until)
             if valid_until is None:
@@ -214,6 +217,7 @@ def _decode(value: dict[str, Any], log_key: PublicKey) -> trust.TrustState:
             valid_until,
             [event(index, type_, at, key_id, why) for index, type_, at, key_id, why in events],
             superseded_by,
+            None if lab is None else (lab[0], lab[1]),
         )
         # Certificates are kept in log order, as replay inserts them.
         ids = by_digest.get(digest)

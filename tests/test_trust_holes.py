@@ -22,6 +22,7 @@ from tests.helpers import (
     BODY_KEY,
     b64key,
     body_add,
+    demo_dcc,
     envelope_bytes,
     grant,
     key_from,
@@ -528,3 +529,15 @@ def test_a_document_is_read_only_for_a_usable_key_of_its_issuer(
         "/api/v1/certificates", **upload(document, own_envelope, token)
     ).raise_for_status()
     assert reads == [document]
+
+
+def test_the_status_page_names_the_dccs_own_laboratory(api: Api) -> None:
+    """Beside the accredited issuer, a DCC's status shows the laboratory the
+    document itself names (issue 10, item 4)."""
+    receipt = api.register(demo_dcc(), "LAB-1", key_from("lab-1"))
+    view = api.client.get(f"/api/v1/certificates/{receipt['certificate_id']}").json()
+    assert view["issuer_id"] == "LAB-1"
+    assert view["laboratory"] == {"name": "Demo Metrology Laboratory (Hangzhou)", "code": "LAB-1"}
+    certification_view = api.register(certification("Q-LAB"), "DEMO-CB", CB)
+    other = api.client.get(f"/api/v1/certificates/{certification_view['certificate_id']}").json()
+    assert other["laboratory"] is None

@@ -128,6 +128,9 @@ class Certificate:
     valid_until: date | None = None
     events: list[CertificateEvent] = field(default_factory=list)
     superseded_by: str | None = None
+    laboratory: tuple[str, str] | None = None
+    """A DCC's own calibration laboratory (name, code; either may be ""), shown
+    beside the accredited issuer that registered it."""
 
 
 @dataclass(frozen=True)
@@ -603,12 +606,23 @@ class TrustState:
                 stmt["kind"],
                 stmt["document_sha256"],
                 parse_date(until) if until is not None else None,
+                laboratory=_laboratory(stmt),
             )
             self.certificates[cert_id] = cert
             self.certificates_by_digest.setdefault(stmt["document_sha256"], []).append(cert_id)
             if stmt.type == "certificate.amend":
                 self.certificates[stmt["supersedes"]].superseded_by = cert_id
         self.certificates[cert_id].events.append(event)
+
+
+def _laboratory(stmt: Statement) -> tuple[str, str] | None:
+    fields = stmt.get("fields")
+    if not isinstance(fields, dict):
+        return None
+    name, code = fields.get("laboratory"), fields.get("laboratory_code")
+    if not isinstance(name, str) and not isinstance(code, str):
+        return None
+    return (name if isinstance(name, str) else "", code if isinstance(code, str) else "")
 
 
 def _identity_key(text: str) -> str:
