@@ -4,6 +4,11 @@ SQLite always runs. PostgreSQL runs against a real server when
 QILEDGER_TEST_POSTGRES_URL is set (each test gets a fresh database); otherwise
 its tests are skipped with a visible reason — except in CI (CI=true) or with
 QILEDGER_REQUIRE_POSTGRES=1, where a missing server fails the run.
+
+Tests marked ``shared`` read PTB's DCC schemas and examples and the known-answer
+vectors from the ``shared/`` folder beside the repository (or QILEDGER_SHARED_DIR);
+without it they are skipped with a visible reason — except in CI (CI=true) or with
+QILEDGER_REQUIRE_SHARED=1, where a missing folder fails them (tests.helpers).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from hypothesis import settings as hypothesis_settings
 
 from registry.config import Settings
 from registry.ledger import Ledger
-from tests.helpers import accredit, key_from
+from tests.helpers import accredit, key_from, require_shared
 from verifier.keys import SigningKey
 
 PG_URL = os.environ.get("QILEDGER_TEST_POSTGRES_URL")
@@ -29,6 +34,11 @@ TEST_ORIGIN = "test.qiledger.local/log"
 # (hypothesis's default 200 ms turns a loaded CI machine into a flaky failure).
 hypothesis_settings.register_profile("qiledger", deadline=None)
 hypothesis_settings.load_profile("qiledger")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("shared") is not None:
+        require_shared()
 
 
 def _admin_conninfo(url: str) -> tuple[str, str]:

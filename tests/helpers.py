@@ -4,16 +4,21 @@ trust chain (log key → accreditation body → accredited issuer)."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from registry.ledger import Ledger
 from registry.sequencer import DOCUMENT_TYPES, Accepted, Outcome, Refused, Sequencer
 from registry.storage import StoredDocument
-from verifier import dsse, jcs, statement
+from verifier import dcc, dsse, jcs, statement
 from verifier.entry import format_time
 from verifier.errors import QILedgerError
 from verifier.keys import SigningKey
@@ -22,6 +27,74 @@ from verifier.keys import SigningKey
 # envelope (the log answers a resubmission with the existing index).
 SIGNED_AT = format_time(datetime.now(UTC))
 BODY_ID = "CNAS"
+
+
+# --- the shared reference data, read in place and only when a test needs it ----------
+
+SHARED_DIR = Path(
+    os.environ.get("QILEDGER_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared"
+)
+"""PTB's DCC schemas and example DCCs (``dcc/``) and the known-answer vectors
+(``vectors/``): the ``shared/`` folder beside the repository, or QILEDGER_SHARED_DIR.
+Tests marked ``shared`` are skipped with a visible reason when it is missing,
+except in CI (CI=true) or with QILEDGER_REQUIRE_SHARED=1, where that fails them."""
+REQUIRE_SHARED = os.environ.get("CI") == "true" or os.environ.get("QILEDGER_REQUIRE_SHARED") == "1"
+DCC_SCHEMAS = SHARED_DIR / "dcc" / "schemas" / "dcc"
+"""The folder holding ``v3.1.1 … v3.3.0/dcc.xsd`` (what QILEDGER_DCC_SCHEMAS names)."""
+DCC_EXAMPLES = SHARED_DIR / "dcc" / "examples"
+LUTAML = DCC_EXAMPLES / "lutaml-dcc"
+SIEMENS = DCC_EXAMPLES / "siemens-pydcc"
+TLOG_VECTORS = SHARED_DIR / "vectors" / "tlog-vectors.json"
+
+
+def shared_missing() -> str | None:
+    """Why the tests needing the shared folder cannot run, or None if they can."""
+    if SHARED_DIR.is_dir():
+        return None
+    return (
+        f"needs the shared folder {SHARED_DIR} (PTB DCC schemas and examples, "
+        "known-answer vectors), which does not exist; set QILEDGER_SHARED_DIR"
+    )
+
+
+def require_shared() -> None:
+    """Skip the running test if the shared folder is missing (fail it if required)."""
+    reason = shared_missing()
+    if reason is None:
+        return
+    if REQUIRE_SHARED:
+        pytest.fail(f"CI requires the shared folder (QILEDGER_REQUIRE_SHARED): {reason}")
+    pytest.skip(reason)
+
+
+@functools.cache
+def shared_bytes(path: Path) -> bytes:
+    """A file of the shared folder, read once (skipping the test if it is missing)."""
+    require_shared()
+    return path.read_bytes()
+
+
+@functools.cache
+def dcc_schemas() -> dcc.DccSchemas:
+    """PTB's DCC schemas, compiled once per test process (skipping if missing)."""
+    require_shared()
+    return dcc.DccSchemas(DCC_SCHEMAS)
+
+
+@functools.cache
+def tlog_vectors() -> dict[str, Any]:
+    """The known-answer vectors (shared/vectors/tlog-vectors.json), parsed once."""
+    loaded: dict[str, Any] = json.loads(shared_bytes(TLOG_VECTORS).decode("utf-8"))
+    return loaded
+
+
+def shared_params(values: Callable[[], Iterable[Any]]) -> list[Any]:
+    """Parameters drawn from the shared folder at collection, if it is there; if not,
+    one placeholder marked ``shared``, so the test is reported as skipped (or failed,
+    when required) with the reason instead of vanishing or breaking collection."""
+    if shared_missing() is None:
+        return list(values())
+    return [pytest.param(None, id="shared-missing", marks=pytest.mark.shared)]
 
 
 DEMO_DOCUMENTS = Path(__file__).resolve().parents[1] / "registry" / "demo_documents"

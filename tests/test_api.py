@@ -39,6 +39,9 @@ from registry.tokens import TokenStore
 from tests.conftest import make_ledger
 from tests.helpers import (
     BODY_KEY,
+    DCC_SCHEMAS,
+    LUTAML,
+    SIEMENS,
     b64key,
     body_add,
     demo_dcc,
@@ -51,10 +54,6 @@ from verifier.encoding import b64decode, b64encode
 from verifier.errors import SignatureError
 from verifier.keys import SigningKey
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "dcc"
-SCHEMAS = SHARED / "schemas" / "dcc"
-LUTAML = SHARED / "examples" / "lutaml-dcc"
-SIEMENS = SHARED / "examples" / "siemens-pydcc"
 DEMO = Path(registry.__file__).parent / "demo_documents"
 DEMO_DCC = demo_dcc()
 DEMO_DCC_ID = "LAB-1/DCC-2026-0001"
@@ -666,10 +665,11 @@ def test_a_registered_document_is_not_answered_for_a_revoked_key(api: Api) -> No
     assert again.status_code == 200, again.text
 
 
+@pytest.mark.shared
 def test_schema_invalid_dcc_is_refused_when_schemas_are_required(
     open_api: Callable[..., Api],
 ) -> None:
-    api = open_api(dcc_schemas=SCHEMAS, require_schema=True)
+    api = open_api(dcc_schemas=DCC_SCHEMAS, require_schema=True)
     document = (LUTAML / "invalid_schema.xml").read_bytes()
     token = api.token("issuer", "LAB-1")
     refusal = api.refused(
@@ -683,8 +683,9 @@ def test_schema_invalid_dcc_is_refused_when_schemas_are_required(
     assert json.loads(logged.envelope.payload)["schema_validated"] is True
 
 
+@pytest.mark.shared
 def test_tampered_signed_dcc_is_refused(open_api: Callable[..., Api]) -> None:
-    api = open_api(dcc_schemas=SCHEMAS, dcc_trust_store=SIEMENS / "trusted_certs")
+    api = open_api(dcc_schemas=DCC_SCHEMAS, dcc_trust_store=SIEMENS / "trusted_certs")
     original = (SIEMENS / "dcc_gp_temperature_typical_v12_v3.2.0_signed.xml").read_bytes()
     envelope = api.envelope(original)  # the issuer signed a statement for the original ...
     token = api.token("issuer", "LAB-1")

@@ -20,15 +20,20 @@ from registry.config import Settings
 from registry.ledger import Ledger
 from registry.sequencer import Accepted, Refused
 from tests.conftest import TEST_ORIGIN
-from tests.helpers import BODY_KEY, body_add, envelope_bytes, grant, key_from
+from tests.helpers import (
+    BODY_KEY,
+    DCC_EXAMPLES,
+    DCC_SCHEMAS,
+    LUTAML,
+    body_add,
+    envelope_bytes,
+    grant,
+    key_from,
+)
 from verifier import entry, trust
 from verifier.errors import QILedgerError, TrustError
 from verifier.keys import SigningKey
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "dcc"
-SCHEMAS = SHARED / "schemas" / "dcc"
-LUTAML = SHARED / "examples" / "lutaml-dcc"
-SIEMENS = SHARED / "examples" / "siemens-pydcc"
 LAB, CB = key_from("lab-1"), key_from("cb-1")
 
 
@@ -61,7 +66,7 @@ def as_bytes(doc: dict[str, Any]) -> bytes:
 @pytest.fixture
 def ledger(settings: Settings) -> Iterator[Ledger]:
     ledger = Ledger.init(
-        replace(settings, dcc_schemas=SCHEMAS), origin=TEST_ORIGIN, passphrase=None
+        replace(settings, dcc_schemas=DCC_SCHEMAS), origin=TEST_ORIGIN, passphrase=None
     )
     log_key = ledger.load_log_key().key
     ledger.sequencer.submit(envelope_bytes(body_add(), log_key))
@@ -91,6 +96,7 @@ def refused(
     return caught.value
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize(
     "name",
     [
@@ -100,7 +106,7 @@ def refused(
     ],
 )
 def test_valid_unsigned_examples_are_registered(ledger: Ledger, name: str) -> None:
-    data = (SHARED / "examples" / name).read_bytes()
+    data = (DCC_EXAMPLES / name).read_bytes()
     accepted = ledger.issue_certificate(data, "LAB-1", LAB)
     logged = entry.parse(ledger.storage.entry(accepted.index).data)
     stmt = json.loads(logged.envelope.payload)
@@ -113,12 +119,14 @@ def test_valid_unsigned_examples_are_registered(ledger: Ledger, name: str) -> No
     assert ledger.storage.document(stmt["document_sha256"]).data == data
 
 
+@pytest.mark.shared
 def test_invalid_schema_example_is_refused(ledger: Ledger) -> None:
     error = refused(ledger, (LUTAML / "invalid_schema.xml").read_bytes())
     assert error.code == "schema_invalid"
     assert "3.3.0 schema" in error.message
 
 
+@pytest.mark.shared
 def test_without_schemas_dccs_are_marked_unvalidated_or_refused(tmp_path: Path) -> None:
     plain = Settings(data_dir=tmp_path / "d")
     data = (LUTAML / "invalid_schema.xml").read_bytes()
@@ -148,28 +156,37 @@ XXE = b"""<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passw
 </dcc:digitalCalibrationCertificate>"""
 
 
+# The ledger holds the shared DCC schemas and loads them before it reads any XML.
 @pytest.mark.parametrize(
     ("document", "code", "words"),
     [
-        (BILLION_LAUGHS, "malformed", "DOCTYPE"),
-        (XXE, "malformed", "DOCTYPE"),
-        (
+        pytest.param(BILLION_LAUGHS, "malformed", "DOCTYPE", marks=pytest.mark.shared),
+        pytest.param(XXE, "malformed", "DOCTYPE", marks=pytest.mark.shared),
+        pytest.param(
             b'<?xml version="1.0"?><!DOCTYPE x SYSTEM "http://example.invalid/x.dtd"><x/>',
             "malformed",
             "DOCTYPE",
+            marks=pytest.mark.shared,
         ),
         (b"\x00\x01binary", "malformed", "neither a DCC"),
-        (
+        pytest.param(
             b"<dcc:digitalCalibrationCertificate xmlns:dcc='https://ptb.de/dcc'",
             "malformed",
             "not well-formed",
+            marks=pytest.mark.shared,
         ),
-        (b"<other xmlns='urn:x' schemaVersion='3.3.0'/>", "malformed", "not a DCC"),
-        (
+        pytest.param(
+            b"<other xmlns='urn:x' schemaVersion='3.3.0'/>",
+            "malformed",
+            "not a DCC",
+            marks=pytest.mark.shared,
+        ),
+        pytest.param(
             b"<dcc:digitalCalibrationCertificate xmlns:dcc='https://ptb.de/dcc' "
             b"schemaVersion='9.9.9'/>",
             "malformed",
             "unsupported DCC schemaVersion",
+            marks=pytest.mark.shared,
         ),
         (b"{not json", "malformed", "invalid JSON"),
         (as_bytes(certification(scope="")), "schema_invalid", "scope"),
@@ -275,7 +292,12 @@ def test_a_pdf_certificate_is_registered_from_its_record(ledger: Ledger) -> None
     [
         (PDF, None, "record_invalid"),
         (as_bytes(certification()), as_bytes(certification()), "record_invalid"),
-        ((LUTAML / "valid.xml").read_bytes(), as_bytes(certification()), "record_invalid"),
+        pytest.param(
+            LUTAML / "valid.xml",
+            as_bytes(certification()),
+            "record_invalid",
+            marks=pytest.mark.shared,
+        ),
         (PDF, b"%PDF-1.7 not a record", "malformed"),
         (PDF, as_bytes(certification(status="Suspended")), "document_mismatch"),
         (PDF, as_bytes(certification(scheme="unknown")), "schema_invalid"),
@@ -300,8 +322,10 @@ def test_a_pdf_certificate_is_registered_from_its_record(ledger: Ledger) -> None
     ],
 )
 def test_pdf_and_record_refusals(
-    ledger: Ledger, document: bytes, record: bytes | None, code: str
+    ledger: Ledger, document: bytes | Path, record: bytes | None, code: str
 ) -> None:
+    if isinstance(document, Path):  # a shared example, read only when it runs
+        document = document.read_bytes()
     before = state_of(ledger)
     with pytest.raises(QILedgerError) as caught:
         ledger.issue_certificate(document, "CB-1", CB, record=record)
@@ -389,6 +413,7 @@ def test_a_lost_race_for_the_same_document_is_answered_with_the_winners_entry(
     assert caught.value is refusal.error
 
 
+@pytest.mark.shared
 def test_status_change_for_a_certificate_the_issuer_does_not_own(ledger: Ledger) -> None:
     ledger.issue_certificate((LUTAML / "valid.xml").read_bytes(), "LAB-1", LAB)
     before = state_of(ledger)
@@ -490,7 +515,7 @@ def test_replayed_status_depends_only_on_the_log(
     """Every op is logged or refused exactly as the lifecycle model says, a refused op
     leaves no trace, the final statuses are the model's, and a fresh replay of the raw
     entries gives the live statuses at every moment."""
-    settings_ = Settings(data_dir=tmp_path_factory.mktemp("prop"), dcc_schemas=SCHEMAS)
+    settings_ = Settings(data_dir=tmp_path_factory.mktemp("prop"), dcc_schemas=DCC_SCHEMAS)
     ledger = Ledger.init(settings_, origin=TEST_ORIGIN, passphrase=None)
     ledger.sequencer.submit(envelope_bytes(body_add(), ledger.load_log_key().key))
     ledger.sequencer.submit(

@@ -13,7 +13,7 @@ import pytest
 
 from registry import keyfile
 from registry.cli import main as qiledger
-from tests.helpers import SIGNED_AT, b64key, envelope_bytes, key_from
+from tests.helpers import LUTAML, SIGNED_AT, b64key, envelope_bytes, key_from
 from verifier import checkpoint, merkle
 from verifier import proof as tlog_proof
 from verifier.cli import main as qiverify
@@ -98,7 +98,6 @@ def key_add(n: int) -> dict[str, object]:
     }
 
 
-DCC = Path(__file__).resolve().parents[2] / "shared" / "dcc" / "examples" / "lutaml-dcc"
 DEMO_DOCUMENTS = Path(keyfile.__file__).parent / "demo_documents"
 
 
@@ -336,6 +335,7 @@ def test_console_scripts_run_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.shared
 def test_trust_commands(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = ["--data-dir", str(data_dir)]
     body = [
@@ -353,7 +353,7 @@ def test_trust_commands(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert "logged at index 2" in out
     issue = [
         "issue",
-        str(DCC / "valid.xml"),
+        str(LUTAML / "valid.xml"),
         "--key",
         str(tmp_path / "lab.key"),
         "--issuer",

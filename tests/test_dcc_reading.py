@@ -13,6 +13,7 @@ DOCTYPE or entity is refused in every encoding.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,14 +26,30 @@ from lxml import etree
 
 from registry.certificates import DCC_MEDIA_TYPE, DocumentReader, media_type_of
 from registry.config import Settings
+from tests.helpers import (
+    DCC_EXAMPLES,
+    DCC_SCHEMAS,
+    LUTAML,
+    dcc_schemas,
+    shared_bytes,
+    shared_params,
+)
 from verifier import dcc, statement
 from verifier.dcc_signature import DocumentSignatureError
 from verifier.entry import format_time
 from verifier.errors import MalformedError, QILedgerError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "dcc"
-SCHEMAS = dcc.DccSchemas(SHARED / "schemas" / "dcc")
-EXAMPLES = sorted((SHARED / "examples").rglob("*.xml"))
+
+def valid() -> bytes:
+    """The lutaml valid.xml (schema 3.3.0)."""
+    return shared_bytes(LUTAML / "valid.xml")
+
+
+def examples() -> list[Path]:
+    return sorted(DCC_EXAMPLES.rglob("*.xml"))
+
+
+EXAMPLES = shared_params(examples)
 DEMO = Path(__file__).resolve().parents[1] / "registry" / "demo_documents"
 NS = {"dcc": dcc.DCC_NS, "ds": dcc.DS_NS}
 # The lutaml test certificate is valid 2026-01-06 .. 2027-01-06 (XMLDSig is
@@ -51,11 +68,12 @@ REFUSED_SIGNATURES = {
 
 
 def name_of(path: Path) -> str:
-    return path.relative_to(SHARED / "examples").as_posix()
+    return path.relative_to(DCC_EXAMPLES).as_posix()
 
 
+@pytest.mark.shared
 def test_the_examples_are_there() -> None:
-    names = {name_of(p) for p in EXAMPLES}
+    names = {name_of(p) for p in examples()}
     assert len(names) >= 10
     assert REFUSED_BY_SCHEMA | set(REFUSED_SIGNATURES) <= names
 
@@ -131,7 +149,7 @@ def assert_read_as_expected(core: dcc.DccCoreData, expected: Expected) -> None:
 
 
 def reader(tmp_path: Path) -> DocumentReader:
-    return DocumentReader(Settings(data_dir=tmp_path / "d", dcc_schemas=SHARED / "schemas" / "dcc"))
+    return DocumentReader(Settings(data_dir=tmp_path / "d", dcc_schemas=DCC_SCHEMAS))
 
 
 def assert_statement_as_expected(fields: dict[str, Any], expected: Expected) -> None:
@@ -163,21 +181,26 @@ def assert_statement_as_expected(fields: dict[str, Any], expected: Expected) -> 
     assert public == wanted
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("path", EXAMPLES, ids=name_of)
 def test_every_example_is_read_as_xpath_reads_it(path: Path) -> None:
     data = path.read_bytes()
     if name_of(path) in REFUSED_BY_SCHEMA:
         version = etree.fromstring(data).get("schemaVersion")
         with pytest.raises(dcc.DccSchemaError, match=re.escape(f"PTB {version} schema")):
-            dcc.read_dcc(data, SCHEMAS)
+            dcc.read_dcc(data, dcc_schemas())
         return
     expected = xpath_values(data)
-    assert_read_as_expected(dcc.read_dcc(data, SCHEMAS), expected)
+    assert_read_as_expected(dcc.read_dcc(data, dcc_schemas()), expected)
     core = dcc.read_dcc(data, None)  # the same without schemas, only not validated
     assert_read_as_expected(core, expected)
-    assert (core.schema_validated, dcc.read_dcc(data, SCHEMAS).schema_validated) == (False, True)
+    assert (core.schema_validated, dcc.read_dcc(data, dcc_schemas()).schema_validated) == (
+        False,
+        True,
+    )
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("path", EXAMPLES, ids=name_of)
 def test_every_example_gives_its_statement(path: Path, tmp_path: Path) -> None:
     data = path.read_bytes()
@@ -196,6 +219,7 @@ def test_every_example_gives_its_statement(path: Path, tmp_path: Path) -> None:
     assert_statement_as_expected(derived.fields, xpath_values(data))
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("path", sorted(DEMO.glob("*.xml")), ids=lambda p: p.name)
 def test_the_demo_dccs_are_read_and_stated_as_xpath_reads_them(path: Path, tmp_path: Path) -> None:
     """The demo DCCs hold what the shared examples lack: an issueDate, a
@@ -204,13 +228,12 @@ def test_the_demo_dccs_are_read_and_stated_as_xpath_reads_them(path: Path, tmp_p
     expected = xpath_values(data)
     assert expected.issue_date is not None
     assert expected.laboratory_code is not None
-    assert_read_as_expected(dcc.read_dcc(data, SCHEMAS), expected)
+    assert_read_as_expected(dcc.read_dcc(data, dcc_schemas()), expected)
     assert_statement_as_expected(reader(tmp_path).statement(data, "LAB-1", NOW).fields, expected)
 
 
 # --- variants with the fields the examples lack ---------------------------------------
 
-VALID = (SHARED / "examples" / "lutaml-dcc" / "valid.xml").read_bytes()  # schema 3.3.0
 identifiers = (
     st.text(
         alphabet=st.characters(codec="ascii", categories=("L", "N")) | st.sampled_from("-_./ "),
@@ -245,7 +268,7 @@ def variant(
             b"</dcc:referral><dcc:referralID>%s</dcc:referralID><dcc:procedure>SHA256"
             b"</dcc:procedure><dcc:value>00</dcc:value></dcc:previousReport>" % previous.encode()
         )
-    data = VALID.replace(b"</dcc:coreData>", core + b"</dcc:coreData>", 1)
+    data = valid().replace(b"</dcc:coreData>", core + b"</dcc:coreData>", 1)
     if code is not None:
         data = data.replace(
             b"<dcc:calibrationLaboratory>",
@@ -256,6 +279,7 @@ def variant(
     return data
 
 
+@pytest.mark.shared
 @settings(max_examples=40)
 @given(
     issue=st.none() | dates,
@@ -277,7 +301,7 @@ def test_variants_are_read_and_stated_as_xpath_reads_them(
         code,
         previous,
     )
-    core = dcc.read_dcc(data, SCHEMAS)  # still schema-valid
+    core = dcc.read_dcc(data, dcc_schemas())  # still schema-valid
     assert_read_as_expected(core, expected)
     fields = reader(tmp_path_factory.mktemp("r")).statement(data, "LAB-1", NOW).fields
     assert_statement_as_expected(fields, expected)
@@ -285,29 +309,40 @@ def test_variants_are_read_and_stated_as_xpath_reads_them(
     statement.validate({**fields, "signed_at": format_time(NOW)})
 
 
+@pytest.mark.shared
 def test_laboratory_code_is_a_public_field(tmp_path: Path) -> None:
     data = variant(None, "CNAS L0001", None, None)
     fields = reader(tmp_path).statement(data, "LAB-1", NOW).fields
     assert fields["fields"]["laboratory_code"] == "CNAS L0001"
     assert fields["fields"]["laboratory"] == xpath_values(data).laboratory_name
-    without = reader(tmp_path).statement(VALID, "LAB-1", NOW).fields
+    without = reader(tmp_path).statement(valid(), "LAB-1", NOW).fields
     assert "laboratory_code" not in without["fields"]
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize(
-    ("data", "words"),
+    ("make", "words"),
     [
-        (variant(None, "L" * 129, None, None), "calibrationLaboratoryCode is 129 characters"),
-        (VALID.replace(b">1234<", b">%s<" % (b"D" * 200), 1), "uniqueIdentifier is 200"),
-        (variant(None, None, ("R" * 129, "amended"), None), "replacedUniqueIdentifier is 129"),
+        (
+            lambda: variant(None, "L" * 129, None, None),
+            "calibrationLaboratoryCode is 129 characters",
+        ),
+        (lambda: valid().replace(b">1234<", b">%s<" % (b"D" * 200), 1), "uniqueIdentifier is 200"),
+        (
+            lambda: variant(None, None, ("R" * 129, "amended"), None),
+            "replacedUniqueIdentifier is 129",
+        ),
     ],
     ids=["laboratory-code", "unique-identifier", "replaced-identifier"],
 )
-def test_identifiers_longer_than_a_certificate_number_are_refused(data: bytes, words: str) -> None:
-    assert data != VALID
-    for schemas in (SCHEMAS, None):
+def test_identifiers_longer_than_a_certificate_number_are_refused(
+    make: Callable[[], bytes], words: str
+) -> None:
+    data = make()
+    assert data != valid()
+    for with_schemas in (dcc_schemas(), None):
         with pytest.raises(MalformedError, match=words):
-            dcc.read_dcc(data, schemas)
+            dcc.read_dcc(data, with_schemas)
 
 
 # --- encodings ------------------------------------------------------------------------
@@ -343,6 +378,7 @@ def outcome(derive: Any) -> Any:
     return fields
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("how", ENCODINGS)
 @pytest.mark.parametrize("path", EXAMPLES, ids=name_of)
 def test_a_reencoded_example_gives_the_same_statement(path: Path, how: str, tmp_path: Path) -> None:
@@ -376,6 +412,7 @@ ENTITY_DCC = (
         ("UTF-7", "utf-7", b""),
     ],
 )
+@pytest.mark.shared
 def test_a_doctype_is_refused_in_every_encoding(encoding: str, codec: str, bom: bytes) -> None:
     text = ENTITY_DCC.format(encoding=encoding)
     if codec == "utf-7":  # "<" written as "+ADw-", as UTF-7 may
@@ -386,15 +423,16 @@ def test_a_doctype_is_refused_in_every_encoding(encoding: str, codec: str, bom: 
         data = bom + text.encode(codec)
     if codec != "utf-8" and codec != "iso-8859-1":
         assert b"<!DOCTYPE" not in data  # a byte search would not see it
-    for schemas in (SCHEMAS, None):
+    for with_schemas in (dcc_schemas(), None):
         with pytest.raises(MalformedError, match="DOCTYPE") as caught:
-            dcc.read_dcc(data, schemas)
+            dcc.read_dcc(data, with_schemas)
         assert caught.value.code == "malformed"
 
 
+@pytest.mark.shared
 def test_a_utf16_dcc_without_doctype_still_checks_entities() -> None:
     """An entity reference without a declaration is not well-formed in any encoding."""
-    data = reencoded(VALID.replace(b">1234<", b">&x;<", 1), "utf-16-le")
+    data = reencoded(valid().replace(b">1234<", b">&x;<", 1), "utf-16-le")
     with pytest.raises(MalformedError, match="Entity 'x' not defined"):
         dcc.read_dcc(data, None)
 
@@ -414,9 +452,10 @@ def test_unsupported_or_false_encodings_are_malformed(data: bytes) -> None:
         dcc.read_dcc(data, None)
 
 
+@pytest.mark.shared
 def test_other_declared_encodings_are_read() -> None:
-    text = VALID.decode("utf-8").replace(">1234<", ">1234-\u00e9t\u00e9<", 1)
+    text = valid().decode("utf-8").replace(">1234<", ">1234-\u00e9t\u00e9<", 1)
     text = '<?xml version="1.0" encoding="ISO-8859-1"?>' + _DECLARATION.sub("", text)
     data = text.encode("iso-8859-1", errors="xmlcharrefreplace")
     assert b"\xe9t\xe9" in data
-    assert dcc.read_dcc(data, SCHEMAS).unique_identifier == "1234-\u00e9t\u00e9"
+    assert dcc.read_dcc(data, dcc_schemas()).unique_identifier == "1234-\u00e9t\u00e9"

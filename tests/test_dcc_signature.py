@@ -6,9 +6,11 @@ certificate it embeds) and recorded as not trusted."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,32 +29,53 @@ from signxml import DigestAlgorithm, SignatureMethod, XMLSigner, methods
 from registry.config import Settings
 from registry.ledger import Ledger
 from tests.conftest import TEST_ORIGIN
-from tests.helpers import BODY_KEY, body_add, envelope_bytes, grant, key_from
+from tests.helpers import (
+    BODY_KEY,
+    DCC_SCHEMAS,
+    LUTAML,
+    SIEMENS,
+    body_add,
+    envelope_bytes,
+    grant,
+    key_from,
+    require_shared,
+    shared_bytes,
+)
 from verifier import dcc_signature
 from verifier.dcc_signature import DocumentSignatureError
 from verifier.entry import format_time
 from verifier.errors import QILedgerError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "dcc"
-LUTAML = SHARED / "examples" / "lutaml-dcc"
-SIEMENS = SHARED / "examples" / "siemens-pydcc"
+# Every test here reads the shared example DCCs (skipped without the shared folder).
+pytestmark = pytest.mark.shared
 # A fixed "now": the lutaml test certificates are valid 2026-01-06 .. 2027-01-06.
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-LUTAML_CA = dcc_signature.load_trust_store(LUTAML / "certs")
-SIEMENS_CA = dcc_signature.load_trust_store(SIEMENS / "trusted_certs")
+
+
+@functools.cache
+def lutaml_ca() -> list[Any]:
+    require_shared()
+    return dcc_signature.load_trust_store(LUTAML / "certs")
+
+
+@functools.cache
+def siemens_ca() -> list[Any]:
+    require_shared()
+    return dcc_signature.load_trust_store(SIEMENS / "trusted_certs")
+
 
 EXPECTED = {
     # file: (anchors, None if accepted else words of the refusal)
-    LUTAML / "valid_signature.xml": (LUTAML_CA, None),
-    LUTAML / "invalid_signature.xml": (LUTAML_CA, "Digest mismatch"),
-    SIEMENS / "dcc_gp_temperature_typical_v12_v3.2.0_signed.xml": (SIEMENS_CA, None),
-    SIEMENS / "dcc_gp_temperature_typical_v12_v3.2.0_signed_lt.xml": (SIEMENS_CA, None),
+    LUTAML / "valid_signature.xml": (lutaml_ca, None),
+    LUTAML / "invalid_signature.xml": (lutaml_ca, "Digest mismatch"),
+    SIEMENS / "dcc_gp_temperature_typical_v12_v3.2.0_signed.xml": (siemens_ca, None),
+    SIEMENS / "dcc_gp_temperature_typical_v12_v3.2.0_signed_lt.xml": (siemens_ca, None),
     SIEMENS / "dcc_gp_temperature_typical_v12_v3.2.0_signed_lt_revoked.xml": (
-        SIEMENS_CA,
+        siemens_ca,
         "was revoked at 2023-06-15T10:58:20+00:00, before the signing time",
     ),
     SIEMENS / "dcc_gp_temperature_typical_v12_v3.2.0_signed_manipulated.xml": (
-        SIEMENS_CA,
+        siemens_ca,
         "Digest mismatch",
     ),
 }
@@ -60,7 +83,8 @@ EXPECTED = {
 
 @pytest.mark.parametrize("path", sorted(EXPECTED), ids=lambda p: p.name)
 def test_each_signed_example_gives_its_verdict(path: Path) -> None:
-    anchors, refusal = EXPECTED[path]
+    trust_store, refusal = EXPECTED[path]
+    anchors = trust_store()
     data = path.read_bytes()
     assert dcc_signature.has_signature(data)
     if refusal is None:
@@ -78,7 +102,7 @@ def test_each_signed_example_gives_its_verdict(path: Path) -> None:
 
 @pytest.mark.parametrize("path", sorted(EXPECTED), ids=lambda p: p.name)
 def test_a_foreign_trust_store_refuses_every_signature(path: Path) -> None:
-    anchors = SIEMENS_CA if "lutaml" in str(path) else LUTAML_CA
+    anchors = siemens_ca() if "lutaml" in str(path) else lutaml_ca()
     with pytest.raises(DocumentSignatureError):
         dcc_signature.verify_document_signature(path.read_bytes(), anchors, now=NOW)
 
@@ -87,25 +111,26 @@ def test_xmldsig_is_evaluated_at_now() -> None:
     data = (LUTAML / "valid_signature.xml").read_bytes()
     later = datetime(2027, 6, 1, tzinfo=UTC)  # after the test certificate expired
     with pytest.raises(DocumentSignatureError):
-        dcc_signature.verify_document_signature(data, LUTAML_CA, now=later)
+        dcc_signature.verify_document_signature(data, lutaml_ca(), now=later)
 
 
 @pytest.mark.parametrize(
-    "data",
+    "make",
     [
-        b"",
-        b"not xml",
-        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>',
-        (LUTAML / "valid.xml").read_bytes(),  # no signature at all
-        (LUTAML / "valid_signature.xml").read_bytes()[:5000],  # truncated
-        (LUTAML / "valid_signature.xml")
-        .read_bytes()
-        .replace(b"<ds:X509Certificate>", b"<ds:X509Certificate>!!"),
+        lambda: b"",
+        lambda: b"not xml",
+        lambda: b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>',
+        lambda: shared_bytes(LUTAML / "valid.xml"),  # no signature at all
+        lambda: shared_bytes(LUTAML / "valid_signature.xml")[:5000],  # truncated
+        lambda: shared_bytes(LUTAML / "valid_signature.xml").replace(
+            b"<ds:X509Certificate>", b"<ds:X509Certificate>!!"
+        ),
     ],
+    ids=["empty", "not-xml", "doctype", "unsigned", "truncated", "bad-certificate"],
 )
-def test_hostile_signed_input_gives_our_errors(data: bytes) -> None:
+def test_hostile_signed_input_gives_our_errors(make: Callable[[], bytes]) -> None:
     with pytest.raises(QILedgerError):
-        dcc_signature.verify_document_signature(data, LUTAML_CA, now=NOW)
+        dcc_signature.verify_document_signature(make(), lutaml_ca(), now=NOW)
 
 
 @pytest.fixture
@@ -115,9 +140,7 @@ def ledger(tmp_path: Path) -> Ledger:
     shutil.copy(LUTAML / "certs" / "ca.pem", store / "lutaml-ca.pem")
     for name in ("root.crt", "sub.crt"):
         shutil.copy(SIEMENS / "trusted_certs" / name, store / f"siemens-{name}")
-    settings = Settings(
-        data_dir=tmp_path / "d", dcc_schemas=SHARED / "schemas" / "dcc", dcc_trust_store=store
-    )
+    settings = Settings(data_dir=tmp_path / "d", dcc_schemas=DCC_SCHEMAS, dcc_trust_store=store)
     ledger = Ledger.init(settings, origin=TEST_ORIGIN, passphrase=None, clock=lambda: NOW)
     # Signed at the ledger's fixed clock (the helpers sign at the real time).
     at = {"signed_at": format_time(NOW)}
@@ -158,7 +181,7 @@ def test_registry_records_good_signatures_and_refuses_bad_ones(ledger: Ledger) -
 def reader(tmp_path: Path, store: Path | None = None) -> Any:
     from registry.certificates import DocumentReader
 
-    settings = replace(Settings(data_dir=tmp_path / "d"), dcc_schemas=SHARED / "schemas" / "dcc")
+    settings = replace(Settings(data_dir=tmp_path / "d"), dcc_schemas=DCC_SCHEMAS)
     return DocumentReader(replace(settings, dcc_trust_store=store))
 
 
@@ -178,7 +201,7 @@ def test_without_a_trust_store_a_signature_is_checked_but_untrusted(
         return
     result = dcc_signature.verify_document_signature(data, [], now=NOW)
     assert result.signer_trusted is False
-    trusted = dcc_signature.verify_document_signature(data, EXPECTED[path][0], now=NOW)
+    trusted = dcc_signature.verify_document_signature(data, EXPECTED[path][0](), now=NOW)
     assert trusted.signer_trusted is True
     assert result.signer_fingerprint_sha256 == trusted.signer_fingerprint_sha256
     recorded = reader(tmp_path).statement(data, "LAB-1", NOW).fields["fields"]
@@ -228,7 +251,7 @@ def self_signed(now: datetime, *, days: int = 30) -> tuple[Any, x509.Certificate
 def signed_here(now: datetime) -> tuple[bytes, x509.Certificate]:
     """The lutaml valid.xml (DCC 3.3.0) with an enveloped XMLDSig made now."""
     key, cert = self_signed(now)
-    root = etree.fromstring((LUTAML / "valid.xml").read_bytes())
+    root = etree.fromstring(shared_bytes(LUTAML / "valid.xml"))
     signed = XMLSigner(
         method=methods.enveloped,
         signature_algorithm=SignatureMethod.ECDSA_SHA256,
@@ -261,24 +284,34 @@ def test_a_dcc_signed_with_an_unknown_certificate(tmp_path: Path) -> None:
         dcc_signature.verify_document_signature(data, [], now=now + timedelta(days=60))
 
 
-_SIGNED = signed_here(datetime.now(UTC))[0]
-_TEXTS = [m.start(1) for m in re.finditer(rb">([0-9][^<]*)<", _SIGNED)]
+@functools.cache
+def signed_once() -> bytes:
+    """valid.xml signed here, once per test process."""
+    return signed_here(datetime.now(UTC))[0]
+
+
+def text_starts() -> list[int]:
+    return [m.start(1) for m in re.finditer(rb">([0-9][^<]*)<", signed_once())]
 
 
 @settings(max_examples=30)
-@given(position=st.sampled_from(_TEXTS), digit=st.sampled_from(b"0123456789"))
+@given(
+    position=st.deferred(lambda: st.sampled_from(text_starts())),
+    digit=st.sampled_from(b"0123456789"),
+)
 def test_any_changed_value_is_refused_without_a_trust_store(
     position: int, digit: int, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Every text starting with a digit (measured values, dates, the signature's
     base64 values): changing its first character is refused by a registry with
     no trust store, which registers the document as it was signed."""
-    if _SIGNED[position] == digit:
+    signed = signed_once()
+    if signed[position] == digit:
         digit = ord("1") if digit != ord("1") else ord("2")
-    tampered = _SIGNED[:position] + bytes([digit]) + _SIGNED[position + 1 :]
+    tampered = signed[:position] + bytes([digit]) + signed[position + 1 :]
     documents = reader(tmp_path_factory.mktemp("r"))
     now = datetime.now(UTC)
-    assert documents.statement(_SIGNED, "LAB-1", now).fields["fields"]["document_signature"]
+    assert documents.statement(signed, "LAB-1", now).fields["fields"]["document_signature"]
     with pytest.raises(QILedgerError) as caught:
         documents.statement(tampered, "LAB-1", now)
     assert caught.value.code in ("document_signature_invalid", "schema_invalid", "malformed")
@@ -291,7 +324,7 @@ def test_a_signature_value_that_does_not_verify_is_refused() -> None:
     raw = bytearray(base64.b64decode(value.group(1)))
     raw[10] ^= 0x01
     forged = data.replace(value.group(1), base64.b64encode(bytes(raw)))
-    for anchors in ([], LUTAML_CA):
+    for anchors in ([], lutaml_ca()):
         with pytest.raises(DocumentSignatureError, match="does not verify"):
             dcc_signature.verify_document_signature(forged, anchors, now=NOW)
 

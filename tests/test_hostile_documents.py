@@ -28,12 +28,16 @@ from lxml import etree
 
 from registry.certificates import DocumentReader
 from registry.config import Settings
+from tests.helpers import DCC_SCHEMAS, LUTAML, dcc_schemas, shared_bytes
 from verifier import certification, dcc
 from verifier.errors import MalformedError, QILedgerError, TooLargeError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "dcc"
-SCHEMAS = dcc.DccSchemas(SHARED / "schemas" / "dcc")
-VALID = (SHARED / "examples" / "lutaml-dcc" / "valid.xml").read_bytes()  # DCC 3.3.0
+
+def valid() -> bytes:
+    """The lutaml valid.xml (DCC 3.3.0)."""
+    return shared_bytes(LUTAML / "valid.xml")
+
+
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SHORT = 400
 """Longest refusal message a test accepts: a few quoted words, not the document."""
@@ -72,7 +76,7 @@ def refusal(check: Callable[[], object]) -> QILedgerError | None:
 
 
 def reader(tmp_path: Path) -> DocumentReader:
-    return DocumentReader(Settings(data_dir=tmp_path / "d", dcc_schemas=SHARED / "schemas" / "dcc"))
+    return DocumentReader(Settings(data_dir=tmp_path / "d", dcc_schemas=DCC_SCHEMAS))
 
 
 # --- certification JSON ---------------------------------------------------------------
@@ -186,7 +190,7 @@ def test_a_refusal_never_quotes_much_of_the_document(
 
 def with_comment(content: bytes) -> bytes:
     """valid.xml with a dcc:comment (any content, processed lax) holding ``content``."""
-    return VALID.replace(
+    return valid().replace(
         b"</dcc:measurementResults>",
         b"</dcc:measurementResults><dcc:comment>" + content + b"</dcc:comment>",
         1,
@@ -249,6 +253,7 @@ LIMITS = {
 LONG = {"text", "attribute value", "list item"}  # documents over 1 MiB anyway
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize(
     ("limit", "streamed"),
     [(limit, True) for limit in sorted(LIMITS)]
@@ -263,7 +268,7 @@ def test_each_structural_limit_exactly(limit: str, streamed: bool) -> None:
     assert (len(at_limit) > dcc._SMALL_DOCUMENT) == streamed
     if limit == "nodes":
         assert nodes_of(at_limit) == value
-    for schemas in (None, SCHEMAS):  # dcc:comment takes anything: valid at the limit
+    for schemas in (None, dcc_schemas()):  # dcc:comment takes anything: valid at the limit
         assert dcc.read_dcc(at_limit, schemas).unique_identifier == "1234"
         with pytest.raises(dcc.DccStructureError, match=words) as caught:
             dcc.read_dcc(with_comment(build(value + 1) + padding), schemas)
@@ -272,9 +277,9 @@ def test_each_structural_limit_exactly(limit: str, streamed: bool) -> None:
     if limit == "text":  # but for base64 data and value lists
         for tag in (b"dataBase64", b"EncapsulatedCRLValue"):
             longer = with_comment(text_in(tag, dcc.MAX_TEXT * 2))
-            assert dcc.read_dcc(longer, SCHEMAS).unique_identifier == "1234"
+            assert dcc.read_dcc(longer, dcc_schemas()).unique_identifier == "1234"
         values = text_in(b"valueXMLList", 0).replace(b"></", b">%s</" % (b"1.5 " * dcc.MAX_TEXT))
-        assert dcc.read_dcc(with_comment(values), SCHEMAS).unique_identifier == "1234"
+        assert dcc.read_dcc(with_comment(values), dcc_schemas()).unique_identifier == "1234"
 
 
 @settings(max_examples=300)
@@ -290,7 +295,7 @@ def test_value_list_items_are_measured_exactly(text: str, limit: int) -> None:
 
 
 def with_attributes_on(elements: list[bytes], n: int) -> bytes:
-    data = VALID
+    data = valid()
     for tag in elements:
         data = data.replace(
             b"<" + tag, b"<" + tag + b"".join(b' undeclared_%d="x"' % i for i in range(n)), 1
@@ -298,9 +303,9 @@ def with_attributes_on(elements: list[bytes], n: int) -> bytes:
     return data
 
 
-HOSTILE = {
+HOSTILE: dict[str, Callable[[], bytes]] = {
     # the issue's: undeclared attributes spread over four elements ...
-    "attributes over four elements": with_attributes_on(
+    "attributes over four elements": lambda: with_attributes_on(
         [
             b"dcc:administrativeData",
             b"dcc:coreData",
@@ -310,25 +315,30 @@ HOSTILE = {
         2_000,
     ),
     # ... and 400,000 undeclared elements
-    "400,000 undeclared elements": VALID.replace(
+    "400,000 undeclared elements": lambda: valid().replace(
         b"</dcc:coreData>", b"<undeclared/>" * 400_000 + b"</dcc:coreData>", 1
     ),
-    "comments": VALID.replace(b"</dcc:coreData>", b"<!---->" * 300_000 + b"</dcc:coreData>", 1),
-    "processing instructions": VALID.replace(
+    "comments": lambda: valid().replace(
+        b"</dcc:coreData>", b"<!---->" * 300_000 + b"</dcc:coreData>", 1
+    ),
+    "processing instructions": lambda: valid().replace(
         b"<dcc:coreData>", b"<?p?>" * 300_000 + b"<dcc:coreData>", 1
     ),
-    "a huge identifier": VALID.replace(b">1234<", b">%s<" % (b"9" * 5_000_000), 1),
+    "a huge identifier": lambda: valid().replace(b">1234<", b">%s<" % (b"9" * 5_000_000), 1),
 }
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_trees_are_refused_before_validation(case: str) -> None:
-    for schemas in (None, SCHEMAS):
+    data = HOSTILE[case]()
+    for schemas in (None, dcc_schemas()):
         with pytest.raises(dcc.DccStructureError) as caught:
-            dcc.read_dcc(HOSTILE[case], schemas)
+            dcc.read_dcc(data, schemas)
         assert len(caught.value.message) <= SHORT
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize(
     "tag",
     [
@@ -340,42 +350,51 @@ def test_hostile_trees_are_refused_before_validation(case: str) -> None:
 def test_an_element_too_long_for_its_limits_is_refused_before_it_is_built(tag: bytes) -> None:
     """A start tag over many chunks: refused from its bytes, before the parser has
     built it (the message says so: counted assignments, not attributes)."""
-    data = VALID.replace(b"<dcc:coreData>", tag, 1)
+    data = valid().replace(b"<dcc:coreData>", tag, 1)
     with pytest.raises(dcc.DccStructureError, match="attribute assignments") as caught:
         dcc.read_dcc(data, None)
     assert len(caught.value.message) <= SHORT
 
 
+@pytest.mark.shared
 def test_a_long_text_without_markup_is_not_mistaken_for_a_start_tag() -> None:
     text = b"x = 'y'; " * 60 + b"=" * 100_000 + b"z" * 100_000
     data = with_comment(b"<x>%s</x>" % text)
-    assert dcc.read_dcc(data, SCHEMAS).unique_identifier == "1234"
+    assert dcc.read_dcc(data, dcc_schemas()).unique_identifier == "1234"
 
 
+@pytest.mark.shared
 def test_validation_stops_at_the_first_chunk_with_an_error() -> None:
     """A document whose schema error comes first and whose end is not even XML:
     validation reports the schema error, so it never read that far."""
-    invalid = VALID.replace(b"<dcc:coreData>", b'<dcc:coreData undeclared="1">', 1)
+    invalid = valid().replace(b"<dcc:coreData>", b'<dcc:coreData undeclared="1">', 1)
     truncated = invalid + b"<" * (1024 * 1024)  # well-formedness broken after the root
     with pytest.raises(dcc.DccSchemaError, match="undeclared") as caught:
-        SCHEMAS.validate(truncated, "3.3.0")
+        dcc_schemas().validate(truncated, "3.3.0")
     assert caught.value.code == "schema_invalid"
     with pytest.raises(MalformedError) as parsed:  # parse_xml does read it all
         dcc.parse_xml(truncated)
     assert parsed.value.code == "malformed"
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize(
-    ("data", "schemas"),
+    ("change", "validated"),
     [
-        (VALID.replace(b">1957-08-13</dcc:begin", b">%s</dcc:begin" % (b"x" * 500_000), 1), None),
         (
-            VALID.replace(b">1957-08-13</dcc:begin", b">%s</dcc:begin" % (b"x" * 500_000), 1),
-            SCHEMAS,
+            lambda v: v.replace(b">1957-08-13</dcc:begin", b">%s</dcc:begin" % (b"x" * 500_000), 1),
+            False,
         ),
-        (VALID.replace(b'lang="de"', b'lang="%s"' % (b"d" * 500_000), 1), SCHEMAS),
-        (VALID.replace(b"<dcc:coreData>", b"<%s/><dcc:coreData>" % (b"u" * 40_000), 1), SCHEMAS),
-        (VALID.replace(b'schemaVersion="3.3.0"', b'schemaVersion="%s"' % (b"3" * 500_000)), None),
+        (
+            lambda v: v.replace(b">1957-08-13</dcc:begin", b">%s</dcc:begin" % (b"x" * 500_000), 1),
+            True,
+        ),
+        (lambda v: v.replace(b'lang="de"', b'lang="%s"' % (b"d" * 500_000), 1), True),
+        (lambda v: v.replace(b"<dcc:coreData>", b"<%s/><dcc:coreData>" % (b"u" * 40_000), 1), True),
+        (
+            lambda v: v.replace(b'schemaVersion="3.3.0"', b'schemaVersion="%s"' % (b"3" * 500_000)),
+            False,
+        ),
     ],
     ids=[
         "date-text",
@@ -385,14 +404,20 @@ def test_validation_stops_at_the_first_chunk_with_an_error() -> None:
         "schema-version",
     ],
 )
-def test_no_refusal_quotes_a_long_part_of_the_document(data: bytes, schemas: Any) -> None:
+def test_no_refusal_quotes_a_long_part_of_the_document(
+    change: Callable[[bytes], bytes], validated: bool
+) -> None:
     with pytest.raises(MalformedError) as caught:
-        dcc.read_dcc(data, schemas)
+        dcc.read_dcc(change(valid()), dcc_schemas() if validated else None)
     assert len(caught.value.message) <= 3 * 220 + 100
 
 
-VALID_TEXT = VALID.decode("utf-8")
-DECLARATION_END = VALID_TEXT.index("?>") + 2
+def valid_text() -> str:
+    return valid().decode("utf-8")
+
+
+def declaration_end() -> int:
+    return valid_text().index("?>") + 2
 
 
 def verdict(data: bytes, schemas: Any) -> str:
@@ -403,9 +428,10 @@ def verdict(data: bytes, schemas: Any) -> str:
     return "accepted"
 
 
+@pytest.mark.shared
 @settings(max_examples=150)
 @given(
-    position=st.integers(DECLARATION_END, len(VALID_TEXT)),
+    position=st.deferred(lambda: st.integers(declaration_end(), len(valid_text()))),
     junk=st.text(max_size=20)
     | st.sampled_from(["<", ">", "&", "<!--", "<![CDATA[", "<?", "\x00", "]]>", "&#0;", "é"]),
     cut=st.booleans(),
@@ -415,12 +441,12 @@ def test_a_mangled_dcc_gets_one_verdict_in_utf8_and_utf16(
 ) -> None:
     """Only our errors, with short messages; and the same verdict whatever the
     encoding (before, a UTF-16 DCC was "not XML" whatever it held)."""
-    text = VALID_TEXT[DECLARATION_END:position] + junk
+    text = valid_text()[declaration_end() : position] + junk
     if not cut:
-        text += VALID_TEXT[position:]
+        text += valid_text()[position:]
     utf8 = ('<?xml version="1.0" encoding="UTF-8"?>' + text).encode("utf-8", "surrogatepass")
     utf16 = b"\xff\xfe" + ('<?xml version="1.0" encoding="UTF-16"?>' + text).encode(
         "utf-16-le", "surrogatepass"
     )
-    for schemas in (None, SCHEMAS):
+    for schemas in (None, dcc_schemas()):
         assert verdict(utf8, schemas) == verdict(utf16, schemas)

@@ -20,6 +20,7 @@ from registry.ledger import Ledger
 from registry.sequencer import Refused
 from tests.helpers import (
     BODY_KEY,
+    LUTAML,
     b64key,
     body_add,
     demo_dcc,
@@ -30,7 +31,6 @@ from tests.helpers import (
     submit_with_documents,
 )
 from tests.test_api import (
-    LUTAML,
     Api,
     certification,
     expect_problem,
@@ -435,6 +435,7 @@ def test_a_body_token_is_limited_to_the_issuers_it_accredits(api: Api) -> None:
 # --- 4. another laboratory's document -----------------------------------------------
 
 
+@pytest.mark.shared
 def test_a_lab_cannot_register_another_labs_document(api: Api) -> None:
     """Attack 4: LAB-2 submitted the exact bytes of LAB-1's registered DCC under its
     own id, and the public digest lookup listed it as Active under LAB-2."""
@@ -494,6 +495,7 @@ def test_a_ledger_keyed_by_envelope_is_refused_with_a_clear_message(world: World
 # --- 8/9. the signer is checked before the document is read -------------------------
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize(
     ("signer", "code"),
     [("thief", "key_not_issuer"), ("lab-2", "key_of_other_issuer")],
