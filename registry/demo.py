@@ -14,6 +14,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shlex
+import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -66,6 +69,16 @@ def _attempt(label: str, action: Callable[[], Accepted]) -> None:
         _show(label, action())
     except QILedgerError as exc:
         _show(label, Refused(exc))
+
+
+def _qiledger_command() -> str:
+    """How to run ``qiledger`` from the shell the demo was started in: by its path
+    when it is not on PATH (the quick start runs it from .venv without activating)."""
+    here = Path(sys.executable).with_name("qiledger")
+    on_path = shutil.which("qiledger")
+    if here.exists() and (on_path is None or Path(on_path).resolve() != here.resolve()):
+        return shlex.quote(str(here))
+    return "qiledger"
 
 
 def run_demo(data_dir: Path | None) -> int:
@@ -279,8 +292,8 @@ def run_demo(data_dir: Path | None) -> int:
     )
     print(
         f"\nThe demo ledger stays in {data_dir}; try:\n"
-        f"  qiledger --demo --data-dir {data_dir} --log-key {settings.log_key_file} "
-        f"certificate {LAB}/DCC-2026-0001"
+        f"  {_qiledger_command()} --demo --data-dir {data_dir} "
+        f"--log-key {settings.log_key_file} certificate {LAB}/DCC-2026-0001"
     )
     ledger.close()
     return 0
