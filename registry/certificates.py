@@ -103,11 +103,6 @@ class DocumentReader:
                     f"{what} is {len(part)} bytes; the limit is {limit}"
                 ).with_code("document_too_large")
         media_type = media_type_of(data)
-        if media_type == CERTIFICATION_MEDIA_TYPE and len(data) > certification.MAX_RECORD_SIZE:
-            raise MalformedError(
-                f"a certification certificate (JSON) is {len(data)} bytes; "
-                f"the limit is {certification.MAX_RECORD_SIZE}"
-            ).with_code("document_too_large")
         if (media_type == PDF_MEDIA_TYPE) != (record is not None):
             raise RecordError(
                 "a PDF certificate needs its record (the certificate as JSON, "

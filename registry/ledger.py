@@ -205,18 +205,17 @@ class Ledger:
         """Check a certificate submission as far as it can be before sequencing: its
         signer first (:meth:`check_certificate_signer`), then that the statement is
         exactly what its document calls for (:meth:`check_document`)."""
-        stmt = certificate_statement(envelope)
-        self.check_certificate_signer(self.trust_state(), envelope, stmt)
+        unverified, stmt = certificate_statement(envelope)
+        self.check_certificate_signer(self.trust_state(), unverified, stmt)
         return self.check_document(envelope, stmt, document, record)
 
     def check_certificate_signer(
-        self, state: TrustState, envelope: bytes, stmt: statement.Statement
+        self, state: TrustState, unverified: dsse.UnverifiedEnvelope, stmt: statement.Statement
     ) -> None:
         """The envelope carries one signature, by a key of the issuer the statement
         names and usable now. Checked before the document is read: parsing and
         validating a document costs far more than a signature, so only an issuer's
         own key can make the registry spend that."""
-        unverified = dsse.parse(envelope)
         try:
             signer = trust.signer_of(state, unverified).signed_by
         except UnknownKeyError:
@@ -252,7 +251,7 @@ class Ledger:
         existing = state.certificates.get(stmt["certificate_id"])
         if existing is None or existing.document_sha256 != stmt["document_sha256"]:
             return None
-        self.check_certificate_signer(state, submission.envelope, stmt)
+        self.check_certificate_signer(state, dsse.parse(submission.envelope), stmt)
         first = self.storage.entry(existing.events[0].index)
         size = self.latest_checkpoint().size
         return Accepted(first.index, first.leaf_hash, first.logged_at, True, size)
@@ -332,12 +331,15 @@ class Ledger:
         return self.proofs.consistency(first, second)
 
 
-def certificate_statement(envelope: bytes) -> statement.Statement:
-    """The statement of an envelope that goes with a document (issue/amend)."""
-    stmt = statement.parse(dsse.parse(envelope).payload)
+def certificate_statement(
+    envelope: bytes,
+) -> tuple[dsse.UnverifiedEnvelope, statement.Statement]:
+    """An envelope that goes with a document, and its statement (issue/amend)."""
+    unverified = dsse.parse(envelope)
+    stmt = statement.parse(unverified.payload)
     if stmt.type not in DOCUMENT_TYPES:
         raise MalformedError(f"a document goes with certificate.issue/amend, not {stmt.type}")
-    return stmt
+    return unverified, stmt
 
 
 def plain_statement(envelope: bytes) -> statement.Statement:

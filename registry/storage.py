@@ -118,19 +118,27 @@ class SqlStorage:
     def logged_statements(
         self, conn: Connection, statement_hashes: Collection[bytes]
     ) -> dict[bytes, tuple[int, Hash, str]]:
-        """Index, leaf hash and logged_at of those envelopes already in the log."""
-        found: dict[bytes, tuple[int, Hash, str]] = {}
-        wanted = list(statement_hashes)
+        """Index, leaf hash and logged_at of those statements already in the log."""
+        rows = self._rows_where_in(
+            conn,
+            "SELECT statement_hash, idx, leaf_hash, logged_at FROM entries",
+            "statement_hash",
+            statement_hashes,
+        )
+        return {bytes(h): (i, Hash(bytes(leaf)), t) for h, i, leaf, t in rows}
+
+    def _rows_where_in(
+        self, conn: Connection, select: str, column: str, values: Collection[Any]
+    ) -> Iterator[Any]:
+        """Rows of ``select`` whose ``column`` is one of ``values``, 500 at a time
+        (bounded statement size on both engines)."""
+        wanted = list(values)
         p = self.db.placeholder
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            rows = conn.exec_driver_sql(
-                f"SELECT statement_hash, idx, leaf_hash, logged_at FROM entries "
-                f"WHERE statement_hash IN ({','.join([p] * len(chunk))})",
-                tuple(chunk),
+            yield from conn.exec_driver_sql(
+                f"{select} WHERE {column} IN ({','.join([p] * len(chunk))})", tuple(chunk)
             )
-            found.update((bytes(h), (i, Hash(bytes(leaf)), t)) for h, i, leaf, t in rows)
-        return found
 
     def append(
         self,
@@ -365,18 +373,9 @@ class SqlStorage:
 
     def stored_document_digests(self, digests: Collection[str]) -> set[str]:
         """Those of ``digests`` under which a document is stored."""
-        wanted = list(digests)
-        found: set[str] = set()
-        p = self.db.placeholder
         with self.db.read() as conn:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                rows = conn.exec_driver_sql(
-                    f"SELECT digest FROM documents WHERE digest IN ({','.join([p] * len(chunk))})",
-                    tuple(chunk),
-                )
-                found.update(row[0] for row in rows)
-        return found
+            rows = self._rows_where_in(conn, "SELECT digest FROM documents", "digest", digests)
+            return {row[0] for row in rows}
 
     def iter_documents(self, batch: int = 50) -> Iterator[StoredDocument]:
         """Every stored document, a few at a time (they can be 20 MiB each)."""

@@ -8,11 +8,15 @@ import functools
 import hashlib
 import json
 import os
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from registry.ledger import Ledger
@@ -238,3 +242,56 @@ def accredit(ledger: Ledger, issuer: str, keys: list[SigningKey]) -> None:
     if BODY_ID not in state.bodies:
         ledger.sequencer.submit(envelope_bytes(body_add(), ledger.load_log_key().key))
     ledger.sequencer.submit(envelope_bytes(grant(issuer, keys), BODY_KEY))
+
+
+def certification_fields(number: str = "QMS-1", **changes: Any) -> dict[str, Any]:
+    """A valid certification certificate (IAF CertSearch JSON) of CB-1."""
+    doc: dict[str, Any] = {
+        "certificate_number": number,
+        "certified_entity": {
+            "name": "Example Valves Co., Ltd.",
+            "country": "CN",
+            "sites": [{"address": "1 Example Road, Ningbo", "country": "CN"}],
+        },
+        "scope": "Design and manufacture of industrial valves",
+        "standard": "ISO 9001:2015",
+        "scheme": "management_system",
+        "certification_body": {"id": "CB-1", "name": "Example Certification Center"},
+        "accreditation_body": {"id": "CNAS", "accreditation_number": "CNAS C001-M"},
+        "original_issue_date": "2020-01-01",
+        "issue_date": "2026-01-01",
+        "expiry_date": "2028-12-31",
+        "status": "Active",
+    }
+    doc.update(changes)
+    return doc
+
+
+# --- served registries ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout: float = 60,
+    log_file: Path | None = None,
+) -> None:
+    """Wait until ``qiledger serve`` at ``url`` answers /healthz; fail if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            logged = f": {log_file.read_text()}" if log_file is not None else ""
+            raise AssertionError(f"server exited with {process.returncode}{logged}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not become healthy")

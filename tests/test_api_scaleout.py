@@ -11,10 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +25,7 @@ from registry.fsck import fsck
 from registry.ledger import Ledger
 from registry.tokens import TokenStore
 from tests.conftest import make_ledger
-from tests.helpers import demo_dcc, envelope_bytes, key_from
+from tests.helpers import demo_dcc, envelope_bytes, free_port, key_from, wait_healthy
 from verifier import checkpoint, merkle
 from verifier.entry import format_time
 
@@ -36,26 +34,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 DEMO_DCC = demo_dcc()
 SERVERS = 3
 SUBMISSIONS = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not become healthy")
 
 
 @pytest.fixture
@@ -69,14 +47,14 @@ def servers(postgres_url: str, tmp_path: Path) -> Iterator[tuple[Settings, str, 
     urls: list[str] = []
     try:
         for _ in range(SERVERS):
-            port = _free_port()
+            port = free_port()
             command = [sys.executable, "-m", "registry", "--data-dir", str(settings.data_dir)]
             command += ["--database-url", postgres_url, "serve", "--port", str(port)]
             command += ["--workers", "1", "--log-level", "warning"]
             processes.append(subprocess.Popen(command, env=env))
             urls.append(f"http://127.0.0.1:{port}")
         for url, process in zip(urls, processes, strict=True):
-            _wait_healthy(url, process)
+            wait_healthy(url, process)
         yield settings, token, urls
     finally:
         for process in processes:

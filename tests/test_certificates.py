@@ -26,6 +26,7 @@ from tests.helpers import (
     DCC_SCHEMAS,
     LUTAML,
     body_add,
+    certification_fields,
     envelope_bytes,
     grant,
     key_from,
@@ -37,26 +38,7 @@ from verifier.keys import SigningKey
 LAB, CB = key_from("lab-1"), key_from("cb-1")
 
 
-def certification(number: str = "QMS-1", **changes: Any) -> dict[str, Any]:
-    doc = {
-        "certificate_number": number,
-        "certified_entity": {
-            "name": "Example Valves Co., Ltd.",
-            "country": "CN",
-            "sites": [{"address": "1 Example Road, Ningbo", "country": "CN"}],
-        },
-        "scope": "Design and manufacture of industrial valves",
-        "standard": "ISO 9001:2015",
-        "scheme": "management_system",
-        "certification_body": {"id": "CB-1", "name": "Example Certification Center"},
-        "accreditation_body": {"id": "CNAS", "accreditation_number": "CNAS C001-M"},
-        "original_issue_date": "2020-01-01",
-        "issue_date": "2026-01-01",
-        "expiry_date": "2028-12-31",
-        "status": "Active",
-    }
-    doc.update(changes)
-    return doc
+certification = certification_fields
 
 
 def as_bytes(doc: dict[str, Any]) -> bytes:

@@ -28,7 +28,7 @@ from lxml import etree
 
 from registry.certificates import DocumentReader
 from registry.config import Settings
-from tests.helpers import DCC_SCHEMAS, LUTAML, dcc_schemas, shared_bytes
+from tests.helpers import DCC_SCHEMAS, LUTAML, certification_fields, dcc_schemas, shared_bytes
 from verifier import certification, dcc
 from verifier.errors import MalformedError, QILedgerError, TooLargeError
 
@@ -43,27 +43,9 @@ SHORT = 400
 """Longest refusal message a test accepts: a few quoted words, not the document."""
 
 
-def certification_doc(**changes: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "certificate_number": "QMS-1",
-        "certified_entity": {"name": "Example Valves Co., Ltd.", "country": "CN"},
-        "scope": "Design and manufacture of industrial valves",
-        "standard": "ISO 9001:2015",
-        "scheme": "management_system",
-        "certification_body": {"id": "CB-1", "name": "Example Certification Center"},
-        "accreditation_body": {"id": "CNAS"},
-        "original_issue_date": "2020-01-01",
-        "issue_date": "2026-01-01",
-        "expiry_date": "2028-12-31",
-        "status": "Active",
-    }
-    doc.update(changes)
-    return doc
-
-
 def with_sites(n: int) -> bytes:
     entity = {"name": "Example", "country": "CN", "sites": [{}] * n}
-    return json.dumps(certification_doc(certified_entity=entity), separators=(",", ":")).encode()
+    return json.dumps(certification_fields(certified_entity=entity), separators=(",", ":")).encode()
 
 
 def refusal(check: Callable[[], object]) -> QILedgerError | None:
@@ -138,7 +120,7 @@ def test_every_string_array_and_object_of_the_published_schema_is_bounded() -> N
     assert _bounded(certification.schema()) == []
     # maxProperties never hides the clearer additionalProperties error.
     with pytest.raises(certification.CertificationSchemaError, match="Additional properties"):
-        certification.read_certification(json.dumps(certification_doc(extra=1)).encode())
+        certification.read_certification(json.dumps(certification_fields(extra=1)).encode())
 
 
 json_values = st.recursive(
@@ -174,7 +156,7 @@ FIELD_PATHS = [
 def test_a_refusal_never_quotes_much_of_the_document(
     path: tuple[str, ...], value: Any, repeat: int
 ) -> None:
-    doc = certification_doc()
+    doc = certification_fields()
     target = doc
     for key in path[:-1]:
         target = target[key]

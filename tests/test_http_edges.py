@@ -11,7 +11,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from registry.config import Settings
 from registry.ledger import Ledger
 from registry.tokens import TokenStore
 from tests.conftest import make_ledger
-from tests.helpers import demo_dcc, key_from
+from tests.helpers import demo_dcc, free_port, key_from, wait_healthy
 from verifier import dsse, jcs, statement
 from verifier.entry import format_time
 
@@ -51,12 +50,6 @@ def bearer(token: str) -> dict[str, str]:
 # --- a real server ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Server:
     url: str
@@ -66,7 +59,7 @@ class Server:
 
     @classmethod
     def start(cls, settings: Settings, log_file: Path) -> Server:
-        port = _free_port()
+        port = free_port()
         command = [sys.executable, "-m", "registry", "--data-dir", str(settings.data_dir)]
         command += ["serve", "--port", str(port), "--workers", "1"]
         with log_file.open("wb") as log:  # the child keeps its own descriptor
@@ -74,21 +67,8 @@ class Server:
                 command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
             )
         server = cls(f"http://127.0.0.1:{port}", port, process, log_file)
-        server._wait_healthy()
+        wait_healthy(server.url, process, log_file=log_file)
         return server
-
-    def _wait_healthy(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited: {self.log_file.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"{self.url} did not become healthy")
 
     def stop(self) -> str:
         """Shut down gracefully (uvicorn finishes every request it is handling

@@ -28,7 +28,7 @@ from registry.config import Settings
 from registry.errors import IntegrityError, NotFoundError
 from registry.ledger import Ledger
 from registry.sequencer import Accepted
-from tests.helpers import envelope_bytes, issue_statement, submit_with_documents
+from tests.helpers import envelope_bytes, free_port, issue_statement, submit_with_documents
 from verifier import checkpoint, merkle
 from verifier import entry as entry_mod
 from verifier.entry import GENESIS_PREV
@@ -217,18 +217,12 @@ def test_tile_reads_refuse_beyond_the_checkpoint(ledger: Ledger) -> None:
 # --- qiledger tiles --out DIR, served as static files --------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def static_server(tmp_path: Path) -> Iterator[tuple[Path, Callable[[str], bytes]]]:
     """``python -m http.server`` over an empty directory, and a fetch for it."""
     out = tmp_path / "public"
     out.mkdir()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,

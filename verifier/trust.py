@@ -507,8 +507,7 @@ class TrustState:
                     f"this document is already registered by issuer {other.issuer_id} "
                     f"as {other_id}",
                 )
-        fields = stmt.get("fields") or {}
-        code = fields.get("laboratory_code") if isinstance(fields, dict) else None
+        code = stmt.get("fields", {}).get("laboratory_code")  # fields: a JSON object
         if code is None:
             return
         names = {issuer.issuer_id, *(number for _, number in issuer.accreditations)}
@@ -616,9 +615,7 @@ class TrustState:
 
 
 def _laboratory(stmt: Statement) -> tuple[str, str] | None:
-    fields = stmt.get("fields")
-    if not isinstance(fields, dict):
-        return None
+    fields = stmt.get("fields", {})  # a JSON object (statement.validate)
     name, code = fields.get("laboratory"), fields.get("laboratory_code")
     if not isinstance(name, str) and not isinstance(code, str):
         return None

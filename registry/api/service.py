@@ -32,7 +32,7 @@ from registry.rate_limit import RateLimiter
 from registry.sequencer import Accepted, Outcome
 from registry.storage import StoredDocument
 from registry.tokens import TokenHolder, TokenStore
-from verifier import mark, statement, trust
+from verifier import dsse, mark, statement, trust
 from verifier.encoding import b64encode
 from verifier.errors import QILedgerError
 from verifier.trust import TrustState
@@ -103,12 +103,12 @@ class RegistryService:
         """A certificate submission allowed for this token, signed by a usable key of
         its issuer, and exactly what its document calls for — checked in that
         order, so a document is read only for a caller who may submit it."""
-        stmt = certificate_statement(envelope)
+        unverified, stmt = certificate_statement(envelope)
         authorize(holder, stmt)
-        self._check_signer(envelope, stmt)
+        self._check_signer(unverified, stmt)
         return self.ledger.check_document(envelope, stmt, document, record)
 
-    def _check_signer(self, envelope: bytes, stmt: statement.Statement) -> None:
+    def _check_signer(self, unverified: dsse.UnverifiedEnvelope, stmt: statement.Statement) -> None:
         """The signer check before a document is read, first without the state
         lock: a batch holds it for its whole commit, and waiting there would keep
         every upload from being read while the batch syncs to disk. The check only
@@ -117,12 +117,12 @@ class RegistryService:
         that is behind the log (another process appended), so it is made again on
         the caught-up state before it is final."""
         try:
-            self.ledger.check_certificate_signer(self.ledger.policy.state, envelope, stmt)
+            self.ledger.check_certificate_signer(self.ledger.policy.state, unverified, stmt)
             return
         except QILedgerError:
             pass
         with self.trust_state() as state:
-            self.ledger.check_certificate_signer(state, envelope, stmt)
+            self.ledger.check_certificate_signer(state, unverified, stmt)
 
     def enqueue_certificate(self, submission: CertificateSubmission) -> Future[Outcome]:
         """Queue a checked submission; the future resolves once it is durable (or
