@@ -93,9 +93,10 @@ from ingest import (  # noqa: E402
     wait_idle,
 )
 
-from registry.certificates import DocumentReader  # noqa: E402
 from registry.config import Settings  # noqa: E402
-from registry.tokens import TokenStore  # noqa: E402
+from registry.demo import DEMO_DOCUMENTS  # noqa: E402
+from registry.documents.intake import DocumentReader  # noqa: E402
+from registry.storage.tokens import TokenStore  # noqa: E402
 from verifier.entry import format_time  # noqa: E402
 from verifier.errors import QILedgerError  # noqa: E402
 
@@ -104,7 +105,7 @@ TARGET_EXTRA_MB = 200.0
 TARGET_HEALTHZ_P99_MS = 100.0
 SCHEMAS = SHARED / "schemas" / "dcc"
 VALID = (SHARED / "examples" / "lutaml-dcc" / "valid.xml").read_bytes()
-DEMO_JSON = REPO / "registry" / "demo_documents" / "demo-certification.json"
+DEMO_JSON = DEMO_DOCUMENTS / "demo-certification.json"
 CB = "BENCH-CB-0"
 LAB = "BENCH-LAB-0"
 LAB_KEY = 100  # ingest.signer_key index of the laboratory's key

@@ -12,7 +12,7 @@ What it does (see bench/README.md):
    accredits ``--issuers`` certification bodies (``covers: management_system``),
    one Ed25519 key each, and one ``issuer`` API token per certification body;
 2. pre-signs, before any timing, ``certificate.issue`` statements for distinct
-   copies of ``registry/demo_documents/demo-certification.json`` (certificate
+   copies of ``registry/demo/documents/demo-certification.json`` (certificate
    number and certification body changed per copy): each statement is what
    ``ledger.documents.statement`` derives from its document, as the server
    re-derives and compares it;
@@ -129,12 +129,13 @@ else:
 
     from registry.api.routes.certificates import get_certificate
     from registry.config import Settings
+    from registry.demo import DEMO_DOCUMENTS
     from registry.ledger import Ledger
-    from registry.tokens import TokenStore
+    from registry.storage.tokens import TokenStore
     from verifier.entry import format_time
 
 REPO = Path(__file__).resolve().parent.parent
-TEMPLATE = REPO / "registry" / "demo_documents" / "demo-certification.json"
+TEMPLATE = DEMO_DOCUMENTS / "demo-certification.json"
 HOST = "127.0.0.1"
 TARGET_READ_RATE = 3000
 TARGET_READ_P99_MS = 20.0

@@ -57,7 +57,7 @@ from registry.config import Settings
 from registry.fsck import fsck
 from registry.ledger import Ledger
 from registry.sequencer import Accepted, Refused, Sequencer
-from registry.storage import StoredDocument
+from registry.storage.sql_log import StoredDocument
 from verifier import dsse, entry, jcs, merkle, statement
 from verifier.entry import format_time
 from verifier.keys import SigningKey

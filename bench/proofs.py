@@ -57,7 +57,7 @@ from pymerkle import __version__ as pymerkle_version
 from registry.config import Settings
 from registry.ledger import Ledger
 from registry.proofs import ProofBuilder
-from registry.storage import SqlStorage
+from registry.storage.sql_log import SqlStorage
 from verifier import merkle
 from verifier.errors import QILedgerError
 

@@ -36,9 +36,10 @@ from ingest import presign, print_machine, submit_all
 from proofs import SIGNERS, build_ledger
 from sqlalchemy import delete
 
-from registry import tables, trust_snapshot
 from registry.config import Settings
 from registry.ledger import Ledger
+from registry.storage import snapshots as trust_snapshot
+from registry.storage import tables
 from verifier import trust
 
 NEVER = 1 << 62

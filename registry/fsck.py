@@ -30,12 +30,12 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from registry import trust_snapshot
 from registry.errors import IntegrityError
 from registry.ledger import Ledger
 from registry.sequencer import DOCUMENT_TYPES
-from registry.storage import StoredCheckpoint, StoredEntry
-from registry.trust_snapshot import StoredSnapshot
+from registry.storage import snapshots as trust_snapshot
+from registry.storage.snapshots import StoredSnapshot
+from registry.storage.sql_log import StoredCheckpoint, StoredEntry
 from verifier import checkpoint, entry, merkle, statement, trust
 from verifier.errors import QILedgerError
 from verifier.merkle import Hash, Node

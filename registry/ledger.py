@@ -12,17 +12,18 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from registry import keyfile, tables
-from registry.certificates import DocumentReader
 from registry.config import Settings
-from registry.database import Database
-from registry.demo_keys import DEMO_KEY_IDS
+from registry.documents.intake import DocumentReader
 from registry.errors import ConfigError, NotFoundError
-from registry.log_signer import LogSigner
+from registry.keys import keyfile
+from registry.keys.demo_keys import DEMO_KEY_IDS
+from registry.keys.log_signer import LogSigner
 from registry.policy import TrustChainPolicy
 from registry.proofs import ProofBuilder
 from registry.sequencer import DOCUMENT_TYPES, Accepted, Outcome, Refused, Sequencer, utc_now
-from registry.storage import SqlStorage, StoredCheckpoint, StoredDocument
+from registry.storage import tables
+from registry.storage.database import Database
+from registry.storage.sql_log import SqlStorage, StoredCheckpoint, StoredDocument
 from verifier import checkpoint, dsse, jcs, merkle, statement, trust
 from verifier.entry import format_time
 from verifier.errors import MalformedError, QILedgerError, UnknownKeyError

@@ -27,9 +27,10 @@ from typing import Protocol
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from registry import long_lived, trust_snapshot
+from registry import long_lived
 from registry.errors import StorageError, database_error_detail
-from registry.storage import SqlStorage
+from registry.storage import snapshots as trust_snapshot
+from registry.storage.sql_log import SqlStorage
 from verifier import trust
 from verifier.dsse import VerifiedEnvelope
 from verifier.entry import format_time

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from registry.errors import NotFoundError
-from registry.storage import LogStorage
+from registry.storage.sql_log import LogStorage
 from verifier import merkle
 from verifier.merkle import Hash
 

@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from registry.database import Database
-from registry.log_signer import LogSigner
+from registry.keys.log_signer import LogSigner
 from registry.policy import TrustPolicy
-from registry.storage import LogStorage, StoredCheckpoint, StoredDocument, StoredEntry
+from registry.storage.database import Database
+from registry.storage.sql_log import LogStorage, StoredCheckpoint, StoredDocument, StoredEntry
 from registry.verify_pool import VerifyWorker, WorkerLost
 from verifier import dsse, entry, merkle, statement
 from verifier.errors import MalformedError, QILedgerError, UnknownKeyError

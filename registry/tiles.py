@@ -6,7 +6,7 @@ Example::
     qiledger --data-dir ./data tiles --out /srv/log   # then serve /srv/log as files
 
 A hash tile is one key-range read of ``tree_nodes`` (the nodes of a tile are
-consecutive ids, see :mod:`registry.tree_nodes`); an entry bundle is one range
+consecutive ids, see :mod:`registry.storage.node_keys`); an entry bundle is one range
 read of ``entries``. Only what the latest signed checkpoint covers is served.
 """
 
@@ -22,14 +22,14 @@ from typing import Protocol
 
 from registry.errors import IntegrityError, NotFoundError
 from registry.ledger import Ledger
-from registry.storage import StoredCheckpoint
+from registry.storage.sql_log import StoredCheckpoint
 from verifier import tiles
 from verifier.errors import QILedgerError
 from verifier.tiles import Bundle, Tile
 
 
 class TileSource(Protocol):
-    """What tiles are read from (:class:`registry.storage.SqlStorage` is one)."""
+    """What tiles are read from (:class:`registry.storage.sql_log.SqlStorage` is one)."""
 
     def latest_checkpoint(self) -> StoredCheckpoint: ...
     def node_range(self, level: int, start: int, end: int) -> list[bytes]: ...

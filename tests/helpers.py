@@ -19,9 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
+from registry.demo import DEMO_DOCUMENTS
 from registry.ledger import Ledger
 from registry.sequencer import DOCUMENT_TYPES, Accepted, Outcome, Refused, Sequencer
-from registry.storage import StoredDocument
+from registry.storage.sql_log import StoredDocument
 from verifier import dcc, dsse, jcs, statement
 from verifier.entry import format_time
 from verifier.errors import QILedgerError
@@ -101,7 +102,6 @@ def shared_params(values: Callable[[], Iterable[Any]]) -> list[Any]:
     return [pytest.param(None, id="shared-missing", marks=pytest.mark.shared)]
 
 
-DEMO_DOCUMENTS = Path(__file__).resolve().parents[1] / "registry" / "demo_documents"
 DEMO_LABORATORY_CODE = b"CNAS-DEMO-L0001"
 """The demo DCCs' calibrationLaboratoryCode: the demo laboratory's accreditation."""
 

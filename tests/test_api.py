@@ -17,7 +17,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,16 +25,16 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-import registry
 from registry.api.app import create_app
 from registry.api.limits import CERTIFICATE_REQUEST_LIMIT, OTHER_REQUEST_LIMIT
 from registry.api.routes import certificates, issuers, log, schemas, statements, tiles
 from registry.api.service import RegistryService, ServiceOptions
 from registry.config import Settings
+from registry.demo import DEMO_DOCUMENTS
 from registry.fsck import fsck
 from registry.ledger import Ledger
 from registry.sequencer import Accepted
-from registry.tokens import TokenStore
+from registry.storage.tokens import TokenStore
 from tests.conftest import make_ledger
 from tests.helpers import (
     BODY_KEY,
@@ -54,7 +53,7 @@ from verifier.encoding import b64decode, b64encode
 from verifier.errors import SignatureError
 from verifier.keys import SigningKey
 
-DEMO = Path(registry.__file__).parent / "demo_documents"
+DEMO = DEMO_DOCUMENTS
 DEMO_DCC = demo_dcc()
 DEMO_DCC_ID = "LAB-1/DCC-2026-0001"
 # The same certificate id, other bytes: a trailing comment keeps the XML valid.

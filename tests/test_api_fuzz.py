@@ -20,7 +20,7 @@ from schemathesis.checks import not_a_server_error
 from registry.api.app import create_app
 from registry.api.service import ServiceOptions
 from registry.config import Settings
-from registry.tokens import TokenStore
+from registry.storage.tokens import TokenStore
 from tests.conftest import make_ledger
 from tests.helpers import demo_dcc, key_from
 

@@ -23,7 +23,7 @@ import pytest
 from registry.config import Settings
 from registry.fsck import fsck
 from registry.ledger import Ledger
-from registry.tokens import TokenStore
+from registry.storage.tokens import TokenStore
 from tests.conftest import make_ledger
 from tests.helpers import demo_dcc, envelope_bytes, free_port, key_from, wait_healthy
 from verifier import checkpoint, merkle

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from registry.certificates import DocumentReader
 from registry.config import Settings
+from registry.documents.intake import DocumentReader
 from registry.ledger import Ledger
 from registry.sequencer import Accepted, Refused
 from tests.conftest import TEST_ORIGIN

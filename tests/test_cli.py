@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from registry import keyfile
-from registry.cli import main as qiledger
+from registry.cli.main import main as qiledger
+from registry.demo import DEMO_DOCUMENTS
+from registry.keys import keyfile
 from tests.helpers import LUTAML, SIGNED_AT, b64key, envelope_bytes, key_from
 from verifier import checkpoint, merkle
 from verifier import proof as tlog_proof
@@ -96,9 +97,6 @@ def key_add(n: int) -> dict[str, object]:
         "signed_at": SIGNED_AT,
         "public_key": b64key(key_from(f"extra-{n}")),
     }
-
-
-DEMO_DOCUMENTS = Path(keyfile.__file__).parent / "demo_documents"
 
 
 def test_full_cycle(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,9 +37,9 @@ from typing import Any
 import pytest
 
 from registry.config import Settings
-from registry.database import SEQUENCER_LOCK_KEY
 from registry.fsck import fsck
 from registry.ledger import Ledger
+from registry.storage.database import SEQUENCER_LOCK_KEY
 from tests.conftest import make_ledger
 from tests.helpers import SIGNED_AT, envelope_bytes, issue_statement, key_from
 from verifier import entry, merkle
@@ -60,7 +60,7 @@ from pathlib import Path
 from sqlalchemy import event
 
 from registry.config import Settings
-from registry.database import SEQUENCER_LOCK_KEY
+from registry.storage.database import SEQUENCER_LOCK_KEY
 from registry.ledger import Ledger
 from registry.sequencer import Accepted
 from tests.helpers import envelope_bytes, issue_statement, key_from, submit_with_documents

@@ -24,8 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from registry.certificates import DCC_MEDIA_TYPE, DocumentReader, media_type_of
 from registry.config import Settings
+from registry.demo import DEMO_DOCUMENTS
+from registry.documents.intake import DCC_MEDIA_TYPE, DocumentReader, media_type_of
 from tests.helpers import (
     DCC_EXAMPLES,
     DCC_SCHEMAS,
@@ -50,7 +51,7 @@ def examples() -> list[Path]:
 
 
 EXAMPLES = shared_params(examples)
-DEMO = Path(__file__).resolve().parents[1] / "registry" / "demo_documents"
+DEMO = DEMO_DOCUMENTS
 NS = {"dcc": dcc.DCC_NS, "ds": dcc.DS_NS}
 # The lutaml test certificate is valid 2026-01-06 .. 2027-01-06 (XMLDSig is
 # checked at "now"); XAdES signatures are checked at their signing time.

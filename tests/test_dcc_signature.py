@@ -179,7 +179,7 @@ def test_registry_records_good_signatures_and_refuses_bad_ones(ledger: Ledger) -
 
 
 def reader(tmp_path: Path, store: Path | None = None) -> Any:
-    from registry.certificates import DocumentReader
+    from registry.documents.intake import DocumentReader
 
     settings = replace(Settings(data_dir=tmp_path / "d"), dcc_schemas=DCC_SCHEMAS)
     return DocumentReader(replace(settings, dcc_trust_store=store))

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from registry import keyfile
-from registry.cli import main as qiledger
+from registry.cli.main import main as qiledger
 from registry.config import Settings
-from registry.demo_keys import DEMO_KEY_IDS, DEMO_KEYS_DIR
 from registry.errors import ConfigError, KeyFileError
+from registry.keys import keyfile
+from registry.keys.demo_keys import DEMO_KEY_IDS, DEMO_KEYS_DIR
 from registry.ledger import Ledger
 from tests.helpers import DEMO_DOCUMENTS
 

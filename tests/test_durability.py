@@ -1,6 +1,6 @@
 """The durability settings a write relies on, read back from the database itself.
 
-registry/database.py promises that a write is durable when ``Database.write``
+registry/storage/database.py promises that a write is durable when ``Database.write``
 returns: SQLite in WAL mode with ``synchronous=FULL`` on every connection the
 registry opens (``synchronous`` is per connection, so each engine's connections
 are checked, not just the file), and PostgreSQL committing synchronously with

@@ -26,8 +26,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from registry.certificates import DocumentReader
 from registry.config import Settings
+from registry.documents.intake import DocumentReader
 from tests.helpers import DCC_SCHEMAS, LUTAML, certification_fields, dcc_schemas, shared_bytes
 from verifier import certification, dcc
 from verifier.errors import MalformedError, QILedgerError, TooLargeError

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from registry.api.app import ROUTERS, create_app
 from registry.config import Settings
 from registry.ledger import Ledger
-from registry.tokens import TokenStore
+from registry.storage.tokens import TokenStore
 from tests.conftest import make_ledger
 from tests.helpers import demo_dcc, free_port, key_from, wait_healthy
 from verifier import dsse, jcs, statement

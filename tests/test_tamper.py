@@ -24,14 +24,15 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from registry import cli, tables
+from registry.cli import main as cli
 from registry.config import Settings
-from registry.database import Database
 from registry.errors import IntegrityError
 from registry.fsck import fsck
 from registry.ledger import Ledger
-from registry.storage import StoredDocument
-from registry.tree_nodes import node_id
+from registry.storage import tables
+from registry.storage.database import Database
+from registry.storage.node_keys import node_id
+from registry.storage.sql_log import StoredDocument
 from tests.conftest import make_ledger
 from tests.helpers import documents_for, envelope_bytes, issue_statement, key_from
 from verifier import merkle

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from registry import tiles as registry_tiles
 from registry.api.app import create_app
-from registry.cli import main as qiledger
+from registry.cli.main import main as qiledger
 from registry.config import Settings
 from registry.errors import IntegrityError, NotFoundError
 from registry.ledger import Ledger

@@ -6,7 +6,7 @@ import pytest
 
 from registry.errors import NotFoundError
 from registry.ledger import Ledger
-from registry.tokens import AuthenticationError, TokenStore
+from registry.storage.tokens import AuthenticationError, TokenStore
 from verifier.errors import MalformedError
 
 

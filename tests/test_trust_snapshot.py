@@ -1,4 +1,4 @@
-"""Trust-state snapshots (``registry.trust_snapshot``): a snapshot holds exactly
+"""Trust-state snapshots (``registry.storage.snapshots``): a snapshot holds exactly
 the replayed state, a restart replays only what follows it, and a damaged,
 foreign or stale snapshot is never used (the state is replayed from entry 0)
 while ``fsck`` names it."""
@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, insert
 
-from registry import long_lived, tables, trust_snapshot
+from registry import long_lived
 from registry.config import Settings
 from registry.errors import IntegrityError
 from registry.fsck import fsck
 from registry.ledger import Ledger
 from registry.sequencer import Accepted
+from registry.storage import snapshots as trust_snapshot
+from registry.storage import tables
 from tests.conftest import TEST_ORIGIN
 from tests.helpers import (
     BODY_KEY,

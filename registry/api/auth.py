@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from registry.api.service import ForbiddenError, RegistryService
-from registry.tokens import AuthenticationError, TokenHolder
+from registry.storage.tokens import AuthenticationError, TokenHolder
 
 _bearer = HTTPBearer(auto_error=False, description="qiledger token create ...")
 

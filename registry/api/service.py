@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from registry.api.rate_limit import RateLimiter
 from registry.api.submissions import SubmissionQueue
 from registry.errors import NotFoundError
 from registry.ledger import (
@@ -28,10 +29,9 @@ from registry.ledger import (
     certificate_statement,
     plain_statement,
 )
-from registry.rate_limit import RateLimiter
 from registry.sequencer import Accepted, Outcome
-from registry.storage import StoredDocument
-from registry.tokens import TokenHolder, TokenStore
+from registry.storage.sql_log import StoredDocument
+from registry.storage.tokens import TokenHolder, TokenStore
 from verifier import dsse, mark, statement, trust
 from verifier.encoding import b64encode
 from verifier.errors import QILedgerError

@@ -22,7 +22,7 @@ from registry.api.outcomes import decided
 from registry.api.service import ForbiddenError, RegistryService
 from registry.reports import certificate_report, issuer_report
 from registry.sequencer import Accepted
-from registry.tokens import TokenHolder
+from registry.storage.tokens import TokenHolder
 from verifier import dsse, statement
 from verifier.encoding import b64encode
 from verifier.trust import TrustState

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from registry.api.auth import Service, require
 from registry.api.outcomes import settled
-from registry.tokens import TokenHolder
+from registry.storage.tokens import TokenHolder
 
 router = APIRouter(prefix="/api/v1/statements", tags=["write"])
 

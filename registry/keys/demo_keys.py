@@ -11,7 +11,7 @@ from pathlib import Path
 
 from verifier.keys import KeyId
 
-DEMO_KEYS_DIR = Path(__file__).resolve().parent.parent / "keys.example"
+DEMO_KEYS_DIR = Path(__file__).resolve().parents[2] / "keys.example"
 
 DEMO_KEY_IDS: dict[KeyId, str] = {
     KeyId("8d35773ace6a6b8fa65566928448479ec358a44211ffb90c28b7e62411ff2e94"): "accreditation-body",

@@ -9,10 +9,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from registry import keyfile
-from registry.cli_output import Output
+from registry.cli.output import Output
 from registry.config import Settings
 from registry.errors import NotFoundError
+from registry.keys import keyfile
 from registry.ledger import Ledger
 from registry.reports import certificate_report
 from verifier.dcc import MAX_DOCUMENT_SIZE

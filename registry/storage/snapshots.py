@@ -41,9 +41,9 @@ from sqlalchemy import delete, func, insert, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
-from registry import tables
-from registry.database import Database
 from registry.long_lived import collector_paused
+from registry.storage import tables
+from registry.storage.database import Database
 from verifier import entry, trust
 from verifier.encoding import b64decode, b64encode
 from verifier.errors import MalformedError, QILedgerError

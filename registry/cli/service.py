@@ -8,11 +8,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from registry.cli_output import Output
+from registry.cli.output import Output
 from registry.config import Settings
 from registry.errors import ConfigError
 from registry.ledger import Ledger
-from registry.tokens import TokenStore
+from registry.storage.tokens import TokenStore
 
 
 def _settings(args: argparse.Namespace) -> Settings:

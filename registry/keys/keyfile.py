@@ -15,8 +15,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from registry.demo_keys import DEMO_KEY_IDS
 from registry.errors import KeyFileError
+from registry.keys.demo_keys import DEMO_KEY_IDS
 from verifier.errors import MalformedError
 from verifier.keys import PublicKey, SigningKey
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from registry import keyfile
-from registry.cli_output import Output
+from registry.cli.output import Output
 from registry.config import Settings
 from registry.errors import NotFoundError
+from registry.keys import keyfile
 from registry.ledger import Ledger
 from registry.reports import issuer_report
 from verifier.encoding import b64encode

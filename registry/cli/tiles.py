@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from registry.cli_output import Output
+from registry.cli.output import Output
 from registry.config import Settings
 from registry.ledger import Ledger
 from registry.tiles import write_static_tree

@@ -21,8 +21,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import SQLModel
 
-from registry import tables
 from registry.errors import StorageError
+from registry.storage import tables
 
 # Arbitrary constant naming "the QI Ledger sequencer" among advisory locks.
 SEQUENCER_LOCK_KEY = 0x51494C4544474552 & 0x7FFFFFFFFFFFFFFF

@@ -22,7 +22,7 @@ import uvicorn
 from registry.api.app import create_app
 from registry.api.service import ServiceOptions
 from registry.ledger import Ledger
-from registry.tokens import TokenStore
+from registry.storage.tokens import TokenStore
 from verifier import checkpoint, dsse, jcs, mark, merkle, statement
 from verifier.encoding import b64decode
 from verifier.entry import format_time

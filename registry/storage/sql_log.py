@@ -18,10 +18,10 @@ from typing import Any, Protocol
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
-from registry import tables
-from registry.database import Database
 from registry.errors import NotFoundError, StorageError
-from registry.tree_nodes import node_id, node_of
+from registry.storage import tables
+from registry.storage.database import Database
+from registry.storage.node_keys import node_id, node_of
 from verifier.entry import GENESIS_PREV
 from verifier.merkle import Hash, Node
 

@@ -24,10 +24,14 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from registry import cli_certificates, cli_service, cli_tiles, cli_trust, keyfile
-from registry.cli_output import Output
+from registry.cli import certificates as cli_certificates
+from registry.cli import service as cli_service
+from registry.cli import tiles as cli_tiles
+from registry.cli import trust as cli_trust
+from registry.cli.output import Output
 from registry.config import Settings
 from registry.errors import ConfigError, IntegrityError, KeyFileError, database_error_detail
+from registry.keys import keyfile
 from registry.ledger import Ledger
 from registry.sequencer import Accepted, Refused
 from verifier import entry as entry_mod
@@ -286,7 +290,7 @@ def cmd_keygen(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    from registry.demo import run_demo
+    from registry.demo.run import run_demo
 
     return run_demo(Path(args.data_dir) if args.data_dir else None)
 

@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, update
 
-from registry import tables
-from registry.database import Database
 from registry.errors import NotFoundError
+from registry.storage import tables
+from registry.storage.database import Database
 from verifier.encoding import b64url_encode
 from verifier.entry import format_time
 from verifier.errors import MalformedError, QILedgerError

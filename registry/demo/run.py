@@ -1,7 +1,7 @@
 """``qiledger demo``: the end-to-end story on the embedded SQLite default.
 
 With the public demo keys of ``keys.example/`` and the invented documents of
-``registry/demo_documents/``: the operator makes an accreditation body a trust
+``registry/demo/documents/``: the operator makes an accreditation body a trust
 anchor, the body accredits a calibration laboratory and a certification body,
 they register a DCC and a certification certificate with their documents, the
 log refuses what the trust chain does not allow, the lab amends its DCC, and an
@@ -23,12 +23,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from registry import keyfile
 from registry.config import Settings
-from registry.demo_http import run_http_step
-from registry.demo_keys import DEMO_KEYS_DIR
+from registry.demo import DEMO_DOCUMENTS
+from registry.demo.http_step import run_http_step
 from registry.errors import ConfigError
 from registry.fsck import fsck
+from registry.keys import keyfile
+from registry.keys.demo_keys import DEMO_KEYS_DIR
 from registry.ledger import Ledger
 from registry.sequencer import Accepted, Outcome, Refused
 from verifier import checkpoint, dsse, jcs, merkle, statement
@@ -42,7 +43,6 @@ from verifier.note import NoteVerifier
 from verifier.trust import certificate_status
 
 LAB, CB, BODY = "DEMO-LAB", "DEMO-CB", "CNAS-DEMO"
-DOCUMENTS = Path(__file__).resolve().parent / "demo_documents"
 
 
 def _key(name: str) -> SigningKey:
@@ -108,7 +108,7 @@ def run_demo(data_dir: Path | None) -> int:
         _show(label, outcome)
 
     def issue(label: str, name: str, issuer: str, key: SigningKey) -> None:
-        data = (DOCUMENTS / name).read_bytes()
+        data = (DEMO_DOCUMENTS / name).read_bytes()
         _attempt(label, lambda: ledger.issue_certificate(data, issuer, key))
 
     def grant(
@@ -276,7 +276,7 @@ def run_demo(data_dir: Path | None) -> int:
         status = certificate_status(state, cert_id, ledger.clock())
         detail = f" ({status.reason})" if status.reason else ""
         print(f"  {cert_id:32} {IAF_STATUS[status.status]}{detail}")
-    original = (DOCUMENTS / "demo-dcc.xml").read_bytes()
+    original = (DEMO_DOCUMENTS / "demo-dcc.xml").read_bytes()
     stored = ledger.storage.document(hashlib.sha256(original).hexdigest())
     print(f"  stored DCC document: {len(stored.data)} bytes, identical: {stored.data == original}")
 

@@ -1,5 +1,5 @@
 """Database tables (SQLModel). Log tables are append-only: database triggers
-(see :mod:`registry.database`) refuse UPDATE and DELETE on both engines."""
+(see :mod:`registry.storage.database`) refuse UPDATE and DELETE on both engines."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""``qiledger``: the operator's command line, one module per command group."""

@@ -1,0 +1,1 @@
+"""Certificate documents (DCC XML, certification JSON): reading them into statements."""

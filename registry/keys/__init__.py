@@ -1,0 +1,1 @@
+"""Key files: the log's signing key, body and lab keys, and the demo's fixed keys."""

@@ -1,0 +1,1 @@
+"""Where the log, its documents, tokens and trust snapshots are kept."""
