@@ -8,6 +8,9 @@ compiled schemas cached as in a running registry.
 
     .venv/bin/python bench/dcc.py [--n 500] [--schemas ../shared/dcc/schemas/dcc]
 
+The shared examples and schemas are read from the ``shared/`` folder beside the
+repository, or the folder QILEDGER_SHARED_DIR names (as the tests find it).
+
 Target: >= 50 DCCs/s for ~50 KB DCCs including schema validation.
 """
 
@@ -22,16 +25,27 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+# bench/ goes last: its http.py must not shadow the standard library's http
+# (httpx, imported by tests.helpers, imports http.client).
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+sys.path.append(str(BENCH))
 
 from ingest import print_machine  # noqa: E402
 
 from registry.config import Settings  # noqa: E402
 from registry.ledger import Ledger  # noqa: E402
-from tests.helpers import BODY_KEY, body_add, envelope_bytes, grant, key_from  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    BODY_KEY,
+    SHARED_DIR,
+    body_add,
+    envelope_bytes,
+    grant,
+    key_from,
+)
 
-SHARED = ROOT.parent / "shared" / "dcc"
+SHARED = SHARED_DIR / "dcc"
 UNSIGNED = [
     "lutaml-dcc/valid.xml",
     "siemens-pydcc/dcc_gp_humidity_v1.0.xml",
@@ -61,6 +75,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--schemas", type=Path, default=SHARED / "schemas" / "dcc")
     args = parser.parse_args()
+    needed = [args.schemas, *(SHARED / "examples" / name for name in UNSIGNED)]
+    missing = next((path for path in needed if not path.exists()), None)
+    if missing is not None:
+        sys.exit(
+            f"bench/dcc.py: {missing} does not exist; it reads PTB's DCC schemas and "
+            f"examples from the shared folder {SHARED_DIR} (set QILEDGER_SHARED_DIR)"
+        )
     documents = copies(args.n)
     sizes = [len(d) for d in documents]
     with tempfile.TemporaryDirectory() as tmp:

@@ -40,10 +40,13 @@ What it does (see bench/README.md):
    the next as soon as its previous one is answered), for each main kind.
 
 Not a test: it prints figures and the targets and asserts nothing. It exits
-non-zero only if the server does not start.
+non-zero only if the shared folder is missing or the server does not start.
 
     .venv/bin/python bench/hostile.py
     .venv/bin/python bench/hostile.py --duration 5 --skip-inprocess
+
+The PTB schemas and the example DCC are read from the ``shared/`` folder beside
+the repository, or the folder QILEDGER_SHARED_DIR names (as the tests find it).
 """
 
 from __future__ import annotations
@@ -65,7 +68,6 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-SHARED = REPO.parent / "shared" / "dcc"
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 sys.path.insert(0, str(REPO))
 
@@ -97,14 +99,15 @@ from registry.config import Settings  # noqa: E402
 from registry.demo import DEMO_DOCUMENTS  # noqa: E402
 from registry.documents.intake import DocumentReader  # noqa: E402
 from registry.storage.tokens import TokenStore  # noqa: E402
+from tests.helpers import SHARED_DIR  # noqa: E402
 from verifier.entry import format_time  # noqa: E402
 from verifier.errors import QILedgerError  # noqa: E402
 
 TARGET_CPU_S = 2.0
 TARGET_EXTRA_MB = 200.0
 TARGET_HEALTHZ_P99_MS = 100.0
-SCHEMAS = SHARED / "schemas" / "dcc"
-VALID = (SHARED / "examples" / "lutaml-dcc" / "valid.xml").read_bytes()
+SCHEMAS = SHARED_DIR / "dcc" / "schemas" / "dcc"
+VALID_PATH = SHARED_DIR / "dcc" / "examples" / "lutaml-dcc" / "valid.xml"
 DEMO_JSON = DEMO_DOCUMENTS / "demo-certification.json"
 CB = "BENCH-CB-0"
 LAB = "BENCH-LAB-0"
@@ -112,6 +115,11 @@ LAB_KEY = 100  # ingest.signer_key index of the laboratory's key
 
 
 # --- the documents --------------------------------------------------------------------
+
+
+def _valid() -> bytes:
+    """The shared example DCC the documents are built from (main checks it exists)."""
+    return VALID_PATH.read_bytes()
 
 
 @dataclass(frozen=True)
@@ -140,8 +148,9 @@ def _attributes_over(tags: list[bytes], total: int, size: int) -> bytes:
     """``total`` undeclared attributes spread over ``tags``, padded so the
     document is about ``size`` bytes."""
     per = total // len(tags)
-    pad = max(0, round((size - len(VALID)) / total) - len(b' a0000000=""'))
-    data = VALID
+    valid = _valid()
+    pad = max(0, round((size - len(valid)) / total) - len(b' a0000000=""'))
+    data = valid
     for t, tag in enumerate(tags):
         attrs = b"".join(b' a%d%06d="%s"' % (t, i, b"v" * pad) for i in range(per))
         data = data.replace(tag, tag + attrs, 1)
@@ -149,21 +158,24 @@ def _attributes_over(tags: list[bytes], total: int, size: int) -> bytes:
 
 
 def _elements(total: int, size: int) -> bytes:
-    name_length = max(1, round((size - len(VALID)) / total) - 3)
+    valid = _valid()
+    name_length = max(1, round((size - len(valid)) / total) - 3)
     element = b"<" + b"u" * name_length + b"/>"
-    return VALID.replace(b"</dcc:coreData>", element * total + b"</dcc:coreData>", 1)
+    return valid.replace(b"</dcc:coreData>", element * total + b"</dcc:coreData>", 1)
 
 
 def _large_valid(size: int) -> bytes:
-    start = VALID.index(b"<dcc:measurementResult>")
-    end = VALID.index(b"</dcc:measurementResult>") + len(b"</dcc:measurementResult>")
-    unit = VALID[start:end]
-    data = VALID[:start] + unit * max(1, (size - len(VALID)) // len(unit)) + VALID[end:]
+    valid = _valid()
+    start = valid.index(b"<dcc:measurementResult>")
+    end = valid.index(b"</dcc:measurementResult>") + len(b"</dcc:measurementResult>")
+    unit = valid[start:end]
+    data = valid[:start] + unit * max(1, (size - len(valid)) // len(unit)) + valid[end:]
     return data.replace(b">1234<", b">1234-LARGE<", 1)  # another certificate
 
 
 def documents() -> list[Document]:
-    lab = VALID.index(b"<dcc:content", VALID.index(b"<dcc:calibrationLaboratory"))
+    valid = _valid()
+    lab = valid.index(b"<dcc:content", valid.index(b"<dcc:calibrationLaboratory"))
     four = [
         b"<dcc:administrativeData",
         b"<dcc:coreData",
@@ -187,13 +199,13 @@ def documents() -> list[Document]:
         ),
         Document(
             "DCC, 100,000 schema errors within the limits",
-            VALID[:lab] + b'<dcc:content undeclared="1">x</dcc:content>' * 100_000 + VALID[lab:],
+            valid[:lab] + b'<dcc:content undeclared="1">x</dcc:content>' * 100_000 + valid[lab:],
             LAB,
             "dcc",
         ),
         Document(
             "DCC, one start tag with 769,000 attributes (9 MB)",
-            VALID.replace(
+            valid.replace(
                 b"<dcc:coreData",
                 b"<dcc:coreData" + b"".join(b' a%07d=""' % i for i in range(769_000)),
                 1,
@@ -203,7 +215,7 @@ def documents() -> list[Document]:
         ),
         Document(
             "DCC, one element declaring 400,000 namespaces (8 MB)",
-            VALID.replace(
+            valid.replace(
                 b"<dcc:coreData",
                 b"<dcc:coreData" + b"".join(b' xmlns:p%07d="u:"' % i for i in range(400_000)),
                 1,
@@ -213,11 +225,11 @@ def documents() -> list[Document]:
         ),
         Document(
             "DCC, a 9 MB uniqueIdentifier",
-            VALID.replace(b">1234<", b">%s<" % (b"9" * 9_000_000), 1),
+            valid.replace(b">1234<", b">%s<" % (b"9" * 9_000_000), 1),
             LAB,
             "dcc",
         ),
-        Document("valid DCC (lutaml valid.xml, 21 KB)", VALID, LAB, "dcc", hostile=False),
+        Document("valid DCC (lutaml valid.xml, 21 KB)", valid, LAB, "dcc", hostile=False),
         Document(
             "valid DCC, 12 MB (measurement result repeated)",
             _large_valid(12_000_000),
@@ -284,7 +296,7 @@ def print_costs(title: str, rows: list[tuple[Document, Cost]]) -> None:
 
 def _measure_in_child(reader: DocumentReader, doc: Document, out: Any) -> None:
     now = datetime.now(UTC)
-    reader.statement(VALID, LAB, now)  # warm
+    reader.statement(_valid(), LAB, now)  # warm
     gc.collect()
     reset_peak("self")
     rss0 = _status_kb("self", "VmRSS")
@@ -527,6 +539,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp", help="parent of the temporary data dir")
     parser.add_argument("--keep", action="store_true", help="keep the data dir")
     args = parser.parse_args(argv)
+    missing = next((path for path in (SCHEMAS, VALID_PATH) if not path.exists()), None)
+    if missing is not None:
+        sys.exit(
+            f"bench/hostile.py: {missing} does not exist; it reads PTB's DCC schemas and "
+            f"an example DCC from the shared folder {SHARED_DIR} (set QILEDGER_SHARED_DIR)"
+        )
     print_machine()
     t0 = time.perf_counter()
     docs = documents()

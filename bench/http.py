@@ -88,7 +88,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +118,11 @@ else:
         BODY_ID,
         BODY_KEY,
         ORIGIN,
-        b64key,
         cpu_ticks,
         print_machine,
         scratch_dir,
         signed_envelope,
+        signed_statement,
         signer_key,
         wait_idle,
     )
@@ -132,6 +132,7 @@ else:
     from registry.demo import DEMO_DOCUMENTS
     from registry.ledger import Ledger
     from registry.storage.tokens import TokenStore
+    from verifier import statement
     from verifier.entry import format_time
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,41 +156,29 @@ def issuer_id(i: int) -> str:
 def create_ledger(settings: Settings, issuers: int) -> Ledger:
     """A new ledger whose trust chain accredits ``issuers`` certification bodies."""
     ledger = Ledger.init(settings, origin=ORIGIN, passphrase=None)
-    now = format_time(ledger.clock())
-    ledger.sequencer.submit(
-        signed_envelope(
-            {
-                "type": "trust.body.add",
-                "signed_at": now,
-                "body_id": BODY_ID,
-                "name": "Benchmark Accreditation Body",
-                "country": "CN",
-                "public_key": b64key(BODY_KEY),
-            },
-            ledger.load_log_key().key,
-        )
+    now = ledger.clock()
+    body = statement.BodyAdd(
+        body_id=BODY_ID,
+        name="Benchmark Accreditation Body",
+        country="CN",
+        public_key=BODY_KEY.public_key,
     )
+    ledger.sequencer.submit(signed_statement(body, now, ledger.load_log_key().key))
     for i in range(issuers):
-        ledger.sequencer.submit(
-            signed_envelope(
-                {
-                    "type": "accreditation.grant",
-                    "signed_at": now,
-                    "body_id": BODY_ID,
-                    "issuer_id": issuer_id(i),
-                    "issuer_name": f"Benchmark Certification Body {i}",
-                    "issuer_kind": "certification_body",
-                    "public_keys": [b64key(signer_key(i))],
-                    "accreditation_number": f"{BODY_ID}-C{i:04d}",
-                    "standard": "ISO/IEC 17021-1:2015",
-                    "scope": "Quality management systems",
-                    "covers": ["management_system"],
-                    "valid_from": "2020-01-01",
-                    "valid_until": "2099-12-31",
-                },
-                BODY_KEY,
-            )
+        grant = statement.AccreditationGrant(
+            body_id=BODY_ID,
+            issuer_id=issuer_id(i),
+            issuer_name=f"Benchmark Certification Body {i}",
+            issuer_kind="certification_body",
+            public_keys=(signer_key(i).public_key,),
+            accreditation_number=f"{BODY_ID}-C{i:04d}",
+            standard="ISO/IEC 17021-1:2015",
+            scope="Quality management systems",
+            covers=("management_system",),
+            valid_from=date(2020, 1, 1),
+            valid_until=date(2099, 12, 31),
         )
+        ledger.sequencer.submit(signed_statement(grant, now, BODY_KEY))
     return ledger
 
 

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from registry.config import Settings
 from registry.fsck import fsck
 from registry.ledger import Ledger
 from registry.sequencer import Accepted, Refused, Sequencer
-from registry.storage.sql_log import StoredDocument
+from registry.storage.protocol import StoredDocument
 from verifier import dsse, entry, jcs, merkle, statement
 from verifier.entry import format_time
 from verifier.keys import SigningKey
@@ -173,65 +173,57 @@ def signed_envelope(fields: dict[str, Any], key: SigningKey) -> bytes:
     return jcs.canonical_bytes(dsse.sign(statement.encode(fields), key).to_json())
 
 
+def signed_statement(
+    built: statement.StatementBuilder, signed_at: datetime, key: SigningKey
+) -> bytes:
+    return jcs.canonical_bytes(dsse.sign(built.encode(signed_at), key).to_json())
+
+
 def create_ledger(data_dir: Path, signers: int) -> Ledger:
     """A new ledger (as ``qiledger init``) whose trust chain accredits ``signers`` labs."""
     ledger = Ledger.init(Settings(data_dir=data_dir), origin=ORIGIN, passphrase=None)
-    now = format_time(ledger.clock())
+    now = ledger.clock()
     log_key = ledger.load_log_key().key
-    setup = [
-        signed_envelope(
-            {
-                "type": "trust.body.add",
-                "signed_at": now,
-                "body_id": BODY_ID,
-                "name": "Benchmark Accreditation Body",
-                "country": "CN",
-                "public_key": b64key(BODY_KEY),
-            },
-            log_key,
-        )
-    ]
+    body = statement.BodyAdd(
+        body_id=BODY_ID,
+        name="Benchmark Accreditation Body",
+        country="CN",
+        public_key=BODY_KEY.public_key,
+    )
+    setup = [signed_statement(body, now, log_key)]
     for i in range(signers):
-        setup.append(
-            signed_envelope(
-                {
-                    "type": "accreditation.grant",
-                    "signed_at": now,
-                    "body_id": BODY_ID,
-                    "issuer_id": issuer_id(i),
-                    "issuer_name": f"Benchmark Calibration Laboratory {i}",
-                    "issuer_kind": "calibration_laboratory",
-                    "public_keys": [b64key(signer_key(i))],
-                    "accreditation_number": f"{BODY_ID}-L{i:04d}",
-                    "standard": "ISO/IEC 17025:2017",
-                    "scope": "Temperature, pressure and mass calibration",
-                    "covers": ["dcc"],
-                    "valid_from": "2020-01-01",
-                    "valid_until": "2099-12-31",
-                },
-                BODY_KEY,
-            )
+        grant = statement.AccreditationGrant(
+            body_id=BODY_ID,
+            issuer_id=issuer_id(i),
+            issuer_name=f"Benchmark Calibration Laboratory {i}",
+            issuer_kind="calibration_laboratory",
+            public_keys=(signer_key(i).public_key,),
+            accreditation_number=f"{BODY_ID}-L{i:04d}",
+            standard="ISO/IEC 17025:2017",
+            scope="Temperature, pressure and mass calibration",
+            covers=("dcc",),
+            valid_from=date(2020, 1, 1),
+            valid_until=date(2099, 12, 31),
         )
+        setup.append(signed_statement(grant, now, BODY_KEY))
     for envelope in setup:  # one at a time: each grant needs the body added first
         ledger.sequencer.submit(envelope)
     return ledger
 
 
-def certificate_envelope(number: int, signers: int, signed_at: str) -> bytes:
+def certificate_envelope(number: int, signers: int, signed_at: datetime) -> bytes:
     """A ``certificate.issue`` envelope by signer ``number % signers``."""
     i = number % signers
     issuer = issuer_id(i)
-    fields = {
-        "type": "certificate.issue",
-        "signed_at": signed_at,
-        "issuer_id": issuer,
-        "certificate_id": f"{issuer}/DCC-2026-{number:09d}",
-        "kind": "dcc",
-        "document_sha256": hashlib.sha256(bench_document(number)).hexdigest(),
-        "issued": signed_at[:10],
-        "valid_until": "2031-12-31",
-    }
-    return signed_envelope(fields, signer_key(i))
+    built = statement.CertificateIssue(
+        issuer_id=issuer,
+        certificate_id=f"{issuer}/DCC-2026-{number:09d}",
+        kind="dcc",
+        document_sha256=hashlib.sha256(bench_document(number)).hexdigest(),
+        issued=signed_at.astimezone(UTC).date(),
+        valid_until=date(2031, 12, 31),
+    )
+    return signed_statement(built, signed_at, signer_key(i))
 
 
 def bench_document(number: int) -> bytes:
@@ -253,14 +245,14 @@ def documents_of(envelopes: Sequence[bytes]) -> list[StoredDocument]:
     return documents
 
 
-def _sign_range(args: tuple[int, int, int, str]) -> list[bytes]:
+def _sign_range(args: tuple[int, int, int, datetime]) -> list[bytes]:
     start, stop, signers, signed_at = args
     return [certificate_envelope(n, signers, signed_at) for n in range(start, stop)]
 
 
 def presign(start: int, count: int, signers: int, processes: int | None = None) -> list[bytes]:
     """``count`` envelopes numbered from ``start``, signed on all cores."""
-    signed_at = format_time(datetime.now(UTC))
+    signed_at = datetime.now(UTC)
     processes = processes or os.cpu_count() or 1
     step = 5000
     jobs = [

@@ -3,7 +3,7 @@ so the CLI and (later) the HTTP layer translate one hierarchy in one place."""
 
 from __future__ import annotations
 
-from verifier.errors import QILedgerError, VerificationError
+from verifier.errors import MalformedError, QILedgerError
 
 
 class ConfigError(QILedgerError):
@@ -22,10 +22,22 @@ class NotFoundError(QILedgerError):
     code = "not_found"
 
 
-class PolicyRefusal(VerificationError):
-    """The trust policy refused a correctly signed statement; ``reason`` names the link."""
+class RequestInvalidError(MalformedError):
+    """An HTTP request's parameters are well-formed but do not make sense together."""
 
-    code = "policy_refused"
+    code = "request_invalid"
+
+
+class DocumentRequiredError(MalformedError):
+    """A certificate issue/amend statement came without the document it is about."""
+
+    code = "document_required"
+
+
+class SchemaUnavailableError(MalformedError):
+    """Schema validation is required, but no DCC schema folder is configured."""
+
+    code = "schema_unavailable"
 
 
 class StorageError(QILedgerError):

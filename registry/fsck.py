@@ -34,8 +34,8 @@ from registry.errors import IntegrityError
 from registry.ledger import Ledger
 from registry.sequencer import DOCUMENT_TYPES
 from registry.storage import snapshots as trust_snapshot
+from registry.storage.protocol import StoredCheckpoint, StoredEntry
 from registry.storage.snapshots import StoredSnapshot
-from registry.storage.sql_log import StoredCheckpoint, StoredEntry
 from verifier import checkpoint, entry, merkle, statement, trust
 from verifier.errors import QILedgerError
 from verifier.merkle import Hash, Node
@@ -79,17 +79,17 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
                 where=f"checkpoint {next_cp.size}",
             )
 
-    store = ledger.policy.snapshots
-    with ledger.db.read() as conn:
-        snapshot_sizes = iter(store.sizes(conn))  # each read when reached (tens of MB)
+    store = ledger.snapshots
+    with storage.read() as tx:
+        snapshot_sizes = iter(store.sizes(tx))  # each read when reached (tens of MB)
     next_snapshot = next(snapshot_sizes, None)
     checked_snapshots = 0
 
     def check_snapshot_at(size: int) -> None:
         nonlocal next_snapshot, checked_snapshots
         if next_snapshot == size:
-            with ledger.db.read() as conn:
-                _check_snapshot(store.at(conn, size), state, edge.root())
+            with storage.read() as tx:
+                _check_snapshot(store.at(tx, size), state, edge.root())
             checked_snapshots += 1
             next_snapshot = next(snapshot_sizes, None)
 

@@ -4,27 +4,27 @@ everything the CLI (and the HTTP API) does with the log."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
-
 from registry.config import Settings
 from registry.documents.intake import DocumentReader
-from registry.errors import ConfigError, NotFoundError
+from registry.errors import ConfigError, DocumentRequiredError, NotFoundError
 from registry.keys import keyfile
 from registry.keys.demo_keys import DEMO_KEY_IDS
 from registry.keys.log_signer import LogSigner
 from registry.policy import TrustChainPolicy
 from registry.proofs import ProofBuilder
 from registry.sequencer import DOCUMENT_TYPES, Accepted, Outcome, Refused, Sequencer, utc_now
-from registry.storage import tables
 from registry.storage.database import Database
-from registry.storage.sql_log import SqlStorage, StoredCheckpoint, StoredDocument
-from verifier import checkpoint, dsse, jcs, merkle, statement, trust
+from registry.storage.protocol import LogStorage, StoredCheckpoint, StoredDocument, StoredEntry
+from registry.storage.snapshots import SnapshotStore
+from registry.storage.sql_log import SqlStorage
+from registry.storage.tokens import TokenStore
+from verifier import checkpoint, dsse, jcs, mark, merkle, statement, trust
 from verifier.entry import format_time
 from verifier.errors import MalformedError, QILedgerError, UnknownKeyError
 from verifier.keys import PublicKey, SigningKey
@@ -54,6 +54,10 @@ class CertificateSubmission:
 
 
 class Ledger:
+    """The registry's log. The HTTP API and the CLI go through its methods; its
+    parts (``storage``, ``sequencer``, ``policy``) are for the registry core and
+    tests."""
+
     def __init__(
         self,
         settings: Settings,
@@ -65,11 +69,13 @@ class Ledger:
         self.db = db
         self.identity = identity
         self.clock = clock
-        self.storage = SqlStorage(db)
-        self.policy = TrustChainPolicy(self.storage, identity.public_key, clock)
+        self.storage: LogStorage = SqlStorage(db)
+        self.snapshots = SnapshotStore(db)
+        self.policy = TrustChainPolicy(self.storage, self.snapshots, identity.public_key, clock)
         self.proofs = ProofBuilder(self.storage)
         self._sequencer: Sequencer | None = None
         self._documents: DocumentReader | None = None
+        self._tokens: TokenStore | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -96,7 +102,7 @@ class Ledger:
                 f"cannot create data dir {settings.data_dir}: {exc.strerror}"
             ) from None
         db = Database(settings.url)
-        if db.has_schema() and _read_identity(db) is not None:
+        if db.has_schema() and SqlStorage(db).log_identity() is not None:
             raise ConfigError(f"a ledger already exists in {db.safe_url}")
         key = existing_key or SigningKey.generate(random_bytes(32))
         _refuse_demo_key(settings, key.public_key)
@@ -109,15 +115,9 @@ class Ledger:
         db.create_schema()
         now = format_time(clock())
         empty = Hash(merkle.EMPTY_ROOT)
-        with db.write() as conn:
-            conn.execute(
-                insert(tables.LOG_META),
-                {"id": 1, "origin": name, "public_key": key.public_key.raw, "created_at": now},
-            )
-            conn.execute(
-                insert(tables.CHECKPOINTS),
-                {"size": 0, "root": empty, "note": signer.sign(0, empty), "created_at": now},
-            )
+        SqlStorage(db).create_log(
+            name, key.public_key.raw, StoredCheckpoint(0, empty, signer.sign(0, empty), now)
+        )
         return cls(settings, db, LogIdentity(name, key.public_key), clock)
 
     @classmethod
@@ -128,7 +128,7 @@ class Ledger:
                 "(or pass --data-dir / set QILEDGER_DATA_DIR)"
             )
         db = Database(settings.url)
-        identity = _read_identity(db) if db.has_schema() else None
+        identity = _read_identity(SqlStorage(db)) if db.has_schema() else None
         if identity is None:
             raise ConfigError(f"no ledger in {db.safe_url}; run 'qiledger init'")
         if "statement_hash" not in db.column_names("entries"):
@@ -150,7 +150,7 @@ class Ledger:
     def load_log_key(self, path: Path | None = None) -> LogSigner:
         key = keyfile.read_private_key(
             path or self.settings.log_key_file,
-            keyfile.passphrase_from_env(),
+            keyfile.log_key_passphrase(self.settings),
             demo=self.settings.demo,
         )
         if key.public_key != self.identity.public_key:
@@ -160,10 +160,39 @@ class Ledger:
     @property
     def sequencer(self) -> Sequencer:
         if self._sequencer is None:
-            self._sequencer = Sequencer(
-                self.db, self.storage, self.load_log_key(), self.policy, self.clock
-            )
+            self._sequencer = Sequencer(self.storage, self.load_log_key(), self.policy, self.clock)
         return self._sequencer
+
+    def start_writing(self, *, verify_worker: bool | None = None) -> None:
+        """Load the log key now (a server fails at start, not at its first write);
+        ``verify_worker``: whether large batches check signatures in a helper
+        process (None: when there is a spare core)."""
+        sequencer = self.sequencer  # loads the key
+        if verify_worker is not None:
+            sequencer.verify_worker = verify_worker
+
+    def submit_many(
+        self, envelopes: Sequence[bytes], documents: Mapping[int, StoredDocument] | None = None
+    ) -> list[Outcome]:
+        """Append a batch as it comes (see :meth:`Sequencer.submit_many`): one outcome
+        per envelope; ``documents`` maps positions to the documents they are about."""
+        return self.sequencer.submit_many(envelopes, documents)
+
+    def sign_mark(self, claims: mark.MarkClaims) -> str:
+        """A QR mark token for ``claims``, signed by the log key."""
+        return mark.sign(claims, self.sequencer.signer.key)
+
+    @property
+    def tokens(self) -> TokenStore:
+        """The API tokens kept in this ledger's database."""
+        if self._tokens is None:
+            self._tokens = TokenStore(self.db)
+        return self._tokens
+
+    @property
+    def database_url(self) -> str:
+        """Where the ledger is stored, without any password (for display)."""
+        return self.db.safe_url
 
     def submit_statement(self, fields: dict[str, Any], key: SigningKey) -> Accepted:
         """Sign a statement with ``key`` (adding ``signed_at``) and append it."""
@@ -188,11 +217,11 @@ class Ledger:
         for position, raw in enumerate(envelopes):
             try:
                 plain_statement(raw)
-            except QILedgerError as exc:
-                if exc.code == "document_required":
-                    outcomes[position] = Refused(exc)
-                    continue
-                # other faults: the sequencer reports them precisely
+            except DocumentRequiredError as exc:
+                outcomes[position] = Refused(exc)
+                continue
+            except QILedgerError:
+                pass  # other faults: the sequencer reports them precisely
             plain.append(position)
         for position, outcome in zip(
             plain, self.sequencer.submit_many([envelopes[p] for p in plain]), strict=True
@@ -253,7 +282,7 @@ class Ledger:
         if existing is None or existing.document_sha256 != stmt["document_sha256"]:
             return None
         self.check_certificate_signer(state, dsse.parse(submission.envelope), stmt)
-        first = self.storage.entry(existing.events[0].index)
+        first = self.entry(existing.events[0].index)
         size = self.latest_checkpoint().size
         return Accepted(first.index, first.leaf_hash, first.logged_at, True, size)
 
@@ -298,16 +327,29 @@ class Ledger:
         """The trust state replayed up to the log's current size."""
         return self.policy.sync()
 
+    def save_trust_snapshot(self) -> int | None:
+        """Catch up with the log and store the trust state as a snapshot (start-ups
+        replay from it); its size, or None if the newest snapshot is that state."""
+        self.policy.sync()
+        return self.policy.save_snapshot()
+
+    @property
+    def unsynced_trust_state(self) -> TrustState:
+        """The trust state as last replayed, without catching up with the log
+        (other processes may have appended since)."""
+        return self.policy.state
+
     # --- reading ---------------------------------------------------------------
 
     def latest_checkpoint(self) -> StoredCheckpoint:
         return self.storage.latest_checkpoint()
 
     def verified_checkpoint(self, size: int | None = None) -> checkpoint.SignedCheckpoint:
-        stored = self.latest_checkpoint() if size is None else self._checkpoint_at(size)
+        stored = self.latest_checkpoint() if size is None else self.checkpoint_at(size)
         return checkpoint.verify(stored.note, self.identity.verifier)
 
-    def _checkpoint_at(self, size: int) -> StoredCheckpoint:
+    def checkpoint_at(self, size: int) -> StoredCheckpoint:
+        """The signed checkpoint at ``size``; NotFoundError names the nearest ones."""
         try:
             return self.storage.checkpoint(size)
         except NotFoundError:
@@ -317,7 +359,7 @@ class Ledger:
 
     def inclusion_proof(self, index: int, size: int | None = None) -> TlogProof:
         """A C2SP tlog-proof for entry ``index`` under the checkpoint of ``size``."""
-        stored = self.latest_checkpoint() if size is None else self._checkpoint_at(size)
+        stored = self.latest_checkpoint() if size is None else self.checkpoint_at(size)
         if index < 0 or index >= stored.size:
             raise NotFoundError(f"entry {index} is not in the tree of size {stored.size}")
         hashes = self.proofs.inclusion(index, stored.size)
@@ -327,9 +369,24 @@ class Ledger:
         """Consistency proof between two signed checkpoint sizes."""
         if first > second:
             raise NotFoundError(f"--from {first} is larger than --to {second}")
-        self._checkpoint_at(first)
-        self._checkpoint_at(second)
+        self.checkpoint_at(first)
+        self.checkpoint_at(second)
         return self.proofs.consistency(first, second)
+
+    def entry(self, index: int) -> StoredEntry:
+        return self.storage.entry(index)
+
+    def document(self, digest: str) -> StoredDocument:
+        """The stored document with this lowercase hex SHA-256."""
+        return self.storage.document(digest)
+
+    # C2SP tiles read these (a Ledger is a registry.tiles.TileSource).
+
+    def node_range(self, level: int, start: int, end: int) -> list[bytes]:
+        return self.storage.node_range(level, start, end)
+
+    def entry_data_range(self, start: int, end: int) -> list[bytes]:
+        return self.storage.entry_data_range(start, end)
 
 
 def certificate_statement(
@@ -348,10 +405,10 @@ def plain_statement(envelope: bytes) -> statement.Statement:
     issue/amend statements are refused (``document_required``)."""
     stmt = statement.parse(dsse.parse(envelope).payload)
     if stmt.type in DOCUMENT_TYPES:
-        raise MalformedError(
+        raise DocumentRequiredError(
             f"{stmt.type} needs its document: register it with 'qiledger issue FILE' "
             "or POST /api/v1/certificates"
-        ).with_code("document_required")
+        )
     return stmt
 
 
@@ -362,9 +419,9 @@ def _refuse_demo_key(settings: Settings, key: PublicKey) -> None:
         )
 
 
-def _read_identity(db: Database) -> LogIdentity | None:
-    with db.read() as conn:
-        row = conn.exec_driver_sql("SELECT origin, public_key FROM log_meta WHERE id = 1").first()
-    if row is None:
+def _read_identity(storage: SqlStorage) -> LogIdentity | None:
+    stored = storage.log_identity()
+    if stored is None:
         return None
-    return LogIdentity(row[0], PublicKey.from_raw(bytes(row[1])))
+    origin, public_key = stored
+    return LogIdentity(origin, PublicKey.from_raw(public_key))

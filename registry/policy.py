@@ -24,13 +24,12 @@ from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from registry import long_lived
 from registry.errors import StorageError, database_error_detail
 from registry.storage import snapshots as trust_snapshot
-from registry.storage.sql_log import SqlStorage
+from registry.storage.protocol import LogStorage, Transaction
 from verifier import trust
 from verifier.dsse import VerifiedEnvelope
 from verifier.entry import format_time
@@ -47,7 +46,10 @@ class TrustPolicy(Protocol):
         """The refusal for a statement signed by no candidate key (names the link)."""
         ...
 
-    def begin_batch(self, conn: Connection, log_size: int) -> None: ...
+    def begin_batch(self, tx: Transaction, log_size: int) -> None:
+        """Catch up with the log inside the writer's transaction ``tx``."""
+        ...
+
     def admit(
         self, verified: VerifiedEnvelope, statement: Statement, logged_at: datetime
     ) -> None: ...
@@ -68,14 +70,15 @@ class TrustChainPolicy:
 
     def __init__(
         self,
-        storage: SqlStorage,
+        storage: LogStorage,
+        snapshots: trust_snapshot.SnapshotStore,
         log_key: PublicKey,
         clock: Callable[[], datetime],
         snapshot_after: int = trust_snapshot.SNAPSHOT_AFTER,
     ) -> None:
         self.storage = storage
         self.log_key = log_key
-        self.snapshots = trust_snapshot.SnapshotStore(storage.db)
+        self.snapshots = snapshots
         self.snapshot_after = snapshot_after
         self._clock = clock
         self.state = trust.TrustState(log_key)
@@ -84,19 +87,19 @@ class TrustChainPolicy:
         self._snapshot_size = 0
         """The size of the snapshot the state started from or last stored."""
 
-    def sync(self, conn: Connection | None = None) -> trust.TrustState:
+    def sync(self, tx: Transaction | None = None) -> trust.TrustState:
         """Bring the state up to the log's current size and return it.
 
         Starting from nothing, begin at the newest usable snapshot. A catch-up
-        outside a batch (``conn`` None) that replayed ``snapshot_after`` entries or
+        outside a batch (``tx`` None) that replayed ``snapshot_after`` entries or
         more (a start-up) stores a snapshot; a running server's small catch-ups
         never do, so no request waits for one (``qiledger snapshot`` stores one
         on demand)."""
-        if conn is not None:
-            self._catch_up(conn)
+        if tx is not None:
+            self._catch_up(tx)
             return self.state
-        with self.storage.db.read() as read_conn:
-            replayed = self._catch_up(read_conn)
+        with self.storage.read() as read_tx:
+            replayed = self._catch_up(read_tx)
         if replayed >= self.snapshot_after:
             try:
                 self.save_snapshot()
@@ -104,16 +107,16 @@ class TrustChainPolicy:
                 log.warning("could not store a trust snapshot: %s", database_error_detail(exc))
         return self.state
 
-    def _catch_up(self, conn: Connection) -> int:
+    def _catch_up(self, tx: Transaction) -> int:
         """Replay what the state lacks; returns how many entries were replayed
         (not counting those a snapshot brought)."""
         before = self.state.size
         with long_lived.collector_paused():
-            loaded = self._from_scratch and self._start_from_snapshot(conn)
+            loaded = self._from_scratch and self._start_from_snapshot(tx)
             self._from_scratch = False
             start = self.state.size
             try:
-                self._replay_from(conn, start)
+                self._replay_from(tx, start)
             except TrustError as exc:
                 if not loaded:
                     raise
@@ -126,22 +129,22 @@ class TrustChainPolicy:
                     exc.message,
                 )
                 self.state, self._snapshot_size, start = trust.TrustState(self.log_key), 0, 0
-                self._replay_from(conn, 0)
+                self._replay_from(tx, 0)
         if self.state.size - before >= long_lived.FREEZE_AFTER:
             long_lived.freeze_survivors()
         return self.state.size - start
 
-    def _replay_from(self, conn: Connection, start: int) -> None:
-        for stored in self.storage.entries_from(conn, start):
+    def _replay_from(self, tx: Transaction, start: int) -> None:
+        for stored in self.storage.entries_from(tx, start):
             trust.replay_one(self.state, stored.index, stored.data, trust_append_checks=True)
 
-    def _start_from_snapshot(self, conn: Connection) -> bool:
+    def _start_from_snapshot(self, tx: Transaction) -> bool:
         """Load the newest usable snapshot into the state; whether one was loaded."""
-        snapshot = self.snapshots.latest(conn, self.storage.tail(conn).size)
+        snapshot = self.snapshots.latest(tx, self.storage.tail(tx).size)
         if snapshot is None:
             return False
         try:
-            signed = self.storage.checkpoint_in(conn, snapshot.size)
+            signed = self.storage.checkpoint_in(tx, snapshot.size)
             if signed is None or signed.root != snapshot.root:
                 raise MalformedError("its root is not the log's signed root at that size")
             state = trust_snapshot.decode(trust_snapshot.unpack(snapshot), self.log_key)
@@ -164,8 +167,8 @@ class TrustChainPolicy:
         checkpointed size, which cannot happen between batches)."""
         if self.state.size == self._snapshot_size:
             return None
-        with self.storage.db.read() as conn:
-            signed = self.storage.checkpoint_in(conn, self.state.size)
+        with self.storage.read() as tx:
+            signed = self.storage.checkpoint_in(tx, self.state.size)
         if signed is None:
             return None
         self.snapshots.save(self.state, signed.root, format_time(self._clock()))
@@ -178,10 +181,10 @@ class TrustChainPolicy:
     def unknown_signer(self, statement: Statement, key_ids: Collection[KeyId]) -> QILedgerError:
         return self.state.unknown_signer(statement, key_ids)
 
-    def begin_batch(self, conn: Connection, log_size: int) -> None:
+    def begin_batch(self, tx: Transaction, log_size: int) -> None:
         if self.state.size > log_size:  # cannot happen unless the log was replaced
             self._reset()
-        self.sync(conn)
+        self.sync(tx)
 
     def admit(self, verified: VerifiedEnvelope, statement: Statement, logged_at: datetime) -> None:
         self.state.admit(verified.signed_by, statement, logged_at)

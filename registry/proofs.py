@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from registry.errors import NotFoundError
-from registry.storage.sql_log import LogStorage
+from registry.storage.protocol import LogStorage
 from verifier import merkle
 from verifier.merkle import Hash
 
@@ -25,6 +25,3 @@ class ProofBuilder:
             raise NotFoundError(f"no consistency proof from size {first_size} to {second_size}")
         plan = merkle.consistency_plan(first_size, second_size)
         return merkle.resolve_plan(plan, self.storage.read_nodes(merkle.plan_nodes(plan)))
-
-    def root(self, tree_size: int) -> Hash:
-        return merkle.tree_root(tree_size, self.storage.read_nodes)

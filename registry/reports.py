@@ -14,7 +14,7 @@ from verifier.certification import IAF_STATUS
 def certificate_report(
     state: trust.TrustState, certificate_id: str, at: datetime
 ) -> dict[str, Any]:
-    cert = state.certificates.get(certificate_id)
+    cert = state.certificate(certificate_id)
     if cert is None:
         raise NotFoundError(f"no certificate {certificate_id} in this log")
     status = trust.certificate_status(state, certificate_id, at)

@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from registry.errors import DocumentRequiredError
 from registry.keys.log_signer import LogSigner
 from registry.policy import TrustPolicy
-from registry.storage.database import Database
-from registry.storage.sql_log import LogStorage, StoredCheckpoint, StoredDocument, StoredEntry
+from registry.storage.protocol import LogStorage, StoredCheckpoint, StoredDocument, StoredEntry
 from registry.verify_pool import VerifyWorker, WorkerLost
 from verifier import dsse, entry, merkle, statement
 from verifier.errors import MalformedError, QILedgerError, UnknownKeyError
@@ -79,7 +79,6 @@ _Parsed = tuple[
 class Sequencer:
     def __init__(
         self,
-        db: Database,
         storage: LogStorage,
         signer: LogSigner,
         policy: TrustPolicy,
@@ -89,7 +88,6 @@ class Sequencer:
         # With a spare core, a worker process checks signatures of large batches.
         self.verify_worker = (os.cpu_count() or 1) > 1 if verify_worker is None else verify_worker
         self._worker_process: VerifyWorker | None = None
-        self.db = db
         self.storage = storage
         self.signer = signer
         self.policy = policy
@@ -122,10 +120,10 @@ class Sequencer:
             if item.statement.type in DOCUMENT_TYPES:
                 if doc is None:
                     outcomes[position] = Refused(
-                        MalformedError(
+                        DocumentRequiredError(
                             f"{item.statement.type} needs its document: register it with "
                             "'qiledger issue FILE' or POST /api/v1/certificates"
-                        ).with_code("document_required")
+                        )
                     )
                     continue
             elif doc is not None:
@@ -270,10 +268,10 @@ class Sequencer:
         documents: Mapping[int, StoredDocument],
     ) -> int:
         """Sequence under the writer lock; returns the new tree size."""
-        with self.db.write() as conn:
-            tail = self.storage.tail(conn)
-            self.policy.begin_batch(conn, tail.size)
-            logged = self.storage.logged_statements(conn, {v.statement_hash for _, v in prepared})
+        with self.storage.write() as tx:
+            tail = self.storage.tail(tx)
+            self.policy.begin_batch(tx, tail.size)
+            logged = self.storage.logged_statements(tx, {v.statement_hash for _, v in prepared})
             moment = self.clock()
             if tail.last_logged_at is not None:
                 # logged_at never goes backwards along the chain, even if the clock does.
@@ -281,7 +279,7 @@ class Sequencer:
             moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
             logged_at = entry.format_time(moment)
             edge_nodes = merkle.nodes_of_range(0, tail.size)
-            edge_hashes = self.storage.read_nodes(edge_nodes, conn)
+            edge_hashes = self.storage.read_nodes(edge_nodes, tx)
             edge = merkle.RightEdge(tail.size, [edge_hashes[n] for n in edge_nodes])
 
             prev = tail.last_leaf_hash
@@ -319,7 +317,7 @@ class Sequencer:
                 root = edge.root()
                 note = self.signer.sign(size, root)
                 self.storage.append(
-                    conn,
+                    tx,
                     new_entries,
                     new_nodes,
                     StoredCheckpoint(size, root, note, logged_at),

@@ -22,14 +22,15 @@ from typing import Protocol
 
 from registry.errors import IntegrityError, NotFoundError
 from registry.ledger import Ledger
-from registry.storage.sql_log import StoredCheckpoint
+from registry.storage.protocol import StoredCheckpoint
 from verifier import tiles
 from verifier.errors import QILedgerError
 from verifier.tiles import Bundle, Tile
 
 
 class TileSource(Protocol):
-    """What tiles are read from (:class:`registry.storage.sql_log.SqlStorage` is one)."""
+    """What tiles are read from: a :class:`registry.ledger.Ledger`, or any
+    :class:`registry.storage.protocol.LogStorage`."""
 
     def latest_checkpoint(self) -> StoredCheckpoint: ...
     def node_range(self, level: int, start: int, end: int) -> list[bytes]: ...
@@ -152,10 +153,9 @@ def write_static_tree(ledger: Ledger, out_dir: Path) -> StaticTreeReport:
     """
     signed = ledger.verified_checkpoint()
     size = signed.checkpoint.size
-    storage = ledger.storage
     files: list[tuple[str, Callable[[], bytes]]] = [
-        *((t.path, partial(_hash_tile_bytes, storage, t)) for t in tiles.tiles_for_size(size)),
-        *((b.path, partial(_entry_bundle_bytes, storage, b)) for b in tiles.bundles_for_size(size)),
+        *((t.path, partial(_hash_tile_bytes, ledger, t)) for t in tiles.tiles_for_size(size)),
+        *((b.path, partial(_entry_bundle_bytes, ledger, b)) for b in tiles.bundles_for_size(size)),
     ]
     written = 0
     touched: set[Path] = set()

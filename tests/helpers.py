@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,14 @@ from registry.ledger import Ledger
 from registry.sequencer import DOCUMENT_TYPES, Accepted, Outcome, Refused, Sequencer
 from registry.storage.sql_log import StoredDocument
 from verifier import dcc, dsse, jcs, statement
-from verifier.entry import format_time
+from verifier.entry import format_time, parse_time
 from verifier.errors import QILedgerError
 from verifier.keys import SigningKey
 
 # One signing time per test run, so the same statement built twice is the same
 # envelope (the log answers a resubmission with the existing index).
 SIGNED_AT = format_time(datetime.now(UTC))
+SIGNED_AT_TIME = parse_time(SIGNED_AT)
 BODY_ID = "CNAS"
 
 
@@ -146,27 +147,25 @@ def issue_document(n: int, issuer: str = "LAB-1") -> bytes:
 
 
 def issue_statement(n: int, issuer: str = "LAB-1", **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "certificate.issue",
-        "certificate_id": f"{issuer}/DCC-{n:06d}",
-        "issuer_id": issuer,
-        "kind": "dcc",
-        "document_sha256": hashlib.sha256(issue_document(n, issuer)).hexdigest(),
-        "issued": "2026-11-24",
-        "signed_at": SIGNED_AT,
-        **extra,
-    }
+    """Certificate ``n`` of ``issuer`` (``extra``: fields changed or added, also
+    malformed ones, so this stays a dict)."""
+    built = statement.CertificateIssue(
+        issuer_id=issuer,
+        certificate_id=f"{issuer}/DCC-{n:06d}",
+        kind="dcc",
+        document_sha256=hashlib.sha256(issue_document(n, issuer)).hexdigest(),
+        issued=date(2026, 11, 24),
+    )
+    return {**built.to_json(SIGNED_AT_TIME), **extra}
 
 
 def body_add(body_key: SigningKey = BODY_KEY, body_id: str = BODY_ID) -> dict[str, Any]:
-    return {
-        "type": "trust.body.add",
-        "body_id": body_id,
-        "name": "China National Accreditation Service",
-        "country": "CN",
-        "public_key": b64key(body_key),
-        "signed_at": SIGNED_AT,
-    }
+    return statement.BodyAdd(
+        body_id=body_id,
+        name="China National Accreditation Service",
+        country="CN",
+        public_key=body_key.public_key,
+    ).to_json(SIGNED_AT_TIME)
 
 
 def grant(
@@ -180,21 +179,19 @@ def grant(
     valid_from: str = "2020-01-01",
     valid_until: str = "2099-12-31",
 ) -> dict[str, Any]:
-    return {
-        "type": "accreditation.grant",
-        "body_id": body_id,
-        "issuer_id": issuer,
-        "issuer_name": f"{issuer} Calibration Laboratory",
-        "issuer_kind": kind,
-        "public_keys": [b64key(k) for k in keys],
-        "accreditation_number": number or f"{body_id}-{issuer}",
-        "standard": "ISO/IEC 17025:2017",
-        "scope": "Temperature and humidity calibration",
-        "covers": list(covers),
-        "valid_from": valid_from,
-        "valid_until": valid_until,
-        "signed_at": SIGNED_AT,
-    }
+    return statement.AccreditationGrant(
+        body_id=body_id,
+        issuer_id=issuer,
+        issuer_name=f"{issuer} Calibration Laboratory",
+        issuer_kind=kind,
+        public_keys=tuple(k.public_key for k in keys),
+        accreditation_number=number or f"{body_id}-{issuer}",
+        standard="ISO/IEC 17025:2017",
+        scope="Temperature and humidity calibration",
+        covers=covers,
+        valid_from=date.fromisoformat(valid_from),
+        valid_until=date.fromisoformat(valid_until),
+    ).to_json(SIGNED_AT_TIME)
 
 
 def envelope_bytes(fields: dict[str, Any], key: SigningKey) -> bytes:

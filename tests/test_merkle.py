@@ -231,35 +231,6 @@ def test_plan_nodes_dedups_in_first_use_order() -> None:
             assert all((idx + 1) << level <= n for level, idx in nodes)
 
 
-def test_nodes_completed_by_leaf() -> None:
-    assert merkle.nodes_completed_by_leaf(0) == []
-    assert merkle.nodes_completed_by_leaf(1) == [(1, 0)]
-    assert merkle.nodes_completed_by_leaf(6) == []
-    assert merkle.nodes_completed_by_leaf(7) == [(1, 3), (2, 1), (3, 0)]
-    stored: dict[Node, bytes] = {}
-    for i in range(1024):
-        completed = merkle.nodes_completed_by_leaf(i)
-        # Exactly the nodes whose last leaf is i, bottom up.
-        expected = [
-            (level, ((i + 1) >> level) - 1) for level in range(1, 11) if (i + 1) % (1 << level) == 0
-        ]
-        assert completed == expected, i
-        # A writer that appends leaf i and then computes exactly these nodes, in order,
-        # always finds both children stored and ends up with every complete node.
-        stored[(0, i)] = merkle.leaf_hash(f"leaf {i}".encode())
-        for level, idx in completed:
-            left, right = (level - 1, 2 * idx), (level - 1, 2 * idx + 1)
-            assert left in stored
-            assert right in stored
-            stored[(level, idx)] = merkle.node_hash(stored[left], stored[right])
-        size = i + 1
-        complete = {(level, idx) for level in range(11) for idx in range(size >> level)}
-        assert set(stored) == complete
-    assert merkle.tree_root(1024, reader(stored)) == merkle.root_from_leaf_hashes(leaf_hashes(1024))
-    assert merkle.nodes_completed_by_leaf(2**40 - 1)[-1] == (40, 0)
-    assert len(merkle.nodes_completed_by_leaf(2**40 - 1)) == 40
-
-
 # --- exhaustive: every size, every index / size pair ------------------------------------
 
 

@@ -32,7 +32,7 @@ from registry.ledger import Ledger
 from registry.storage import tables
 from registry.storage.database import Database
 from registry.storage.node_keys import node_id
-from registry.storage.sql_log import StoredDocument
+from registry.storage.protocol import StoredDocument
 from tests.conftest import make_ledger
 from tests.helpers import documents_for, envelope_bytes, issue_statement, key_from
 from verifier import merkle

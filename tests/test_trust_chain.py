@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from tests.helpers import (
     register_document,
     submit_with_documents,
 )
-from verifier import jcs, trust
+from verifier import jcs, statement, trust
 from verifier.entry import format_time
 from verifier.errors import TrustError
 from verifier.keys import SigningKey
@@ -68,14 +68,13 @@ class World:
 
 
 def cert(issuer: str, n: int, kind: str = "dcc", document: bytes | None = None) -> dict[str, Any]:
-    return {
-        "type": "certificate.issue",
-        "issuer_id": issuer,
-        "certificate_id": f"{issuer}/C-{n}",
-        "kind": kind,
-        "document_sha256": register_document(document or f"{issuer} C-{n} {kind}".encode()),
-        "issued": "2026-06-01",
-    }
+    return statement.CertificateIssue(
+        issuer_id=issuer,
+        certificate_id=f"{issuer}/C-{n}",
+        kind=kind,
+        document_sha256=register_document(document or f"{issuer} C-{n} {kind}".encode()),
+        issued=date(2026, 6, 1),
+    ).to_json()
 
 
 def acc_event(action: str, issuer: str, reason: str = "audit") -> dict[str, Any]:
@@ -131,27 +130,23 @@ def make_world(settings: Settings) -> World:
     world.ok(acc_event("withdraw", "LAB-4"), BODY_KEY)
     # LAB-1 rotates: new key added by the old one, old key revoked (no compromise).
     world.ok(
-        {"type": "issuer.key.add", "issuer_id": "LAB-1", "public_key": b64key(K["lab1-new"])},
+        statement.IssuerKeyAdd(issuer_id="LAB-1", public_key=K["lab1-new"].public_key).to_json(),
         K["lab1"],
     )
     world.ok(
-        {
-            "type": "issuer.key.revoke",
-            "issuer_id": "LAB-1",
-            "key_id": K["lab1"].public_key.key_id,
-            "reason": "rotation",
-        },
+        statement.IssuerKeyRevoke(
+            issuer_id="LAB-1", key_id=K["lab1"].public_key.key_id, reason="rotation"
+        ).to_json(),
         K["lab1-new"],
     )
     # LAB-7's key was stolen as soon as its body registered it.
     world.ok(
-        {
-            "type": "issuer.key.revoke",
-            "issuer_id": "LAB-7",
-            "key_id": K["lab7"].public_key.key_id,
-            "reason": "laptop stolen",
-            "compromised_at": format_time(T0),
-        },
+        statement.IssuerKeyRevoke(
+            issuer_id="LAB-7",
+            key_id=K["lab7"].public_key.key_id,
+            reason="laptop stolen",
+            compromised_at=T0,
+        ).to_json(),
         BODY_KEY,
     )
     world.clock.advance(minutes=1)

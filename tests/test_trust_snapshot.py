@@ -27,7 +27,6 @@ from registry.storage import tables
 from tests.conftest import TEST_ORIGIN
 from tests.helpers import (
     BODY_KEY,
-    b64key,
     body_add,
     envelope_bytes,
     grant,
@@ -35,10 +34,10 @@ from tests.helpers import (
     register_document,
     submit_with_documents,
 )
-from verifier import entry, trust
+from verifier import entry, statement, trust
 from verifier.entry import format_time
 from verifier.errors import MalformedError
-from verifier.keys import SigningKey
+from verifier.keys import KeyId, SigningKey
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 LAB_A, LAB_B, CB = key_from("snap-lab-a"), key_from("snap-lab-b"), key_from("snap-cb")
@@ -54,42 +53,55 @@ class Clock:
         return self.now
 
 
-def cert(issuer: str, n: int, kind: str = "dcc", **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "certificate.issue",
-        "issuer_id": issuer,
-        "certificate_id": f"{issuer}/C-{n}",
-        "kind": kind,
-        # one issuer's certificates share documents: lookups list several
-        "document_sha256": register_document(f"snapshot test {issuer} {n % 3}".encode()),
-        "issued": "2026-06-01",
-        **extra,
-    }
+def _document(issuer: str, n: int) -> str:
+    # one issuer's certificates share documents: lookups list several
+    return register_document(f"snapshot test {issuer} {n % 3}".encode())
+
+
+def cert(issuer: str, n: int, kind: str = "dcc", valid_until: date | None = None) -> dict[str, Any]:
+    return statement.CertificateIssue(
+        issuer_id=issuer,
+        certificate_id=f"{issuer}/C-{n}",
+        kind=kind,
+        document_sha256=_document(issuer, n),
+        issued=date(2026, 6, 1),
+        valid_until=valid_until,
+    ).to_json()
 
 
 def change(action: str, issuer: str, n: int) -> dict[str, Any]:
-    return {
-        "type": f"certificate.{action}",
-        "issuer_id": issuer,
-        "certificate_id": f"{issuer}/C-{n}",
-        "reason": f"{action} — test ✓",
-    }
+    return statement.CERTIFICATE_CHANGES[action](
+        issuer_id=issuer, certificate_id=f"{issuer}/C-{n}", reason=f"{action} — test ✓"
+    ).to_json()
 
 
 def accreditation(action: str, issuer: str, body: str = "CNAS") -> dict[str, Any]:
-    return {
-        "type": f"accreditation.{action}",
-        "body_id": body,
-        "issuer_id": issuer,
-        "accreditation_number": f"{body}-{issuer}",
-        "reason": "surveillance",
-    }
+    return statement.ACCREDITATION_CHANGES[action](
+        body_id=body,
+        issuer_id=issuer,
+        accreditation_number=f"{body}-{issuer}",
+        reason="surveillance",
+    ).to_json()
 
 
 def history(ledger: Ledger, clock: Clock) -> None:
     """Every kind of statement, so every part of the state is non-trivial."""
     log_key = ledger.load_log_key().key
     second_body = {**body_add(BODY2, "DAkkS"), "name": "DAkkS", "country": "DE"}
+    amend = statement.CertificateAmend(
+        issuer_id="LAB-A",
+        certificate_id="LAB-A/C-4",
+        kind="dcc",
+        document_sha256=_document("LAB-A", 4),
+        issued=date(2026, 6, 1),
+        supersedes="LAB-A/C-1",
+    )
+    revoke = statement.IssuerKeyRevoke(
+        issuer_id="LAB-A",
+        key_id=LAB_A.public_key.key_id,
+        reason="stolen",
+        compromised_at=T0 + timedelta(seconds=100),
+    )
     steps: list[tuple[dict[str, Any], SigningKey]] = [
         (body_add(), log_key),
         (second_body, log_key),
@@ -101,34 +113,18 @@ def history(ledger: Ledger, clock: Clock) -> None:
         (grant("LAB-A", [LAB_A], body_id="DAkkS"), BODY2),
         (cert("LAB-A", 1), LAB_A),
         (cert("LAB-A", 2), LAB_A),
-        (cert("CB-1", 3, "management_system", valid_until="2027-01-31"), CB),
-        (
-            {
-                **cert("LAB-A", 4),
-                "type": "certificate.amend",
-                "supersedes": "LAB-A/C-1",
-            },
-            LAB_A,
-        ),
+        (cert("CB-1", 3, "management_system", valid_until=date(2027, 1, 31)), CB),
+        (amend.to_json(), LAB_A),
         (change("suspend", "LAB-A", 2), LAB_A),
         (change("reinstate", "LAB-A", 2), LAB_A),
         (change("withdraw", "CB-1", 3), CB),
         (accreditation("suspend", "LAB-A", "DAkkS"), BODY2),
         (accreditation("restore", "LAB-A", "DAkkS"), BODY2),
         (accreditation("withdraw", "LAB-A", "DAkkS"), BODY2),
-        ({"type": "issuer.key.add", "issuer_id": "LAB-A", "public_key": b64key(LAB_B)}, LAB_A),
+        (statement.IssuerKeyAdd(issuer_id="LAB-A", public_key=LAB_B.public_key).to_json(), LAB_A),
         (cert("LAB-A", 5), LAB_B),
-        (
-            {
-                "type": "issuer.key.revoke",
-                "issuer_id": "LAB-A",
-                "key_id": LAB_A.public_key.key_id,
-                "reason": "stolen",
-                "compromised_at": format_time(T0 + timedelta(seconds=100)),
-            },
-            LAB_B,
-        ),
-        ({"type": "trust.body.remove", "body_id": "DAkkS", "reason": "test"}, log_key),
+        (revoke.to_json(), LAB_B),
+        (statement.BodyRemove(body_id="DAkkS", reason="test").to_json(), log_key),
     ]
     for fields, key in steps:
         stamped = {"signed_at": format_time(clock.now), **_without_signed_at(fields)}
@@ -155,19 +151,28 @@ def full_replay(ledger: Ledger) -> trust.TrustState:
 
 
 def assert_same_state(got: trust.TrustState, want: trust.TrustState) -> None:
-    """Field by field (dataclass equality), not through the encoding under test."""
+    """Field by field (dataclass equality) and query by query, not through the
+    encoding under test."""
     assert got.size == want.size
     assert got.bodies == want.bodies
-    assert got.body_keys == want.body_keys
     assert got.issuers == want.issuers
-    assert got.issuer_keys == want.issuer_keys
     assert list(got.certificates.items()) == list(want.certificates.items())
-    assert got.certificates_by_digest == want.certificates_by_digest
+    key_ids = [b.key.key_id for b in want.bodies.values()] + [
+        k for i in want.issuers.values() for k in i.keys
+    ]
+    unknown = KeyId("0" * 64)
+    assert got.keys_for([*key_ids, unknown]) == want.keys_for([*key_ids, unknown])
+    for cert in want.certificates.values():
+        assert got.certificate(cert.certificate_id) == cert
+        digest = cert.document_sha256
+        assert got.certificates_with_document(digest) == want.certificates_with_document(digest)
+    assert got.certificates_with_document("0" * 64) == []
     # One record per key, reachable both ways: apply() mutates it through one
     # path and the rules read it through the other.
     for issuer in got.issuers.values():
         for key_id, record in issuer.keys.items():
-            assert got.issuer_keys[key_id] is record
+            assert got.issuer_key(key_id) is record
+            assert want.issuer_key(key_id) == record
 
 
 def opened(settings: Settings, clock: Clock) -> tuple[Ledger, list[int]]:
@@ -194,8 +199,11 @@ def test_a_snapshot_decodes_to_exactly_the_replayed_state(
     try:
         state = full_replay(ledger)
         assert len(state.certificates) == 5
-        assert any(len(ids) > 1 for ids in state.certificates_by_digest.values())
-        assert any(k.compromised_at for k in state.issuer_keys.values())
+        assert any(
+            len(state.certificates_with_document(c.document_sha256)) > 1
+            for c in state.certificates.values()
+        )
+        assert any(k.compromised_at for i in state.issuers.values() for k in i.keys.values())
         assert any(b.removed_at for b in state.bodies.values())
         raw = trust_snapshot.encode(state)
         decoded = trust_snapshot.decode(raw, ledger.identity.public_key)

@@ -19,7 +19,7 @@ import jsonschema
 
 from verifier import jcs
 from verifier.dcc import clip
-from verifier.errors import MalformedError, TooLargeError
+from verifier.errors import DocumentTooLargeError, MalformedError
 
 SCHEMA_NAME = "certification-certificate.schema.json"
 
@@ -125,10 +125,10 @@ def read_certification(data: bytes) -> CertificationCertificate:
     """Parse and validate a certification certificate document (its first
     schema error is reported; validation stops there)."""
     if len(data) > MAX_RECORD_SIZE:
-        raise TooLargeError(
+        raise DocumentTooLargeError(
             f"a certification certificate (JSON) is {len(data)} bytes; "
             f"the limit is {MAX_RECORD_SIZE}"
-        ).with_code("document_too_large")
+        )
     value = jcs.parse_json(data)
     first = next(iter(_validator().iter_errors(value)), None)
     if first is not None:

@@ -13,7 +13,13 @@ from typing import Any
 
 from verifier import jcs
 from verifier.encoding import b64decode, b64encode
-from verifier.errors import MalformedError, SignatureError, TooLargeError, UnknownKeyError
+from verifier.errors import (
+    MalformedError,
+    SignatureCountError,
+    SignatureError,
+    TooLargeError,
+    UnknownKeyError,
+)
 from verifier.keys import KeyId, PublicKey, SigningKey
 
 STATEMENT_PAYLOAD_TYPE = "application/vnd.qiledger.statement+json"
@@ -121,9 +127,9 @@ def only_signature(envelope: UnverifiedEnvelope) -> Signature:
     envelope, and a new log entry.
     """
     if len(envelope.signatures) != 1:
-        raise MalformedError(
+        raise SignatureCountError(
             f"a statement envelope carries exactly one signature, not {len(envelope.signatures)}"
-        ).with_code("signature_count")
+        )
     return envelope.signatures[0]
 
 

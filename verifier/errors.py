@@ -20,11 +20,6 @@ class QILedgerError(Exception):
         super().__init__(message)
         self.message = message
 
-    def with_code(self, code: str) -> QILedgerError:
-        """This error with a more specific stable code (same class, same message)."""
-        self.code = code
-        return self
-
 
 class MalformedError(QILedgerError):
     """Input could not be parsed: wrong syntax, type, encoding or length."""
@@ -38,10 +33,22 @@ class NonCanonicalError(MalformedError):
     code = "non_canonical"
 
 
+class SignatureCountError(MalformedError):
+    """A statement envelope carries other than exactly one signature."""
+
+    code = "signature_count"
+
+
 class TooLargeError(MalformedError):
     """Input exceeds a size limit."""
 
     code = "too_large"
+
+
+class DocumentTooLargeError(TooLargeError):
+    """A certificate document (or its record) exceeds its size limit."""
+
+    code = "document_too_large"
 
 
 class VerificationError(QILedgerError):

@@ -299,14 +299,3 @@ class RightEdge:
         if not self._stack:
             return Hash(EMPTY_ROOT)
         return fold_nodes([h for _, h in self._stack])
-
-
-def nodes_completed_by_leaf(index: int) -> list[Node]:
-    """Nodes above leaf ``index`` that become complete when it is appended (bottom up)."""
-    nodes: list[Node] = []
-    level, i = 0, index
-    while i & 1:
-        level += 1
-        i >>= 1
-        nodes.append((level, i))
-    return nodes

@@ -7,21 +7,31 @@ trust decisions use, ``signed_at`` only bounds replays and clock lies).
 
 Only identifiers, dates, names, keys and digests are allowed: the log is public,
 and unknown fields are refused so nothing confidential rides along.
+
+Statements are written with one typed builder per type (:class:`BodyAdd`,
+:class:`CertificateIssue`, ... in :data:`BUILDERS`), whose :meth:`~StatementBuilder.encode`
+gives the canonical payload; :func:`parse` reads payloads and is the one validator.
+
+    payload = CertificateSuspend(
+        issuer_id="LAB-1", certificate_id="LAB-1/DCC-7", reason="under review"
+    ).encode(signed_at=now)
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from verifier import jcs
-from verifier.encoding import b64decode
+from verifier.encoding import b64decode, b64encode
+from verifier.entry import format_time
 from verifier.errors import MalformedError
-from verifier.keys import PublicKey
+from verifier.keys import KeyId, PublicKey
 
 ISSUER_KINDS = frozenset({"calibration_laboratory", "certification_body"})
 CERTIFICATE_KINDS_BY_ISSUER = {
@@ -278,3 +288,218 @@ def encode(fields: dict[str, Any]) -> bytes:
     """Canonical payload bytes for a statement (checked as :func:`parse` would)."""
     validate(fields)
     return jcs.canonical_bytes(fields)
+
+
+# --- typed constructors ---------------------------------------------------------------
+
+
+def _instant_text(moment: datetime) -> str:
+    """An aware time as the log writes times (milliseconds, ``Z``)."""
+    if moment.tzinfo is None:
+        raise MalformedError("a statement time must be an aware datetime")
+    return format_time(moment)
+
+
+def _json_value(value: Any) -> Any:
+    # datetime before date: a datetime is a date.
+    if isinstance(value, datetime):
+        return _instant_text(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, PublicKey):
+        return b64encode(value.raw)
+    if isinstance(value, tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatementBuilder:
+    """A statement of one type before it is signed: typed fields, one attribute per
+    JSON field (``None``: an optional field left out). The parser stays the only
+    validator: :meth:`encode` runs it, so a builder refuses exactly what
+    :func:`parse` refuses, with the same message."""
+
+    TYPE: ClassVar[str]
+
+    def to_json(self, signed_at: datetime | None = None) -> dict[str, Any]:
+        """The statement's JSON fields, not yet checked; with ``signed_at`` if given
+        (:meth:`registry.ledger.Ledger.submit_statement` adds it itself)."""
+        value: dict[str, Any] = {"type": self.TYPE}
+        if signed_at is not None:
+            value["signed_at"] = _instant_text(signed_at)
+        for f in dataclass_fields(self):
+            item = getattr(self, f.name)
+            if item is not None:
+                value[f.name] = _json_value(item)
+        return value
+
+    def encode(self, signed_at: datetime) -> bytes:
+        """The canonical payload, checked as :func:`parse` checks it."""
+        return encode(self.to_json(signed_at))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BodyAdd(StatementBuilder):
+    """The operator trusts an accreditation body (signed with the log key)."""
+
+    TYPE: ClassVar[str] = "trust.body.add"
+    body_id: str
+    name: str
+    country: str
+    public_key: PublicKey
+
+
+@dataclass(frozen=True, kw_only=True)
+class BodyRemove(StatementBuilder):
+    TYPE: ClassVar[str] = "trust.body.remove"
+    body_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccreditationGrant(StatementBuilder):
+    """A body accredits an issuer (signed with the body's key)."""
+
+    TYPE: ClassVar[str] = "accreditation.grant"
+    body_id: str
+    issuer_id: str
+    issuer_name: str
+    issuer_kind: str
+    public_keys: tuple[PublicKey, ...]
+    accreditation_number: str
+    standard: str
+    scope: str
+    covers: tuple[str, ...]
+    valid_from: date
+    valid_until: date
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccreditationChange(StatementBuilder):
+    """A body suspends, restores or withdraws an accreditation it granted."""
+
+    body_id: str
+    issuer_id: str
+    accreditation_number: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccreditationSuspend(AccreditationChange):
+    TYPE: ClassVar[str] = "accreditation.suspend"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccreditationRestore(AccreditationChange):
+    TYPE: ClassVar[str] = "accreditation.restore"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccreditationWithdraw(AccreditationChange):
+    TYPE: ClassVar[str] = "accreditation.withdraw"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssuerKeyAdd(StatementBuilder):
+    TYPE: ClassVar[str] = "issuer.key.add"
+    issuer_id: str
+    public_key: PublicKey
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssuerKeyRevoke(StatementBuilder):
+    TYPE: ClassVar[str] = "issuer.key.revoke"
+    issuer_id: str
+    key_id: KeyId
+    reason: str
+    compromised_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateDocument(StatementBuilder):
+    """A certificate registered with its document (issue or amend)."""
+
+    issuer_id: str
+    certificate_id: str
+    kind: str
+    document_sha256: str
+    issued: date
+    valid_until: date | None = None
+    schema_version: str | None = None
+    schema_validated: bool | None = None
+    fields: Mapping[str, Any] | None = None
+    """Kind-specific public fields (a JSON object)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateIssue(CertificateDocument):
+    TYPE: ClassVar[str] = "certificate.issue"
+    supersedes: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateAmend(CertificateDocument):
+    """A new document replacing the certificate ``supersedes`` names."""
+
+    TYPE: ClassVar[str] = "certificate.amend"
+    supersedes: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateChange(StatementBuilder):
+    """An issuer suspends, reinstates or withdraws one of its certificates."""
+
+    issuer_id: str
+    certificate_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateSuspend(CertificateChange):
+    TYPE: ClassVar[str] = "certificate.suspend"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateReinstate(CertificateChange):
+    TYPE: ClassVar[str] = "certificate.reinstate"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateWithdraw(CertificateChange):
+    TYPE: ClassVar[str] = "certificate.withdraw"
+
+
+BUILDERS: dict[str, type[StatementBuilder]] = {
+    b.TYPE: b
+    for b in (
+        BodyAdd,
+        BodyRemove,
+        AccreditationGrant,
+        AccreditationSuspend,
+        AccreditationRestore,
+        AccreditationWithdraw,
+        IssuerKeyAdd,
+        IssuerKeyRevoke,
+        CertificateIssue,
+        CertificateAmend,
+        CertificateSuspend,
+        CertificateReinstate,
+        CertificateWithdraw,
+    )
+}
+"""The builder of each statement type (every type in :data:`FIELDS` has one)."""
+
+ACCREDITATION_CHANGES: dict[str, type[AccreditationChange]] = {
+    "suspend": AccreditationSuspend,
+    "restore": AccreditationRestore,
+    "withdraw": AccreditationWithdraw,
+}
+CERTIFICATE_CHANGES: dict[str, type[CertificateChange]] = {
+    "suspend": CertificateSuspend,
+    "reinstate": CertificateReinstate,
+    "withdraw": CertificateWithdraw,
+}
+"""The status-change builders by their verb (as the CLI names the action)."""

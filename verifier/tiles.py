@@ -77,10 +77,6 @@ class Tile:
         _check_index_width(self.index, self.width)
 
     @property
-    def is_partial(self) -> bool:
-        return self.width < TILE_WIDTH
-
-    @property
     def tree_level(self) -> int:
         """The Merkle tree level of the hashes in this tile."""
         return self.level * TILE_HEIGHT
@@ -104,10 +100,6 @@ class Bundle:
 
     def __post_init__(self) -> None:
         _check_index_width(self.index, self.width)
-
-    @property
-    def is_partial(self) -> bool:
-        return self.width < TILE_WIDTH
 
     @property
     def start(self) -> int:

@@ -19,9 +19,11 @@ from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from verifier import dsse, entry, statement
-from verifier.errors import QILedgerError, TrustError
+from verifier.encoding import b64decode, b64encode
+from verifier.errors import MalformedError, QILedgerError, TrustError
 from verifier.keys import KeyId, PublicKey
 from verifier.statement import Statement, parse_date, parse_instant, parse_public_key
 
@@ -38,6 +40,11 @@ refused as stale anyway, and the duplicate check needs only this recent window."
 
 GRANTED, SUSPENDED, WITHDRAWN = "granted", "suspended", "withdrawn"
 ACTIVE, EXPIRED, SUPERSEDED, INVALID = "active", "expired", "superseded", "invalid"
+
+PLAIN_VERSION = 2
+"""Layout of :meth:`TrustState.to_plain`; a change to it must bump this (a
+snapshot names it in its format, so older snapshots are then ignored).
+2: key provenance, compromise reports and the recent statements' digests."""
 
 
 @dataclass
@@ -145,22 +152,48 @@ class CertificateStatus:
 
 
 class TrustState:
-    """Everything the log has established about bodies, issuers, keys and certificates."""
+    """Everything the log has established about bodies, issuers, keys and certificates.
+
+    :attr:`bodies`, :attr:`issuers` and :attr:`certificates` are the read model;
+    the indexes beside them are private and kept in step by :meth:`apply` and
+    :meth:`from_plain` alone (one :class:`IssuerKey` record is reachable from its
+    issuer and by key id). Read them through the query methods."""
 
     def __init__(self, log_key: PublicKey) -> None:
         self.log_key = log_key
         self.size = 0
         self.bodies: dict[str, Body] = {}
-        self.body_keys: dict[KeyId, str] = {}
         self.issuers: dict[str, Issuer] = {}
-        self.issuer_keys: dict[KeyId, IssuerKey] = {}
         self.certificates: dict[str, Certificate] = {}
-        self.certificates_by_digest: dict[str, list[str]] = {}
-        self.recent_statements: dict[bytes, int] = {}
+        """By id, in log order."""
+        self._body_keys: dict[KeyId, str] = {}
+        self._issuer_keys: dict[KeyId, IssuerKey] = {}
+        self._by_digest: dict[str, list[str]] = {}
+        """Document SHA-256 (hex) -> the ids of the certificates about it, in log order."""
+        self._recent: dict[bytes, int] = {}
         """Digest -> index of every statement logged within DUPLICATE_WINDOW of the
         newest entry (the same statement may be logged only once)."""
-        self.recent_order: deque[tuple[datetime, bytes]] = deque()
-        """(logged_at, digest) of :attr:`recent_statements`, oldest first."""
+        self._recent_order: deque[tuple[datetime, bytes]] = deque()
+        """(logged_at, digest) of :attr:`_recent`, oldest first."""
+
+    # --- queries ------------------------------------------------------------------
+
+    def certificate(self, certificate_id: str) -> Certificate | None:
+        return self.certificates.get(certificate_id)
+
+    def certificates_with_document(self, document_sha256: str) -> list[Certificate]:
+        """The certificates about the document with this hex SHA-256, in log order."""
+        return [self.certificates[i] for i in self._by_digest.get(document_sha256, ())]
+
+    def issuer_key(self, key_id: KeyId) -> IssuerKey | None:
+        """The issuer key with this id, whatever its status."""
+        return self._issuer_keys.get(key_id)
+
+    def recently_logged(self, digest: bytes) -> int | None:
+        """The index of the statement with this digest if it was logged within
+        :data:`DUPLICATE_WINDOW` of the newest entry (older ones are refused as
+        stale, so they are no longer remembered)."""
+        return self._recent.get(digest)
 
     # --- keys ---------------------------------------------------------------------
 
@@ -170,10 +203,10 @@ class TrustState:
         for key_id in key_ids:
             if key_id == self.log_key.key_id:
                 found[key_id] = self.log_key
-            elif key_id in self.body_keys:
-                found[key_id] = self.bodies[self.body_keys[key_id]].key
-            elif key_id in self.issuer_keys:
-                found[key_id] = self.issuer_keys[key_id].key
+            elif key_id in self._body_keys:
+                found[key_id] = self.bodies[self._body_keys[key_id]].key
+            elif key_id in self._issuer_keys:
+                found[key_id] = self._issuer_keys[key_id].key
         return found
 
     def unknown_signer(self, stmt: Statement, key_ids: Collection[KeyId]) -> TrustError:
@@ -195,10 +228,10 @@ class TrustState:
 
     def _key_in_use(self, key: PublicKey, issuer_id: str | None = None) -> None:
         kid = key.key_id
-        owner = self.issuer_keys.get(kid)
+        owner = self._issuer_keys.get(kid)
         if (
             kid == self.log_key.key_id
-            or kid in self.body_keys
+            or kid in self._body_keys
             or (owner is not None and owner.issuer_id != issuer_id)
         ):
             raise TrustError("key_in_use", f"key {kid} already belongs to another party")
@@ -220,7 +253,7 @@ class TrustState:
                 f"signed_at {stmt['signed_at']} is more than {MAX_STATEMENT_AGE.days} days "
                 "old: an old envelope cannot be replayed; sign a fresh statement",
             )
-        logged = self.recent_statements.get(stmt.digest)
+        logged = self.recently_logged(stmt.digest)
         if logged is not None:
             raise TrustError(
                 "statement_duplicate",
@@ -252,13 +285,13 @@ class TrustState:
 
     def _signing_body(self, signer: PublicKey, body_id: str) -> Body:
         kid = signer.key_id
-        if kid in self.issuer_keys:
+        if kid in self._issuer_keys:
             raise TrustError(
                 "self_accreditation",
                 f"accreditation statements must be signed by an accreditation body; "
-                f"this one is signed by a key of issuer {self.issuer_keys[kid].issuer_id}",
+                f"this one is signed by a key of issuer {self._issuer_keys[kid].issuer_id}",
             )
-        signer_body = self.body_keys.get(kid)
+        signer_body = self._body_keys.get(kid)
         if signer_body is None:
             raise TrustError("body_untrusted", f"key {kid} is not a trusted accreditation body")
         if signer_body != body_id:
@@ -331,7 +364,7 @@ class TrustState:
         kid = signer.key_id
         record = issuer.keys.get(kid)
         if record is None:
-            other = self.issuer_keys.get(kid)
+            other = self._issuer_keys.get(kid)
             if other is not None:
                 raise TrustError(
                     "key_of_other_issuer",
@@ -355,7 +388,7 @@ class TrustState:
         by a body that accredits the issuer, for a key that body registered and no
         further back than that registration."""
         issuer = self._issuer(stmt["issuer_id"])
-        body_id = self.body_keys.get(signer.key_id)
+        body_id = self._body_keys.get(signer.key_id)
         if body_id is not None:
             accredited = [
                 a
@@ -499,7 +532,7 @@ class TrustState:
     def _check_document_owner(self, issuer: Issuer, stmt: Statement) -> None:
         """One document belongs to one issuer, and a DCC's own laboratory code must be
         the issuer's: nobody registers another laboratory's document as their own."""
-        for other_id in self.certificates_by_digest.get(stmt["document_sha256"], ()):
+        for other_id in self._by_digest.get(stmt["document_sha256"], ()):
             other = self.certificates[other_id]
             if other.issuer_id != issuer.issuer_id:
                 raise TrustError(
@@ -533,7 +566,7 @@ class TrustState:
             self.bodies[stmt["body_id"]] = Body(
                 stmt["body_id"], stmt["name"], stmt["country"], key, logged_at
             )
-            self.body_keys[key.key_id] = stmt["body_id"]
+            self._body_keys[key.key_id] = stmt["body_id"]
         elif kind == "trust.body.remove":
             self.bodies[stmt["body_id"]].removed_at = logged_at
         elif kind == "accreditation.grant":
@@ -577,7 +610,7 @@ class TrustState:
             self._apply_certificate(index, signer, stmt, logged_at)
 
     def _remember(self, digest: bytes, index: int, logged_at: datetime) -> None:
-        order, recent = self.recent_order, self.recent_statements
+        order, recent = self._recent_order, self._recent
         horizon = logged_at - DUPLICATE_WINDOW
         while order and order[0][0] < horizon:
             recent.pop(order.popleft()[1], None)
@@ -590,7 +623,7 @@ class TrustState:
         if key.key_id not in issuer.keys:
             record = IssuerKey(issuer.issuer_id, key, logged_at, registered_by=registered_by)
             issuer.keys[key.key_id] = record
-            self.issuer_keys[key.key_id] = record
+            self._issuer_keys[key.key_id] = record
 
     def _apply_certificate(
         self, index: int, signer: PublicKey, stmt: Statement, logged_at: str
@@ -608,10 +641,166 @@ class TrustState:
                 laboratory=_laboratory(stmt),
             )
             self.certificates[cert_id] = cert
-            self.certificates_by_digest.setdefault(stmt["document_sha256"], []).append(cert_id)
+            self._by_digest.setdefault(stmt["document_sha256"], []).append(cert_id)
             if stmt.type == "certificate.amend":
                 self.certificates[stmt["supersedes"]].superseded_by = cert_id
         self.certificates[cert_id].events.append(event)
+
+    # --- plain data -----------------------------------------------------------------
+
+    def to_plain(self) -> dict[str, Any]:
+        """Everything this state holds but its log key, as JSON-able lists, strings,
+        integers and nulls; the same state always gives the same value, and
+        :meth:`from_plain` restores it. Layout version :data:`PLAIN_VERSION`."""
+        return {
+            "size": self.size,
+            "bodies": [
+                [b.body_id, b.name, b.country, b64encode(b.key.raw), b.added_at, b.removed_at]
+                for b in self.bodies.values()
+            ],
+            "issuers": [
+                [
+                    issuer.issuer_id,
+                    issuer.name,
+                    issuer.kind,
+                    [
+                        [
+                            b64encode(k.key.raw),
+                            k.added_at,
+                            k.revoked_at,
+                            k.revocation_reason,
+                            k.registered_by,
+                            [[at, since.isoformat()] for at, since in k.compromise_reports],
+                        ]
+                        for k in issuer.keys.values()
+                    ],
+                    [
+                        [
+                            a.body_id,
+                            a.number,
+                            a.standard,
+                            a.scope,
+                            sorted(a.covers),
+                            a.valid_from.isoformat(),
+                            a.valid_until.isoformat(),
+                            [list(event) for event in a.events],
+                        ]
+                        for a in issuer.accreditations.values()
+                    ],
+                ]
+                for issuer in self.issuers.values()
+            ],
+            "certificates": [
+                [
+                    c.certificate_id,
+                    c.issuer_id,
+                    c.kind,
+                    c.document_sha256,
+                    None if c.valid_until is None else c.valid_until.isoformat(),
+                    c.superseded_by,
+                    [[e.index, e.type, e.logged_at, e.key_id, e.reason] for e in c.events],
+                    None if c.laboratory is None else list(c.laboratory),
+                ]
+                for c in self.certificates.values()
+            ],
+            "recent_statements": [
+                [entry.format_time(at), digest.hex(), self._recent[digest]]
+                for at, digest in self._recent_order
+            ],
+        }
+
+    @classmethod
+    def from_plain(cls, value: Any, log_key: PublicKey) -> TrustState:
+        """The state :meth:`to_plain` gave (for the log of ``log_key``);
+        :class:`MalformedError` if ``value`` is not one. Trusted input (a snapshot
+        checked against its digest): the shape is checked, the trust rules are not."""
+        if not isinstance(value, dict) or value.keys() != _PLAIN_KEYS:
+            raise MalformedError("not a plain trust state")
+        try:
+            return cls._from_plain(value, log_key)
+        except QILedgerError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise MalformedError(f"the plain trust state does not decode: {exc}") from None
+
+    @classmethod
+    def _from_plain(cls, value: dict[str, Any], log_key: PublicKey) -> TrustState:
+        state = cls(log_key)
+        state.size = int(value["size"])
+        for body_id, name, country, key, added_at, removed_at in value["bodies"]:
+            body = Body(body_id, name, country, _plain_key(key), added_at, removed_at)
+            state.bodies[body_id] = body
+            state._body_keys[body.key.key_id] = body_id
+        for issuer_id, name, kind, keys, accreditations in value["issuers"]:
+            issuer = Issuer(issuer_id, name, kind)
+            for key, added_at, revoked_at, reason, registered_by, reports in keys:
+                record = IssuerKey(
+                    issuer_id,
+                    _plain_key(key),
+                    added_at,
+                    revoked_at,
+                    reason,
+                    registered_by,
+                    [(at, datetime.fromisoformat(since)) for at, since in reports],
+                )
+                # one record, two ways in: apply() revokes it through either
+                issuer.keys[record.key.key_id] = record
+                state._issuer_keys[record.key.key_id] = record
+            for body_id, number, standard, scope, covers, since, until, events in accreditations:
+                issuer.accreditations[(body_id, number)] = Accreditation(
+                    body_id,
+                    number,
+                    issuer_id,
+                    standard,
+                    scope,
+                    frozenset(covers),
+                    parse_date(since),
+                    parse_date(until),
+                    [(logged_at, status, reason) for logged_at, status, reason in events],
+                )
+            state.issuers[issuer_id] = issuer
+        # The hot loop of a start-up (one pass per certificate): locals, and each
+        # distinct expiry date parsed once.
+        certificates, by_digest = state.certificates, state._by_digest
+        certificate, event = Certificate, CertificateEvent
+        dates: dict[str, date] = {}
+        for cert_id, issuer_id, kind, digest, until, superseded_by, events, lab in value[
+            "certificates"
+        ]:
+            if until is not None:
+                valid_until = dates.get(until)
+                if valid_until is None:
+                    valid_until = dates[until] = parse_date(until)
+            else:
+                valid_until = None
+            certificates[cert_id] = certificate(
+                cert_id,
+                issuer_id,
+                kind,
+                digest,
+                valid_until,
+                [event(index, type_, at, key_id, why) for index, type_, at, key_id, why in events],
+                superseded_by,
+                None if lab is None else (lab[0], lab[1]),
+            )
+            # Certificates are kept in log order, as replay inserts them.
+            ids = by_digest.get(digest)
+            if ids is None:
+                by_digest[digest] = [cert_id]
+            else:
+                ids.append(cert_id)
+        for logged_at, digest, index in value["recent_statements"]:
+            raw_digest = bytes.fromhex(digest)
+            state._recent_order.append((entry.parse_time(logged_at), raw_digest))
+            state._recent[raw_digest] = int(index)
+        return state
+
+
+_PLAIN_KEYS = frozenset({"size", "bodies", "issuers", "certificates", "recent_statements"})
+
+
+def _plain_key(text: str) -> PublicKey:
+    return PublicKey.from_raw(b64decode(text, "trust state key"))
 
 
 def _laboratory(stmt: Statement) -> tuple[str, str] | None:
@@ -631,7 +820,7 @@ def _identity_key(text: str) -> str:
 def _compromised(state: TrustState, event: CertificateEvent, at: datetime | None) -> str | None:
     """Why ``event`` is void because its key was compromised (as known at ``at``:
     a compromise not yet reported then does not void it then)."""
-    record = state.issuer_keys.get(event.key_id)
+    record = state.issuer_key(event.key_id)
     if record is None or not record.compromise_reports:
         return None
     since = record.compromised_as_known_at(at)

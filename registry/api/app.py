@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -19,8 +17,7 @@ from registry.api.cors import PublicReadsCors
 from registry.api.limits import BodySizeLimit
 from registry.api.routes import certificates, issuers, log, schemas, statements, tiles
 from registry.api.service import RegistryService, ServiceOptions
-from registry.config import Settings
-from registry.errors import ConfigError
+from registry.config import ServerSettings, Settings
 from registry.ledger import Ledger
 
 ROUTERS = tuple(m.router for m in (log, certificates, statements, issuers, schemas, tiles))
@@ -92,38 +89,25 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, send_without_body)
 
 
-def options_from_env() -> ServiceOptions:
-    env = os.environ
+def service_options(server: ServerSettings) -> ServiceOptions:
+    """The service's options: what the settings name, the service's defaults otherwise."""
     defaults = ServiceOptions()
-    public_url = env.get("QILEDGER_PUBLIC_URL") or defaults.public_url
-    if not public_url.startswith(("http://", "https://")):
-        raise ConfigError(f"QILEDGER_PUBLIC_URL must be an http(s) URL, not {public_url!r}")
     return ServiceOptions(
-        public_url=public_url,
-        rate_per_second=_number("QILEDGER_RATE_LIMIT", float, defaults.rate_per_second),
-        rate_burst=_number("QILEDGER_RATE_BURST", int, defaults.rate_burst),
+        public_url=server.public_url or defaults.public_url,
+        rate_per_second=(
+            defaults.rate_per_second if server.rate_per_second is None else server.rate_per_second
+        ),
+        rate_burst=defaults.rate_burst if server.rate_burst is None else server.rate_burst,
     )
-
-
-def _number(name: str, kind: type[int] | type[float], default: float) -> Any:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        what = "whole number" if kind is int else "number"
-        raise ConfigError(f"{name} must be a {what} >= 0, not {text!r}")
-    return value
 
 
 def app_from_env() -> FastAPI:
     """uvicorn factory: every worker process opens the ledger from the environment
-    (``qiledger serve`` puts its options there)."""
-    settings = Settings.from_env(demo=os.environ.get("QILEDGER_DEMO") == "1")
-    app = create_app(Ledger.open(settings), options_from_env(), owns_ledger=True)
+    (``qiledger serve`` puts its options there). It never prompts for the log
+    key's passphrase: that comes from the environment or a passphrase file."""
+    settings = Settings.from_env()
+    options = service_options(ServerSettings.from_env())
+    app = create_app(Ledger.open(settings), options, owns_ledger=True)
     # The replayed trust state lives as long as the process: keep the cyclic
     # garbage collector from re-scanning it in every full collection.
     gc.collect()

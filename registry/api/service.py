@@ -30,8 +30,8 @@ from registry.ledger import (
     plain_statement,
 )
 from registry.sequencer import Accepted, Outcome
-from registry.storage.sql_log import StoredDocument
-from registry.storage.tokens import TokenHolder, TokenStore
+from registry.storage.protocol import StoredDocument
+from registry.storage.tokens import TokenHolder
 from verifier import dsse, mark, statement, trust
 from verifier.encoding import b64encode
 from verifier.errors import QILedgerError
@@ -68,7 +68,7 @@ class RegistryService:
     ) -> None:
         self.ledger = ledger
         self.options = options or ServiceOptions()
-        self.tokens = TokenStore(ledger.db)
+        self.tokens = ledger.tokens
         self.tokens.ensure_table()
         self.rate_limiter = RateLimiter(
             self.options.rate_per_second, self.options.rate_burst, clock
@@ -76,13 +76,12 @@ class RegistryService:
         self.state_lock = threading.Lock()
         self._clock = clock
         # Replay the log now, before the first request waits for it.
-        ledger.policy.sync()
+        ledger.trust_state()
         self._synced_at = clock()
         self._catch_up_task: asyncio.Future[None] | None = None
         # Small batches: a forked signature worker does not pay off, and forking a
         # threaded server is best avoided.
-        ledger.sequencer.verify_worker = False
-        self._log_signer = ledger.sequencer.signer
+        ledger.start_writing(verify_worker=False)
         self.queue = SubmissionQueue(self._submit_batch, self.options.max_batch)
 
     def close(self) -> None:
@@ -95,7 +94,7 @@ class RegistryService:
         self, envelopes: Sequence[bytes], documents: Mapping[int, StoredDocument]
     ) -> list[Outcome]:
         with self.state_lock:
-            return self.ledger.sequencer.submit_many(envelopes, documents)
+            return self.ledger.submit_many(envelopes, documents)
 
     def check_certificate(
         self, holder: TokenHolder, envelope: bytes, document: bytes, record: bytes | None = None
@@ -117,7 +116,7 @@ class RegistryService:
         that is behind the log (another process appended), so it is made again on
         the caught-up state before it is final."""
         try:
-            self.ledger.check_certificate_signer(self.ledger.policy.state, unverified, stmt)
+            self.ledger.check_certificate_signer(self.ledger.unsynced_trust_state, unverified, stmt)
             return
         except QILedgerError:
             pass
@@ -173,7 +172,7 @@ class RegistryService:
             index=index,
             issued_at=int(self.ledger.clock().timestamp()),
         )
-        return mark.sign(claims, self._log_signer.key)
+        return self.ledger.sign_mark(claims)
 
     def mark_url(self, token: str) -> str:
         return f"{self.options.public_url.rstrip('/')}/m/{token}"
@@ -187,9 +186,9 @@ class RegistryService:
         with self.state_lock:
             now = self._clock()
             if now - self._synced_at > self.options.read_staleness_s:
-                self.ledger.policy.sync()
+                self.ledger.trust_state()
                 self._synced_at = now
-            yield self.ledger.policy.state
+            yield self.ledger.unsynced_trust_state
 
     def read_now(self, view: Callable[[TrustState], T]) -> T | None:
         """``view`` of the trust state if it can be had without waiting — the state
@@ -199,7 +198,7 @@ class RegistryService:
         try:
             if self._clock() - self._synced_at > self.options.read_staleness_s:
                 return None
-            return view(self.ledger.policy.state)
+            return view(self.ledger.unsynced_trust_state)
         finally:
             self.state_lock.release()
 
@@ -241,7 +240,7 @@ class RegistryService:
             if cert is None:
                 raise NotFoundError(f"no certificate {certificate_id} in this log")
             digest = cert.document_sha256
-        return self.ledger.storage.document(digest)
+        return self.ledger.document(digest)
 
 
 def authorize(holder: TokenHolder, stmt: statement.Statement) -> None:

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from registry.sequencer import Outcome
-from registry.storage.sql_log import StoredDocument
+from registry.storage.protocol import StoredDocument
 
 log = logging.getLogger("qiledger.api")
 

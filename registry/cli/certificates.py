@@ -4,45 +4,49 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from registry.cli import context
+from registry.cli.context import KeyOption
 from registry.cli.output import Output
+from registry.cli.parsing import Commands
 from registry.config import Settings
 from registry.errors import NotFoundError
-from registry.keys import keyfile
+from registry.keys.keyfile import KeyRole
 from registry.ledger import Ledger
 from registry.reports import certificate_report
+from verifier import statement
 from verifier.dcc import MAX_DOCUMENT_SIZE
-from verifier.errors import MalformedError
+from verifier.errors import DocumentTooLargeError, MalformedError
+
+ISSUER_KEY = KeyOption("--key", KeyRole.ISSUER)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env(args.data_dir, args.database_url, args.log_key, args.demo)
-    if getattr(args, "require_schema", False):
-        settings = replace(settings, require_schema=True)
-    return settings
+def _issue_settings(args: argparse.Namespace) -> Settings:
+    """The global options' settings, and ``issue --require-schema`` on top."""
+    settings = context.settings(args)
+    return replace(settings, require_schema=True) if args.require_schema else settings
 
 
 def _read(path: str) -> bytes:
     try:
         size = Path(path).stat().st_size
         if size > MAX_DOCUMENT_SIZE:  # refuse before reading it all
-            raise MalformedError(
+            raise DocumentTooLargeError(
                 f"{path} is {size} bytes; the document limit is {MAX_DOCUMENT_SIZE}"
-            ).with_code("document_too_large")
+            )
         return Path(path).read_bytes()
     except OSError as exc:
         raise MalformedError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def cmd_issue(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(_settings(args))
+    ledger = Ledger.open(_issue_settings(args))
     document = _read(args.document)
     record = None if args.record is None else _read(args.record)
-    key = keyfile.read_private_key(Path(args.key), keyfile.passphrase_from_env(), demo=args.demo)
+    key = ISSUER_KEY.load(args)
     derived = ledger.documents.statement(document, args.issuer, ledger.clock(), record)
     accepted = ledger.issue_certificate(document, args.issuer, key, record)
     fields = derived.fields
@@ -72,16 +76,13 @@ def cmd_issue(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_status_change(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(_settings(args))
+    ledger = Ledger.open(context.settings(args))
     issuer_id = args.certificate_id.split("/", 1)[0]
-    key = keyfile.read_private_key(Path(args.key), keyfile.passphrase_from_env(), demo=args.demo)
-    fields = {
-        "type": f"certificate.{args.action}",
-        "issuer_id": issuer_id,
-        "certificate_id": args.certificate_id,
-        "reason": args.reason,
-    }
-    accepted = ledger.submit_statement(fields, key)
+    key = ISSUER_KEY.load(args)
+    built = statement.CERTIFICATE_CHANGES[args.action](
+        issuer_id=issuer_id, certificate_id=args.certificate_id, reason=args.reason
+    )
+    accepted = ledger.submit_statement(built.to_json(), key)
     out.emit(
         f"{args.certificate_id}: {args.action} logged at index {accepted.index}",
         {"certificate_id": args.certificate_id, "index": accepted.index},
@@ -90,7 +91,7 @@ def cmd_status_change(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_certificate(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(_settings(args))
+    ledger = Ledger.open(context.settings(args))
     report = certificate_report(ledger.trust_state(), args.certificate_id, datetime.now(UTC))
     lines = [
         f"{report['certificate_id']}: {report['status']}"
@@ -108,11 +109,11 @@ def cmd_certificate(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_document(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(_settings(args))
+    ledger = Ledger.open(context.settings(args))
     cert = ledger.trust_state().certificates.get(args.certificate_id)
     if cert is None:
         raise NotFoundError(f"no certificate {args.certificate_id} in this log")
-    stored = ledger.storage.document(cert.document_sha256)
+    stored = ledger.document(cert.document_sha256)
     try:
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -128,30 +129,32 @@ def cmd_document(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def register(add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add(
+def register(commands: Commands) -> None:
+    p = commands.add(
         "issue",
         cmd_issue,
         "register a DCC (XML) or certification certificate (JSON, or PDF with --record)",
     )
-    p.add_argument("document", metavar="FILE")
+    p.add_argument("document", metavar="FILE", help="the certificate document")
     p.add_argument(
         "--record",
         metavar="JSON",
         help="with a PDF certification certificate: the same certificate as JSON",
     )
-    p.add_argument("--key", required=True, metavar="KEY", help="the issuer's signing key file")
+    ISSUER_KEY.add_to(p, metavar="KEY", help="the issuer's signing key file")
     p.add_argument("--issuer", required=True, help="issuer id, e.g. LAB-1")
     p.add_argument(
         "--require-schema", action="store_true", help="refuse a DCC that cannot be schema-validated"
     )
-    p = add("status", cmd_status_change, "suspend, reinstate or withdraw a certificate")
-    p.add_argument("certificate_id", metavar="CERT-ID")
-    p.add_argument("action", choices=["suspend", "reinstate", "withdraw"])
-    p.add_argument("--reason", required=True)
-    p.add_argument("--key", required=True, metavar="KEY")
-    p = add("certificate", cmd_certificate, "a certificate's status and history")
-    p.add_argument("certificate_id", metavar="CERT-ID")
-    p = add("document", cmd_document, "write a certificate's document (exact bytes) to a file")
-    p.add_argument("certificate_id", metavar="CERT-ID")
-    p.add_argument("--out", required=True, metavar="FILE")
+    p = commands.add("status", cmd_status_change, "suspend, reinstate or withdraw a certificate")
+    p.add_argument("certificate_id", metavar="CERT-ID", help="e.g. LAB-1/DCC-2026-0001")
+    p.add_argument("action", choices=["suspend", "reinstate", "withdraw"], help="the status change")
+    p.add_argument("--reason", required=True, help="why, as free text (logged)")
+    ISSUER_KEY.add_to(p, metavar="KEY", help="the issuer's signing key file")
+    p = commands.add("certificate", cmd_certificate, "a certificate's status and history")
+    p.add_argument("certificate_id", metavar="CERT-ID", help="e.g. LAB-1/DCC-2026-0001")
+    p = commands.add(
+        "document", cmd_document, "write a certificate's document (exact bytes) to a file"
+    )
+    p.add_argument("certificate_id", metavar="CERT-ID", help="e.g. LAB-1/DCC-2026-0001")
+    p.add_argument("--out", required=True, metavar="FILE", help="a new file (never overwritten)")

@@ -5,45 +5,37 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from registry.cli import context
 from registry.cli.output import Output
-from registry.config import Settings
+from registry.cli.parsing import Commands
+from registry.config import ServerSettings
 from registry.errors import ConfigError
 from registry.ledger import Ledger
-from registry.storage.tokens import TokenStore
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(args.data_dir, args.database_url, args.log_key, args.demo)
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     import uvicorn
 
-    from registry.api.app import options_from_env
-
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {args.workers}")
-    settings = _settings(args)
+    # A bad setting is one clear error here, not one per worker; and no prompt:
+    # the workers could not be given what was typed.
+    server = ServerSettings.from_env(args.public_url)
+    settings = replace(context.settings(args), passphrase_prompt=False)
     ledger = Ledger.open(settings)  # fail here, clearly, before uvicorn starts
     ledger.load_log_key()
     # Several workers on SQLite are fine: BEGIN IMMEDIATE serializes their
     # sequencers, and group commit keeps batches large.
     ledger.close()
     # Each worker process opens the ledger itself from these (app_from_env).
-    env = {
-        "QILEDGER_DATA_DIR": str(settings.data_dir),
-        "QILEDGER_DATABASE_URL": settings.database_url or "",
-        "QILEDGER_LOG_KEY": str(settings.log_key_file),
-        "QILEDGER_DEMO": "1" if settings.demo else "",
-        "QILEDGER_PUBLIC_URL": args.public_url or os.environ.get("QILEDGER_PUBLIC_URL", ""),
-    }
-    os.environ.update({k: v for k, v in env.items() if v})
-    if not settings.database_url:
-        os.environ.pop("QILEDGER_DATABASE_URL", None)
-    options_from_env()  # a bad setting is one clear error here, not one per worker
+    for name, value in (settings.worker_env() | server.worker_env()).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     uvicorn.run(
         "registry.api.app:app_from_env",
         factory=True,
@@ -77,8 +69,8 @@ def cmd_token_create(args: argparse.Namespace, out: Output) -> int:
         raise ConfigError("name exactly one of --issuer ID, --body ID or --role auditor|operator")
     role = "issuer" if args.issuer else "body" if args.body else args.role
     subject = args.issuer or args.body or ""
-    ledger = Ledger.open(_settings(args))
-    token, holder = TokenStore(ledger.db).create(role, subject, args.label or "")
+    ledger = Ledger.open(context.settings(args))
+    token, holder = ledger.tokens.create(role, subject, args.label or "")
     out.emit(
         f"token {holder.token_id} ({role}{' ' + subject if subject else ''}):\n{token}\n"
         "(shown once; only its hash is stored)",
@@ -88,7 +80,7 @@ def cmd_token_create(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace, out: Output) -> int:
-    infos = TokenStore(Ledger.open(_settings(args)).db).list()
+    infos = Ledger.open(context.settings(args)).tokens.list()
     rows = [
         {
             "token_id": i.holder.token_id,
@@ -111,37 +103,39 @@ def cmd_token_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace, out: Output) -> int:
-    TokenStore(Ledger.open(_settings(args)).db).revoke(args.token_id)
+    Ledger.open(context.settings(args)).tokens.revoke(args.token_id)
     out.emit(f"token {args.token_id} revoked", {"token_id": args.token_id, "revoked": True})
     return 0
 
 
-def register(
-    sub: Any,
-    add: Callable[..., argparse.ArgumentParser],
-    common: argparse.ArgumentParser,
-) -> None:
-    p = add("serve", cmd_serve, "run the HTTP API (uvicorn)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+def register(commands: Commands) -> None:
+    p = commands.add("serve", cmd_serve, "run the HTTP API (uvicorn)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument(
         "--workers",
         type=int,
         default=len(os.sched_getaffinity(0)),
         help="server processes (default: one per usable core; a process uses one core)",
     )
-    p.add_argument("--public-url", help="base URL of the public verifier, for QR mark URLs")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
-    token = sub.add_parser("token", help="API tokens", parents=[common])
-    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    p = token_sub.add_parser("create", help="create a token (printed once)", parents=[common])
-    p.set_defaults(func=cmd_token_create)
+    p.add_argument(
+        "--public-url",
+        help="base URL of the public verifier, for QR mark URLs (env QILEDGER_PUBLIC_URL)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info"],
+        help="least severe message logged (default info)",
+    )
+    token = commands.group("token", "API tokens")
+    p = token.add("create", cmd_token_create, "create a token (printed once)")
     p.add_argument("--issuer", help="a token for this issuer id (its certificates and keys)")
     p.add_argument("--body", help="a token for this accreditation body id")
-    p.add_argument("--role", choices=["auditor", "operator"])
+    p.add_argument(
+        "--role", choices=["auditor", "operator"], help="a token for a role, not a holder"
+    )
     p.add_argument("--label", help="a note for the operator, e.g. who holds it")
-    p = token_sub.add_parser("list", help="list tokens (never their secrets)", parents=[common])
-    p.set_defaults(func=cmd_token_list)
-    p = token_sub.add_parser("revoke", help="revoke a token", parents=[common])
-    p.set_defaults(func=cmd_token_revoke)
-    p.add_argument("token_id", metavar="TOKEN-ID")
+    token.add("list", cmd_token_list, "list tokens (never their secrets)")
+    p = token.add("revoke", cmd_token_revoke, "revoke a token")
+    p.add_argument("token_id", metavar="TOKEN-ID", help="as token list shows it")

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
+from registry.cli import context
 from registry.cli.output import Output
-from registry.config import Settings
+from registry.cli.parsing import Commands
 from registry.ledger import Ledger
 from registry.tiles import write_static_tree
 
 
 def cmd_tiles(args: argparse.Namespace, out: Output) -> int:
-    settings = Settings.from_env(args.data_dir, args.database_url, args.log_key, args.demo)
-    ledger = Ledger.open(settings)
+    ledger = Ledger.open(context.settings(args))
     try:
         report = write_static_tree(ledger, Path(args.out))
     finally:
@@ -32,11 +31,11 @@ def cmd_tiles(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def register(add: Callable[..., argparse.ArgumentParser]) -> None:
-    p = add(
+def register(commands: Commands) -> None:
+    p = commands.add(
         "tiles",
         cmd_tiles,
         "write the checkpoint, tiles and entry bundles (C2SP tlog-tiles) under DIR, "
         "for any static web server",
     )
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="where to write (created)")

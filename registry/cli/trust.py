@@ -15,32 +15,43 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from registry.cli import context
+from registry.cli.context import KeyOption
 from registry.cli.output import Output
-from registry.config import Settings
+from registry.cli.parsing import Commands
 from registry.errors import NotFoundError
 from registry.keys import keyfile
+from registry.keys.keyfile import KeyRole
 from registry.ledger import Ledger
 from registry.reports import issuer_report
-from verifier.encoding import b64encode
+from verifier import statement
 from verifier.errors import MalformedError
-from verifier.keys import SigningKey
+from verifier.keys import PublicKey, SigningKey
 
-Command = Callable[[argparse.Namespace, Output], int]
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(args.data_dir, args.database_url, args.log_key, args.demo)
-
-
-def _signing_key(args: argparse.Namespace, path: str) -> SigningKey:
-    return keyfile.read_private_key(Path(path), keyfile.passphrase_from_env(), demo=args.demo)
+BODY_KEY = KeyOption("--body-key", KeyRole.BODY)
+SIGNING_KEY = KeyOption("--signing-key", KeyRole.ISSUER)
+"""An issuer's key usually; a body key signing for its issuer takes its
+passphrase from --signing-key-passphrase-file or QILEDGER_KEY_PASSPHRASE."""
+SIGN_KEY = KeyOption("--key", None)
 
 
-def _public_key_b64(path: str) -> str:
-    return b64encode(keyfile.read_public_key(Path(path)).raw)
+def _public_key(path: str) -> PublicKey:
+    return keyfile.read_public_key(Path(path))
 
 
-def _logged(out: Output, what: str, ledger: Ledger, fields: dict[str, Any], key: SigningKey) -> int:
+def _parsed(parse: Callable[[Any], Any], text: str, option: str) -> Any:
+    """A date or time option as the statement's typed value (the parser's check,
+    naming the option)."""
+    try:
+        return parse(text)
+    except MalformedError as exc:
+        raise MalformedError(f"{option} {exc.message}") from None
+
+
+def _logged(
+    out: Output, what: str, ledger: Ledger, built: statement.StatementBuilder, key: SigningKey
+) -> int:
+    fields = built.to_json()
     accepted = ledger.submit_statement(fields, key)
     verb = "already logged" if accepted.duplicate else "logged"
     out.emit(
@@ -51,28 +62,24 @@ def _logged(out: Output, what: str, ledger: Ledger, fields: dict[str, Any], key:
 
 
 def cmd_body_add(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(_settings(args))
+    ledger = Ledger.open(context.settings(args))
     body_id: str = args.id or args.name
-    fields = {
-        "type": "trust.body.add",
-        "body_id": body_id,
-        "name": args.name,
-        "country": args.country,
-        "public_key": _public_key_b64(args.key),
-    }
-    return _logged(out, f"trust anchor {body_id}", ledger, fields, ledger.load_log_key().key)
+    built = statement.BodyAdd(
+        body_id=body_id, name=args.name, country=args.country, public_key=_public_key(args.key)
+    )
+    return _logged(out, f"trust anchor {body_id}", ledger, built, ledger.load_log_key().key)
 
 
 def cmd_body_remove(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(_settings(args))
-    fields = {"type": "trust.body.remove", "body_id": args.body_id, "reason": args.reason}
+    ledger = Ledger.open(context.settings(args))
+    built = statement.BodyRemove(body_id=args.body_id, reason=args.reason)
     return _logged(
-        out, f"trust anchor {args.body_id} removed", ledger, fields, ledger.load_log_key().key
+        out, f"trust anchor {args.body_id} removed", ledger, built, ledger.load_log_key().key
     )
 
 
 def cmd_body_list(args: argparse.Namespace, out: Output) -> int:
-    state = Ledger.open(_settings(args)).trust_state()
+    state = Ledger.open(context.settings(args)).trust_state()
     rows = [
         {
             "body_id": b.body_id,
@@ -94,82 +101,76 @@ def cmd_body_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_accredit_grant(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(_settings(args))
-    fields = {
-        "type": "accreditation.grant",
-        "body_id": args.body,
-        "issuer_id": args.issuer,
-        "issuer_name": args.issuer_name,
-        "issuer_kind": args.issuer_kind,
-        "public_keys": [_public_key_b64(p) for p in args.issuer_key],
-        "accreditation_number": args.number,
-        "standard": args.standard,
-        "scope": args.scope,
-        "covers": args.covers,
-        "valid_from": args.valid_from,
-        "valid_until": args.valid_until,
-    }
+    ledger = Ledger.open(context.settings(args))
+    built = statement.AccreditationGrant(
+        body_id=args.body,
+        issuer_id=args.issuer,
+        issuer_name=args.issuer_name,
+        issuer_kind=args.issuer_kind,
+        public_keys=tuple(_public_key(p) for p in args.issuer_key),
+        accreditation_number=args.number,
+        standard=args.standard,
+        scope=args.scope,
+        covers=tuple(args.covers),
+        valid_from=_parsed(statement.parse_date, args.valid_from, "--valid-from"),
+        valid_until=_parsed(statement.parse_date, args.valid_until, "--valid-until"),
+    )
     return _logged(
         out,
         f"accreditation {args.number} of {args.issuer}",
         ledger,
-        fields,
-        _signing_key(args, args.body_key),
+        built,
+        BODY_KEY.load(args),
     )
 
 
 def cmd_accredit_event(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(_settings(args))
-    fields = {
-        "type": f"accreditation.{args.action}",
-        "body_id": args.body,
-        "issuer_id": args.issuer,
-        "accreditation_number": args.number,
-        "reason": args.reason,
-    }
+    ledger = Ledger.open(context.settings(args))
+    built = statement.ACCREDITATION_CHANGES[args.action](
+        body_id=args.body,
+        issuer_id=args.issuer,
+        accreditation_number=args.number,
+        reason=args.reason,
+    )
     return _logged(
         out,
         f"accreditation {args.number} {args.action}",
         ledger,
-        fields,
-        _signing_key(args, args.body_key),
+        built,
+        BODY_KEY.load(args),
     )
 
 
 def cmd_key_add(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(_settings(args))
-    fields = {
-        "type": "issuer.key.add",
-        "issuer_id": args.issuer,
-        "public_key": _public_key_b64(args.new_key),
-    }
-    return _logged(
-        out, f"key of {args.issuer} added", ledger, fields, _signing_key(args, args.signing_key)
-    )
+    ledger = Ledger.open(context.settings(args))
+    built = statement.IssuerKeyAdd(issuer_id=args.issuer, public_key=_public_key(args.new_key))
+    return _logged(out, f"key of {args.issuer} added", ledger, built, SIGNING_KEY.load(args))
 
 
 def cmd_key_revoke(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(_settings(args))
+    ledger = Ledger.open(context.settings(args))
     key_id = args.key_id or keyfile.read_public_key(Path(args.revoke)).key_id
-    fields: dict[str, Any] = {
-        "type": "issuer.key.revoke",
-        "issuer_id": args.issuer,
-        "key_id": key_id,
-        "reason": args.reason,
-    }
-    if args.compromised_at:
-        fields["compromised_at"] = args.compromised_at
+    built = statement.IssuerKeyRevoke(
+        issuer_id=args.issuer,
+        key_id=key_id,
+        reason=args.reason,
+        compromised_at=(
+            _parsed(statement.parse_instant, args.compromised_at, "--compromised-at")
+            if args.compromised_at
+            else None
+        ),
+    )
     return _logged(
         out,
         f"key {key_id[:16]}… of {args.issuer} revoked",
         ledger,
-        fields,
-        _signing_key(args, args.signing_key),
+        built,
+        SIGNING_KEY.load(args),
     )
 
 
 def cmd_issuers(args: argparse.Namespace, out: Output) -> int:
-    state = Ledger.open(_settings(args)).trust_state()
+    state = Ledger.open(context.settings(args)).trust_state()
     rows = [issuer_report(state, i) for i in state.issuers.values()]
     human = "\n".join(
         f"{r['issuer_id']:16} {r['kind']:22} {r['name']}  "
@@ -181,7 +182,7 @@ def cmd_issuers(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_issuer(args: argparse.Namespace, out: Output) -> int:
-    state = Ledger.open(_settings(args)).trust_state()
+    state = Ledger.open(context.settings(args)).trust_state()
     issuer = state.issuers.get(args.issuer_id)
     if issuer is None:
         raise NotFoundError(f"no issuer {args.issuer_id} in this log")
@@ -217,46 +218,42 @@ def cmd_sign(args: argparse.Namespace, out: Output) -> int:
         raise MalformedError(f"cannot read statement {args.statement}: {exc}") from None
     if isinstance(fields, dict):
         fields.setdefault("signed_at", format_time(datetime.now(UTC)))
-    envelope = dsse.sign(statement.encode(fields), _signing_key(args, args.key))
+    envelope = dsse.sign(statement.encode(fields), SIGN_KEY.load(args))
     sys.stdout.buffer.write(jcs.canonical_bytes(envelope.to_json()) + b"\n")
     return 0
 
 
-def register(
-    sub: Any,
-    add: Callable[..., argparse.ArgumentParser],
-    common: argparse.ArgumentParser,
-) -> None:
-    body = sub.add_parser("body", help="trust anchors: accreditation bodies", parents=[common])
-    body_sub = body.add_subparsers(dest="body_command", required=True, metavar="ACTION")
-    p = body_sub.add_parser(
-        "add", help="trust an accreditation body (signed with the log key)", parents=[common]
-    )
+def register(commands: Commands) -> None:
+    body = commands.group("body", "trust anchors: accreditation bodies")
+    p = body.add("add", cmd_body_add, "trust an accreditation body (signed with the log key)")
     p.add_argument("--name", required=True, help="e.g. CNAS")
     p.add_argument("--id", help="body id (default: the name)")
     p.add_argument("--country", required=True, help="ISO 3166-1 alpha-2, e.g. CN")
-    p.add_argument("--key", required=True, metavar="BODY.pub.pem")
-    p.set_defaults(func=cmd_body_add)
-    p = body_sub.add_parser("remove", help="stop trusting a body (logged)", parents=[common])
-    p.add_argument("body_id")
-    p.add_argument("--reason", required=True)
-    p.set_defaults(func=cmd_body_remove)
-    p = body_sub.add_parser("list", help="list trust anchors", parents=[common])
-    p.set_defaults(func=cmd_body_list)
+    p.add_argument("--key", required=True, metavar="BODY.pub.pem", help="the body's public key")
+    p = body.add("remove", cmd_body_remove, "stop trusting a body (signed with the log key)")
+    p.add_argument("body_id", help="the body's id")
+    p.add_argument("--reason", required=True, help="why, as free text (logged)")
+    body.add("list", cmd_body_list, "list trust anchors")
 
-    acc = sub.add_parser(
-        "accredit", help="accreditation statements signed by a body", parents=[common]
-    )
-    acc_sub = acc.add_subparsers(dest="accredit_command", required=True, metavar="ACTION")
-    p = acc_sub.add_parser("grant", help="accredit an issuer", parents=[common])
-    p.add_argument("--body-key", required=True, metavar="BODY.key")
+    accredit = commands.group("accredit", "accreditation statements signed by a body")
+    p = accredit.add("grant", cmd_accredit_grant, "accredit an issuer")
+    BODY_KEY.add_to(p, metavar="BODY.key", help="the accrediting body's private key")
     p.add_argument("--body", required=True, help="body id")
     p.add_argument("--issuer", required=True, help="issuer id, e.g. LAB-1")
-    p.add_argument("--issuer-name", required=True)
+    p.add_argument("--issuer-name", required=True, help="the issuer's name")
     p.add_argument(
-        "--issuer-kind", required=True, choices=["calibration_laboratory", "certification_body"]
+        "--issuer-kind",
+        required=True,
+        choices=["calibration_laboratory", "certification_body"],
+        help="what the issuer is",
     )
-    p.add_argument("--issuer-key", required=True, action="append", metavar="ISSUER.pub.pem")
+    p.add_argument(
+        "--issuer-key",
+        required=True,
+        action="append",
+        metavar="ISSUER.pub.pem",
+        help="a public key of the issuer (repeat for more)",
+    )
     p.add_argument("--number", required=True, help="accreditation number")
     p.add_argument("--standard", required=True, help="e.g. ISO/IEC 17025:2017")
     p.add_argument("--scope", required=True, help="scope as free text")
@@ -266,46 +263,44 @@ def register(
         action="append",
         help="certificate kind covered: dcc, management_system, product, person",
     )
-    p.add_argument("--valid-from", required=True, metavar="YYYY-MM-DD")
-    p.add_argument("--valid-until", required=True, metavar="YYYY-MM-DD")
-    p.set_defaults(func=cmd_accredit_grant)
+    p.add_argument("--valid-from", required=True, metavar="YYYY-MM-DD", help="first valid day")
+    p.add_argument("--valid-until", required=True, metavar="YYYY-MM-DD", help="last valid day")
     for action in ("suspend", "restore", "withdraw"):
-        p = acc_sub.add_parser(action, help=f"{action} an accreditation", parents=[common])
-        p.add_argument("--body-key", required=True, metavar="BODY.key")
-        p.add_argument("--body", required=True)
-        p.add_argument("--issuer", required=True)
-        p.add_argument("--number", required=True)
-        p.add_argument("--reason", required=True)
-        p.set_defaults(func=cmd_accredit_event, action=action)
+        p = accredit.add(action, cmd_accredit_event, f"{action} an accreditation")
+        BODY_KEY.add_to(p, metavar="BODY.key", help="the accrediting body's private key")
+        p.add_argument("--body", required=True, help="body id")
+        p.add_argument("--issuer", required=True, help="issuer id")
+        p.add_argument("--number", required=True, help="accreditation number")
+        p.add_argument("--reason", required=True, help="why, as free text (logged)")
+        p.set_defaults(action=action)
 
-    key = sub.add_parser("key", help="issuer key events", parents=[common])
-    key_sub = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
-    p = key_sub.add_parser(
+    key = commands.group("key", "issuer key events")
+    p = key.add(
         "add",
-        help="add an issuer key (signed by an active issuer key or the accrediting body)",
-        parents=[common],
+        cmd_key_add,
+        "add an issuer key (signed by an active issuer key or the accrediting body)",
     )
-    p.add_argument("--issuer", required=True)
-    p.add_argument("--signing-key", required=True, metavar="KEY")
-    p.add_argument("--new-key", required=True, metavar="NEW.pub.pem")
-    p.set_defaults(func=cmd_key_add)
-    p = key_sub.add_parser("revoke", help="revoke an issuer key", parents=[common])
-    p.add_argument("--issuer", required=True)
-    p.add_argument("--signing-key", required=True, metavar="KEY")
+    p.add_argument("--issuer", required=True, help="issuer id")
+    SIGNING_KEY.add_to(p, metavar="KEY", help="an active key of the issuer, or the body's key")
+    p.add_argument("--new-key", required=True, metavar="NEW.pub.pem", help="the key to add")
+    p = key.add("revoke", cmd_key_revoke, "revoke an issuer key")
+    p.add_argument("--issuer", required=True, help="issuer id")
+    SIGNING_KEY.add_to(p, metavar="KEY", help="an active key of the issuer, or the body's key")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--revoke", metavar="OLD.pub.pem")
-    target.add_argument("--key-id", help="hex key id")
-    p.add_argument("--reason", required=True)
+    target.add_argument("--revoke", metavar="OLD.pub.pem", help="the public key to revoke")
+    target.add_argument("--key-id", help="hex key id of the key to revoke")
+    p.add_argument("--reason", required=True, help="why, as free text (logged)")
     p.add_argument(
         "--compromised-at",
         metavar="RFC3339",
         help="statements logged under the key from this time on become invalid",
     )
-    p.set_defaults(func=cmd_key_revoke)
 
-    add("issuers", cmd_issuers, "list accredited issuers")
-    p = add("issuer", cmd_issuer, "an issuer's accreditation history and keys")
-    p.add_argument("issuer_id")
-    p = add("sign", cmd_sign, "sign a statement JSON file with a key; print the DSSE envelope")
-    p.add_argument("statement", metavar="STATEMENT.json")
-    p.add_argument("--key", required=True, metavar="KEY")
+    commands.add("issuers", cmd_issuers, "list accredited issuers")
+    p = commands.add("issuer", cmd_issuer, "an issuer's accreditation history and keys")
+    p.add_argument("issuer_id", help="issuer id, e.g. LAB-1")
+    p = commands.add(
+        "sign", cmd_sign, "sign a statement JSON file with a key; print the DSSE envelope"
+    )
+    p.add_argument("statement", metavar="STATEMENT.json", help="the statement to sign")
+    SIGN_KEY.add_to(p, metavar="KEY", help="the private key to sign with")

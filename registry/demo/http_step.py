@@ -4,7 +4,7 @@ laboratory's system would — with nothing but the standard library's HTTP clien
 A lab with an API token registers a DCC (multipart: document + signed
 envelope) and gets back its entry, the signed checkpoint, the inclusion proof
 and its QR mark; anyone reads the status; a request without a token is refused
-with a problem+json body.
+with a problem+json body. The receipt is returned for the demo to keep.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import uvicorn
 
 from registry.api.app import create_app
 from registry.api.service import ServiceOptions
+from registry.demo import story
 from registry.ledger import Ledger
-from registry.storage.tokens import TokenStore
 from verifier import checkpoint, dsse, jcs, mark, merkle, statement
 from verifier.encoding import b64decode
 from verifier.entry import format_time
@@ -60,7 +60,8 @@ def _call(
         return exc.code, json.loads(exc.read())
 
 
-def run_http_step(ledger: Ledger, lab: str, lab_key: SigningKey, document: bytes) -> None:
+def run_http_step(ledger: Ledger, lab: str, lab_key: SigningKey, document: bytes) -> dict[str, Any]:
+    """Serve the API, register ``document`` as ``lab`` over HTTP; the receipt back."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     app = create_app(ledger, ServiceOptions(public_url=base))
@@ -70,8 +71,9 @@ def run_http_step(ledger: Ledger, lab: str, lab_key: SigningKey, document: bytes
     try:
         while not server.started:
             time.sleep(0.02)
-        token, _ = TokenStore(ledger.db).create("issuer", lab, "demo LIMS")
-        print(f"  serving on {base}; API token for {lab} created (stored hashed)")
+        token, _ = ledger.tokens.create("issuer", lab, "demo LIMS")
+        story.artifact("API", f"serving on {base}")
+        story.artifact("API token", f"created for {lab}'s LIMS (the registry stores its hash)")
 
         fields = ledger.documents.statement(document, lab, ledger.clock()).fields
         fields = {"signed_at": format_time(ledger.clock()), **fields}
@@ -88,15 +90,27 @@ def run_http_step(ledger: Ledger, lab: str, lab_key: SigningKey, document: bytes
             f"{receipt['index']}, tree size {receipt['tree_size']}"
         )
         signed = checkpoint.verify(receipt["checkpoint"].encode(), ledger.identity.verifier)
+        cp = signed.checkpoint
         leaf = b64decode(receipt["leaf_hash"], "leaf hash")
         proof = [b64decode(h, "proof hash") for h in receipt["inclusion_proof"]]
-        merkle.verify_inclusion(
-            leaf, receipt["index"], signed.checkpoint.size, proof, signed.checkpoint.root
+        story.artifact("receipt: leaf hash", story.short(leaf))
+        story.artifact("receipt: proof", story.hashes(proof))
+        story.artifact(
+            "receipt: checkpoint", f"tree size {cp.size}, root hash {story.short(cp.root)}"
+        )
+        merkle.verify_inclusion(leaf, receipt["index"], cp.size, proof, cp.root)
+        story.ok(
+            f"the receipt's proof of entry {receipt['index']} verifies against its signed "
+            f"checkpoint (size {cp.size}): proof of registration"
         )
         claims = mark.verify(receipt["mark"], ledger.identity.public_key, ledger.identity.origin)
-        print(
-            f"  OK: the returned proof verifies against the returned signed checkpoint; the "
-            f"QR mark ({len(receipt['mark_url'])} characters) names {claims.certificate_id}"
+        story.artifact(
+            "receipt: QR mark URL",
+            f"{receipt['mark_url'][:40]}… ({len(receipt['mark_url'])} characters)",
+        )
+        story.ok(
+            f"the QR mark is signed by the log and names {claims.certificate_id}: "
+            "a scanned label is genuine"
         )
 
         status, view = _call("GET", f"{base}/api/v1/certificates/{receipt['certificate_id']}")
@@ -108,6 +122,7 @@ def run_http_step(ledger: Ledger, lab: str, lab_key: SigningKey, document: bytes
             "POST", f"{base}/api/v1/statements", b"{}", {"Content-Type": "application/json"}
         )
         print(f"  POST /api/v1/statements without a token -> {status} {problem['code']}")
+        return dict(receipt)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

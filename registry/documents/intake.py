@@ -16,11 +16,16 @@ from functools import cached_property
 from typing import Any
 
 from registry.config import Settings
-from registry.errors import ConfigError
+from registry.errors import ConfigError, SchemaUnavailableError
 from verifier import certification, dcc, dcc_signature
 from verifier.dcc import MAX_DOCUMENT_SIZE
-from verifier.errors import MalformedError
-from verifier.statement import Statement
+from verifier.errors import DocumentTooLargeError, MalformedError
+from verifier.statement import (
+    CertificateAmend,
+    CertificateDocument,
+    CertificateIssue,
+    Statement,
+)
 
 DCC_MEDIA_TYPE = "application/vnd.ptb.dcc+xml"
 CERTIFICATION_MEDIA_TYPE = "application/vnd.qiledger.certification+json"
@@ -99,9 +104,7 @@ class DocumentReader:
             ("record", record or b"", certification.MAX_RECORD_SIZE),
         ):
             if len(part) > limit:
-                raise MalformedError(
-                    f"{what} is {len(part)} bytes; the limit is {limit}"
-                ).with_code("document_too_large")
+                raise DocumentTooLargeError(f"{what} is {len(part)} bytes; the limit is {limit}")
         media_type = media_type_of(data)
         if (media_type == PDF_MEDIA_TYPE) != (record is not None):
             raise RecordError(
@@ -140,10 +143,10 @@ class DocumentReader:
     ) -> dict[str, Any]:
         schemas = self.schemas
         if schemas is None and self.settings.require_schema:
-            raise MalformedError(
+            raise SchemaUnavailableError(
                 "schema validation is required (QILEDGER_REQUIRE_SCHEMA) but no DCC schema "
                 "folder is configured (QILEDGER_DCC_SCHEMAS)"
-            ).with_code("schema_unavailable")
+            )
         core = dcc.read_dcc(data, schemas)
         public: dict[str, Any] = {
             "begin_performance_date": core.begin_performance_date.isoformat(),
@@ -156,22 +159,24 @@ class DocumentReader:
             public["previous_report"] = core.previous_report[:128]
         if core.has_signature:
             public["document_signature"] = self._dcc_signature(data, now)
-        fields: dict[str, Any] = {
-            "type": "certificate.issue",
+        if core.replaces:
+            public["change"] = core.change or "amended"
+        document: dict[str, Any] = {
             "issuer_id": issuer_id,
             "certificate_id": f"{issuer_id}/{core.unique_identifier}",
             "kind": "dcc",
             "document_sha256": digest,
-            "issued": (core.issue_date or core.end_performance_date).isoformat(),
+            "issued": core.issue_date or core.end_performance_date,
             "schema_version": core.schema_version,
             "schema_validated": core.schema_validated,
             "fields": public,
         }
+        built: CertificateDocument
         if core.replaces:
-            fields["type"] = "certificate.amend"
-            fields["supersedes"] = f"{issuer_id}/{core.replaces}"
-            public["change"] = core.change or "amended"
-        return fields
+            built = CertificateAmend(**document, supersedes=f"{issuer_id}/{core.replaces}")
+        else:
+            built = CertificateIssue(**document)
+        return built.to_json()
 
     def _dcc_signature(self, data: bytes, now: datetime) -> dict[str, Any]:
         """Check an embedded XMLDSig/XAdES signature, always (value and digests
@@ -211,13 +216,12 @@ class DocumentReader:
                 "accreditation_body",
             )
         }
-        return {
-            "type": "certificate.issue",
-            "issuer_id": issuer_id,
-            "certificate_id": f"{issuer_id}/{cert.number}",
-            "kind": cert.scheme,
-            "document_sha256": digest,
-            "issued": cert.issue_date.isoformat(),
-            "valid_until": cert.expiry_date.isoformat(),
-            "fields": public,
-        }
+        return CertificateIssue(
+            issuer_id=issuer_id,
+            certificate_id=f"{issuer_id}/{cert.number}",
+            kind=cert.scheme,
+            document_sha256=digest,
+            issued=cert.issue_date,
+            valid_until=cert.expiry_date,
+            fields=public,
+        ).to_json()

@@ -33,8 +33,6 @@ import hashlib
 import logging
 import zlib
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any
 
 import orjson
 from sqlalchemy import delete, func, insert, inspect, select
@@ -44,16 +42,15 @@ from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from registry.long_lived import collector_paused
 from registry.storage import tables
 from registry.storage.database import Database
-from verifier import entry, trust
-from verifier.encoding import b64decode, b64encode
-from verifier.errors import MalformedError, QILedgerError
+from verifier import trust
+from verifier.errors import MalformedError
 from verifier.keys import PublicKey
-from verifier.statement import parse_date
 
 log = logging.getLogger("qiledger.snapshot")
 
-FORMAT = "qiledger-trust-snapshot/2"
-"""/2: key provenance, compromise reports and the recent statements' digests."""
+FORMAT = f"qiledger-trust-snapshot/{trust.PLAIN_VERSION}"
+"""The snapshot's JSON: this tag and :meth:`verifier.trust.TrustState.to_plain`,
+whose layout version it names (a snapshot of another layout is ignored)."""
 
 SNAPSHOT_AFTER = 100_000
 """Store a snapshot when one catch-up replayed at least this many entries
@@ -80,67 +77,7 @@ def encode(state: trust.TrustState) -> bytes:
     """The JSON of everything ``state`` holds (except its log key, which
     the log's identity fixes)."""
     with collector_paused():
-        return orjson.dumps(_plain(state), option=orjson.OPT_SORT_KEYS)
-
-
-def _plain(state: trust.TrustState) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "size": state.size,
-        "bodies": [
-            [b.body_id, b.name, b.country, b64encode(b.key.raw), b.added_at, b.removed_at]
-            for b in state.bodies.values()
-        ],
-        "issuers": [
-            [
-                issuer.issuer_id,
-                issuer.name,
-                issuer.kind,
-                [
-                    [
-                        b64encode(k.key.raw),
-                        k.added_at,
-                        k.revoked_at,
-                        k.revocation_reason,
-                        k.registered_by,
-                        [[at, since.isoformat()] for at, since in k.compromise_reports],
-                    ]
-                    for k in issuer.keys.values()
-                ],
-                [
-                    [
-                        a.body_id,
-                        a.number,
-                        a.standard,
-                        a.scope,
-                        sorted(a.covers),
-                        a.valid_from.isoformat(),
-                        a.valid_until.isoformat(),
-                        [list(event) for event in a.events],
-                    ]
-                    for a in issuer.accreditations.values()
-                ],
-            ]
-            for issuer in state.issuers.values()
-        ],
-        "certificates": [
-            [
-                c.certificate_id,
-                c.issuer_id,
-                c.kind,
-                c.document_sha256,
-                None if c.valid_until is None else c.valid_until.isoformat(),
-                c.superseded_by,
-                [[e.index, e.type, e.logged_at, e.key_id, e.reason] for e in c.events],
-                None if c.laboratory is None else list(c.laboratory),
-            ]
-            for c in state.certificates.values()
-        ],
-        "recent_statements": [
-            [entry.format_time(at), digest.hex(), state.recent_statements[digest]]
-            for at, digest in state.recent_order
-        ],
-    }
+        return orjson.dumps({"format": FORMAT, **state.to_plain()}, option=orjson.OPT_SORT_KEYS)
 
 
 def decode(data: bytes, log_key: PublicKey) -> trust.TrustState:
@@ -148,88 +85,11 @@ def decode(data: bytes, log_key: PublicKey) -> trust.TrustState:
     try:
         with collector_paused():
             value = orjson.loads(data)
-            if not isinstance(value, dict) or value.get("format") != FORMAT:
+            if not isinstance(value, dict) or value.pop("format", None) != FORMAT:
                 raise MalformedError(f"not a {FORMAT} snapshot")
-            return _decode(value, log_key)
-    except QILedgerError:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            return trust.TrustState.from_plain(value, log_key)
+    except orjson.JSONDecodeError as exc:
         raise MalformedError(f"the trust snapshot does not decode: {exc}") from None
-
-
-def _key(text: str) -> PublicKey:
-    return PublicKey.from_raw(b64decode(text, "snapshot key"))
-
-
-def _decode(value: dict[str, Any], log_key: PublicKey) -> trust.TrustState:
-    state = trust.TrustState(log_key)
-    state.size = int(value["size"])
-    for body_id, name, country, key, added_at, removed_at in value["bodies"]:
-        body = trust.Body(body_id, name, country, _key(key), added_at, removed_at)
-        state.bodies[body_id] = body
-        state.body_keys[body.key.key_id] = body_id
-    for issuer_id, name, kind, keys, accreditations in value["issuers"]:
-        issuer = trust.Issuer(issuer_id, name, kind)
-        for key, added_at, revoked_at, reason, registered_by, reports in keys:
-            record = trust.IssuerKey(
-                issuer_id,
-                _key(key),
-                added_at,
-                revoked_at,
-                reason,
-                registered_by,
-                [(at, datetime.fromisoformat(since)) for at, since in reports],
-            )
-            issuer.keys[record.key.key_id] = record
-            state.issuer_keys[record.key.key_id] = record
-        for body_id, number, standard, scope, covers, since, until, events in accreditations:
-            issuer.accreditations[(body_id, number)] = trust.Accreditation(
-                body_id,
-                number,
-                issuer_id,
-                standard,
-                scope,
-                frozenset(covers),
-                parse_date(since),
-                parse_date(until),
-                [(logged_at, status, reason) for logged_at, status, reason in events],
-            )
-        state.issuers[issuer_id] = issuer
-    # The hot loop of a start-up (one pass per certificate): locals, and each
-    # distinct expiry date parsed once.
-    certificates, by_digest = state.certificates, state.certificates_by_digest
-    certificate, event = trust.Certificate, trust.CertificateEvent
-    dates: dict[str, date] = {}
-    for cert_id, issuer_id, kind, digest, until, superseded_by, events, lab in value[
-        "certificates"
-    ]:
-        if until is not None:
-            valid_until = dates.get(until)
-            if valid_until is None:
-                valid_until = dates[until] = parse_date(until)
-        else:
-            valid_until = None
-        certificates[cert_id] = certificate(
-            cert_id,
-            issuer_id,
-            kind,
-            digest,
-            valid_until,
-            [event(index, type_, at, key_id, why) for index, type_, at, key_id, why in events],
-            superseded_by,
-            None if lab is None else (lab[0], lab[1]),
-        )
-        # Certificates are kept in log order, as replay inserts them.
-        ids = by_digest.get(digest)
-        if ids is None:
-            by_digest[digest] = [cert_id]
-        else:
-            ids.append(cert_id)
-    for logged_at, digest, index in value["recent_statements"]:
-        raw_digest = bytes.fromhex(digest)
-        state.recent_order.append((entry.parse_time(logged_at), raw_digest))
-        state.recent_statements[raw_digest] = int(index)
-    return state
 
 
 # --- storage -----------------------------------------------------------------------

@@ -93,12 +93,12 @@ def find_by_digest(
 ) -> JSONResponse:
     now = service.ledger.clock()
     with service.trust_state() as state:
-        ids = state.certificates_by_digest.get(digest.removeprefix("sha256:"), [])
+        found = state.certificates_with_document(digest.removeprefix("sha256:"))
         return JSONResponse(
             {
                 "tree_size": state.size,
                 "digest": digest,
-                "certificates": [_public_view(state, cert_id, now) for cert_id in ids],
+                "certificates": [_public_view(state, c.certificate_id, now) for c in found],
             }
         )
 

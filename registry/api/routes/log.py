@@ -13,8 +13,8 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from registry.api.auth import Service
+from registry.errors import RequestInvalidError
 from verifier.encoding import b64encode
-from verifier.errors import MalformedError
 
 router = APIRouter(prefix="/api/v1/log", tags=["log"])
 
@@ -57,7 +57,7 @@ def log_entry(
 ) -> JSONResponse:
     ledger = service.ledger
     proof = ledger.inclusion_proof(index, tree_size)
-    stored = ledger.storage.entry(index)
+    stored = ledger.entry(index)
     return JSONResponse(
         {
             "index": index,
@@ -78,7 +78,7 @@ def inclusion_proof(service: Service, index: Index, tree_size: OptionalSize = No
         {
             "index": index,
             "tree_size": _size_of(proof.checkpoint_note),
-            "leaf_hash": b64encode(service.ledger.storage.entry(index).leaf_hash),
+            "leaf_hash": b64encode(service.ledger.entry(index).leaf_hash),
             "hashes": [b64encode(h) for h in proof.hashes],
             "checkpoint": proof.checkpoint_note.decode("utf-8"),
             "tlog_proof": proof.to_bytes().decode("utf-8"),
@@ -93,10 +93,10 @@ def consistency_proof(
     second: Annotated[int, Query(ge=0, le=MAX_INDEX)],
 ) -> JSONResponse:
     if first > second:
-        raise MalformedError(
+        raise RequestInvalidError(
             f"first ({first}) is larger than second ({second}): a consistency proof "
             "goes from an older tree to a newer one"
-        ).with_code("request_invalid")
+        )
     ledger = service.ledger
     hashes = ledger.consistency_proof(first, second)
     return JSONResponse(
@@ -104,8 +104,8 @@ def consistency_proof(
             "first": first,
             "second": second,
             "hashes": [b64encode(h) for h in hashes],
-            "first_checkpoint": ledger.storage.checkpoint(first).note.decode("utf-8"),
-            "second_checkpoint": ledger.storage.checkpoint(second).note.decode("utf-8"),
+            "first_checkpoint": ledger.checkpoint_at(first).note.decode("utf-8"),
+            "second_checkpoint": ledger.checkpoint_at(second).note.decode("utf-8"),
         }
     )
 

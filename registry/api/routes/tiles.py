@@ -37,7 +37,7 @@ def _tile_response(data: bytes) -> Response:
 
 @router.get("/checkpoint", summary="The latest signed checkpoint (C2SP signed note)")
 def get_checkpoint(service: Service) -> Response:
-    note = service.ledger.storage.latest_checkpoint().note
+    note = service.ledger.latest_checkpoint().note
     return Response(note, media_type=CHECKPOINT_MEDIA_TYPE, headers={"Cache-Control": "no-cache"})
 
 
@@ -46,9 +46,7 @@ def get_entry_bundle(path: str, service: Service) -> Response:
     bundle = _parse(f"tile/entries/{path}")
     if not isinstance(bundle, tiles.Bundle):  # cannot happen: the prefix makes it one
         raise NotFoundError(f"no entry bundle at tile/entries/{path}")
-    return _tile_response(
-        registry_tiles.entry_bundle(service.ledger.storage, bundle.index, bundle.width)
-    )
+    return _tile_response(registry_tiles.entry_bundle(service.ledger, bundle.index, bundle.width))
 
 
 @router.get("/tile/{path:path}", summary="A Merkle hash tile")
@@ -57,5 +55,5 @@ def get_hash_tile(path: str, service: Service) -> Response:
     if not isinstance(tile, tiles.Tile):  # "entries/..." is routed above
         raise NotFoundError(f"no hash tile at tile/{path}")
     return _tile_response(
-        registry_tiles.hash_tile(service.ledger.storage, tile.level, tile.index, tile.width)
+        registry_tiles.hash_tile(service.ledger, tile.level, tile.index, tile.width)
     )
