@@ -179,8 +179,8 @@ class Ledger:
         return self.sequencer.submit_many(envelopes, documents)
 
     def sign_mark(self, claims: mark.MarkClaims) -> str:
-        """A QR mark token for ``claims``, signed by the log key."""
-        return mark.sign(claims, self.sequencer.signer.key)
+        """A QR mark token (v2, COSE_Sign1) for ``claims``, signed by the log key."""
+        return mark.sign(claims, self.sequencer.signer.key, self.identity.verifier)
 
     @property
     def tokens(self) -> TokenStore:

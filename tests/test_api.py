@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 
 from registry.api.app import create_app
 from registry.api.limits import CERTIFICATE_REQUEST_LIMIT, OTHER_REQUEST_LIMIT
-from registry.api.routes import certificates, issuers, log, schemas, statements, tiles
+from registry.api.routes import certificates, issuers, log, marks, schemas, statements, tiles
 from registry.api.service import RegistryService, ServiceOptions
 from registry.config import Settings
 from registry.demo import DEMO_DOCUMENTS
@@ -52,6 +52,7 @@ from verifier import checkpoint, dsse, entry, jcs, mark, merkle, proof, statemen
 from verifier.encoding import b64decode, b64encode
 from verifier.errors import SignatureError
 from verifier.keys import SigningKey
+from verifier.note import NoteVerifier
 
 DEMO = DEMO_DOCUMENTS
 DEMO_DCC = demo_dcc()
@@ -320,16 +321,15 @@ def test_register_a_dcc_and_verify_the_receipt_and_mark(api: Api) -> None:
     assert api.ledger.storage.document(hashlib.sha256(DEMO_DCC).hexdigest()).data == DEMO_DCC
 
     identity = api.ledger.identity
-    claims = mark.verify(receipt["mark"], identity.public_key, identity.origin)
-    assert (claims.certificate_id, claims.issuer_id, claims.index) == (
-        DEMO_DCC_ID,
-        "LAB-1",
-        receipt["index"],
-    )
+    claims = mark.verify(receipt["mark"], identity.verifier)
+    assert (claims.certificate_id, claims.index) == (DEMO_DCC_ID, receipt["index"])
     assert claims.document_sha256 == hashlib.sha256(DEMO_DCC).digest()
-    assert receipt["mark_url"] == f"{ServiceOptions().public_url}/m/{receipt['mark']}"
-    with pytest.raises(SignatureError):
-        mark.verify(receipt["mark"], LAB.public_key)  # only the log key vouches for a mark
+    # No public URL configured: the mark points to the host the request was made to.
+    assert receipt["mark_url"] == f"HTTP://TESTSERVER/M/{receipt['mark']}"
+    with pytest.raises(SignatureError):  # only the log key vouches for a mark
+        mark.verify(
+            receipt["mark"], NoteVerifier(identity.origin, identity.verifier.key_id, LAB.public_key)
+        )
 
 
 def test_registering_the_same_document_again_answers_200_with_its_entry(api: Api) -> None:
@@ -350,7 +350,8 @@ def test_registering_the_same_document_again_answers_200_with_its_entry(api: Api
             True,
         )
         api.verify_receipt(again)
-        assert mark.verify(again["mark"], api.ledger.identity.public_key).index == first["index"]
+        assert again["mark"] == first["mark"]  # one mark per certificate
+        assert mark.verify(again["mark"], api.ledger.identity.verifier).index == first["index"]
     assert api.state() == after_first
 
 
@@ -423,7 +424,7 @@ def test_register_a_pdf_certification_certificate_with_its_record(api: Api) -> N
     receipt = response.json()
     assert receipt["certificate_id"] == "DEMO-CB/DEMO-QMS-PDF-1"
     api.verify_receipt(receipt)
-    claims = mark.verify(receipt["mark"], api.ledger.identity.public_key)
+    claims = mark.verify(receipt["mark"], api.ledger.identity.verifier)
     assert claims.document_sha256 == hashlib.sha256(PDF).digest()
     document = api.client.get("/api/v1/documents/DEMO-CB/DEMO-QMS-PDF-1", headers=bearer(token))
     assert (document.content, document.headers["content-type"]) == (PDF, "application/pdf")
@@ -1382,8 +1383,10 @@ def test_openapi_lists_every_route(api: Api) -> None:
         "/api/v1/log/entries/{index}": ["get"],
         "/api/v1/log/proof/consistency": ["get"],
         "/api/v1/log/proof/inclusion": ["get"],
+        "/api/v1/marks/{image_format}/{certificate_id}": ["get"],
         "/api/v1/schemas/certification-certificate.schema.json": ["get"],
         "/api/v1/statements": ["post"],
+        "/api/v1/statements/prepare": ["post"],
         "/checkpoint": ["get"],
         "/healthz": ["get"],
         "/tile/entries/{path}": ["get"],
@@ -1391,7 +1394,7 @@ def test_openapi_lists_every_route(api: Api) -> None:
     }
     routed = {
         route.path.replace(":path}", "}")
-        for module in (certificates, issuers, log, schemas, statements, tiles)
+        for module in (certificates, issuers, log, marks, schemas, statements, tiles)
         for route in module.router.routes
         if isinstance(route, APIRoute)
     }

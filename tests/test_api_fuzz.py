@@ -15,7 +15,12 @@ from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from registry.api.app import create_app
 from registry.api.service import ServiceOptions
@@ -60,3 +65,23 @@ def test_no_route_answers_5xx_with_issuer_token(case: schemathesis.Case) -> None
     case.call_and_validate(
         headers={"Authorization": f"Bearer {ISSUER_TOKEN}"}, checks=[not_a_server_error]
     )
+
+
+CONFORMANCE = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+@schema.parametrize()
+@FUZZ_SETTINGS
+def test_answers_conform_to_the_schema_anonymous(case: schemathesis.Case) -> None:
+    case.call_and_validate(checks=CONFORMANCE)
+
+
+@schema.parametrize()
+@FUZZ_SETTINGS
+def test_answers_conform_to_the_schema_with_issuer_token(case: schemathesis.Case) -> None:
+    case.call_and_validate(headers={"Authorization": f"Bearer {ISSUER_TOKEN}"}, checks=CONFORMANCE)

@@ -95,7 +95,7 @@ STORY = [
     r"  receipt: checkpoint: +tree size 11, root hash \S{12}…",
     r"  OK: the receipt's proof of entry 10 verifies against its signed checkpoint "
     r"\(size 11\): proof of registration",
-    r"  receipt: QR mark URL: http://127\.0\.0\.1:\d+/\S+… \(\d+ characters\)",
+    r"  receipt: QR mark URL: HTTP://127\.0\.0\.1:\d+/M/[A-Z2-7]+… \(\d+ characters\)",
     r"  OK: the QR mark is signed by the log and names DEMO-LAB/DCC-2026-0002: "
     r"a scanned label is genuine",
     r"  GET /api/v1/certificates/DEMO-LAB/DCC-2026-0002 -> 200: Active, issuer DEMO-LAB \(demo\)",
@@ -243,7 +243,8 @@ def test_printed_receipt_verifies(demo: Demo) -> None:
     printed_url = demo.line(r"  receipt: QR mark URL: (\S+)… \((\d+) characters\)")
     assert receipt["mark_url"].startswith(printed_url.group(1))
     assert len(receipt["mark_url"]) == int(printed_url.group(2))
-    claims = mark.verify(receipt["mark"], key.public_key, key.name)
+    assert mark.token_from_url(receipt["mark_url"]) == receipt["mark"]
+    claims = mark.verify(receipt["mark"], key)
     assert claims.certificate_id == "DEMO-LAB/DCC-2026-0002"
 
 

@@ -230,6 +230,7 @@ def _every_get_url(served: Served) -> dict[str, tuple[str, dict[str, str]]]:
         "/api/v1/log/entries/{index}": "/api/v1/log/entries/1",
         "/api/v1/log/proof/consistency": f"/api/v1/log/proof/consistency?first=1&second={size}",
         "/api/v1/log/proof/inclusion": "/api/v1/log/proof/inclusion?index=1",
+        "/api/v1/marks/{image_format}/{certificate_id}": f"/api/v1/marks/png/{demo_id}",
         "/api/v1/schemas/certification-certificate.schema.json": (
             "/api/v1/schemas/certification-certificate.schema.json"
         ),

@@ -1,119 +1,355 @@
-"""QR accreditation mark tokens: JWS compact serialization (RFC 7515) with
-``alg`` EdDSA (RFC 8037), signed by the log key.
+"""QR accreditation mark v2 (DESIGN.md item 7): a COSE_Sign1 (RFC 9052) with CWT
+claims (RFC 8392), signed by the log key, written as base32 in an upper-case URL.
 
-The claims say which certificate the mark stands for and where the log
-recorded it: ``iss`` (log origin), ``sub`` (certificate id), ``isr`` (issuer id),
-``dig`` (base64url SHA-256 of the document), ``idx`` (log index of the issue
-entry), ``iat`` (seconds since the epoch). Any JOSE library verifies a token
-offline with the log's public key; :func:`verify` is ours.
+Wire form, byte for byte (deterministic CBOR, RFC 8949 §4.2: shortest heads,
+map keys in bytewise order of their encodings, so one mark has one encoding)::
 
-The header is the fixed ``{"alg":"EdDSA"}`` and the claims are JCS bytes, so one
-mark has one encoding and the token stays short enough for a small QR code.
-:func:`verify` compares the header with those exact bytes (any other header,
-``typ`` included, is refused unparsed) and parses the claims only after the
-signature verified.
+    18([                                  tag 18: COSE_Sign1
+        << {1: -19, 4: h'<key id>'} >>,   protected: alg Ed25519 (RFC 9864), kid =
+                                          the log's 4-byte C2SP note key ID
+        {},                               unprotected: empty
+        << {2: sub, 6: iat,               payload: CWT claims, certificate id (text),
+            -70001: h'<sha256>',          seconds since the epoch (uint), document
+            -70002: index} >>,            SHA-256 (32-byte bstr), issue entry's index
+        h'<64-byte Ed25519 signature>'    over Sig_structure
+    ])                                    ["Signature1", protected, h'', payload]
+
+The token is RFC 4648 base32 of those bytes, upper case without padding (all of it
+in QR alphanumeric mode); the URL is ``HTTPS://HOST[:PORT]/M/TOKEN``.
+
+CBOR is written and read here, not by a library: a mark has exactly one shape
+(a handful of fixed keys, ints, one text and three byte strings), and a reader for
+that shape alone is short, refuses every other encoding by construction (no
+indefinite lengths, floats, tags other than 18, duplicate or unsorted keys,
+non-shortest heads), and keeps ``verifier/`` free of a general CBOR decoder that a
+hostile token could exercise. Independent COSE libraries (the ``cwt`` package in
+tests/test_mark.py) check that this is the standard encoding.
+
+:func:`verify` compares the protected header with the one exact encoding the
+log's key ID gives (a foreign key ID is :class:`ForeignLogError`), verifies the
+signature over the still unparsed payload bytes, and only then parses the claims.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import json
+import re
 from dataclasses import dataclass
-from typing import Any
 
-from verifier import jcs
-from verifier.encoding import b64url_encode
-from verifier.errors import MalformedError, SignatureError
-from verifier.keys import PublicKey, SigningKey
+from verifier.errors import MalformedError, TooLargeError, UnknownKeyError
+from verifier.keys import ED25519_SIGNATURE_SIZE, SigningKey
+from verifier.note import NoteVerifier
 
-HEADER = b'{"alg":"EdDSA"}'
-_HEADER_B64 = b64url_encode(HEADER)
-MAX_TOKEN_LENGTH = 2048
-_CLAIMS = {"iss": str, "sub": str, "isr": str, "dig": str, "idx": int, "iat": int}
+COSE_SIGN1_TAG = 18
+ALG_ED25519 = -19  # RFC 9864: fully specified Ed25519 (not the polymorphic EdDSA, -8)
+HEADER_ALG = 1
+HEADER_KID = 4
+CLAIM_SUB = 2
+CLAIM_IAT = 6
+CLAIM_DOCUMENT_SHA256 = -70001
+CLAIM_INDEX = -70002
+KEY_ID_SIZE = 4
+SHA256_SIZE = 32
+
+MAX_TOKEN_BYTES = 1024
+"""The longest certificate id (193 characters, at most 577 UTF-8 bytes) with the
+largest integers makes a mark of about 720 bytes; longer tokens are refused
+before any decoding."""
+MAX_TOKEN_LENGTH = -(-MAX_TOKEN_BYTES * 8 // 5)  # base32 characters for that many bytes
+
+# scheme://host[:port]; a host is a DNS name, IPv4 or bracketed IPv6 address.
+_ORIGIN = r"[hH][tT][tT][pP][sS]?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+_BASE_URL = re.compile(_ORIGIN + "/?")
+_MARK_URL = re.compile(_ORIGIN + r"/[mM]/([A-Za-z2-7]+)")
+_BASE32 = re.compile(r"[A-Za-z2-7]*")
+_BASE32_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_INT_DIGITS = "0123456789abcdefghijklmnopqrstuv"  # int(text, 32)'s digits, in value order
+_BASE32_TO_INT_DIGITS = str.maketrans(
+    _BASE32_ALPHABET + _BASE32_ALPHABET.lower(), _INT_DIGITS + _INT_DIGITS
+)
+_UINT64_MAX = (1 << 64) - 1
+
+
+class ForeignLogError(UnknownKeyError):
+    """A well-formed mark names (by key ID) another log than the one trusted."""
+
+    code = "foreign_log"
 
 
 @dataclass(frozen=True)
 class MarkClaims:
-    origin: str
+    """What a mark asserts: this certificate, with this document, is entry
+    ``index`` of the log that signed it (``issued_at``: seconds since the epoch)."""
+
     certificate_id: str
-    issuer_id: str
     document_sha256: bytes
     index: int
     issued_at: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "iss": self.origin,
-            "sub": self.certificate_id,
-            "isr": self.issuer_id,
-            "dig": b64url_encode(self.document_sha256),
-            "idx": self.index,
-            "iat": self.issued_at,
-        }
+
+def sign(claims: MarkClaims, key: SigningKey, log: NoteVerifier) -> str:
+    """The base32 token of ``claims`` signed with the log key ``key``; ``log`` is
+    that key's note verifier, whose key ID the protected header names."""
+    if key.public_key != log.public_key:
+        raise MalformedError("the mark signing key is not the key of the log it names")
+    payload = encode_claims(claims)
+    protected = _protected_header(log.key_id)
+    signature = key.sign(_sig_structure(protected, payload))
+    return _b32encode(_cose_sign1(protected, payload, signature))
 
 
-def sign(claims: MarkClaims, key: SigningKey) -> str:
-    """The compact JWS of ``claims`` signed with the log key."""
-    signing_input = (
-        b64url_encode(HEADER) + "." + b64url_encode(jcs.canonical_bytes(claims.to_json()))
-    )
-    signature = key.sign(signing_input.encode("ascii"))
-    return signing_input + "." + b64url_encode(signature)
+def verify(token: str, log: NoteVerifier) -> MarkClaims:
+    """Check a mark token (base32 in any letter case) against the log ``log``;
+    return its claims. Raises :class:`MalformedError` for anything that is not
+    exactly a mark, :class:`ForeignLogError` for another log's mark and
+    :class:`~verifier.errors.SignatureError` for a bad signature."""
+    raw = _b32decode(token)
+    protected, payload, signature = _split_cose_sign1(raw)
+    if protected != _protected_header(log.key_id):
+        _explain_protected(protected, log)
+    log.public_key.verify(signature, _sig_structure(protected, payload))
+    return decode_claims(payload)  # parsed only once the log key signed them
 
 
-def verify(token: str, log_key: PublicKey, origin: str | None = None) -> MarkClaims:
-    """Check a mark token's signature with the log key; return its claims.
-
-    ``origin`` (the log the caller trusts) must equal the token's ``iss`` when given.
-    """
-    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
-        raise MalformedError("a mark token is a JWS compact string of at most 2048 characters")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise MalformedError("a mark token has three dot-separated parts")
-    # The header is compared as exact bytes with the one fixed header and never
-    # parsed: a hostile header (say ``[[[[...``) cannot reach a JSON parser.
-    if parts[0] != _HEADER_B64:
+def mark_url(public_base_url: str, token: str) -> str:
+    """``HTTPS://HOST[:PORT]/M/TOKEN``: the base URL's scheme and authority, all
+    upper case so the whole URL fits QR alphanumeric mode."""
+    # No path: upper-casing a path prefix would change it, so marks live at the root.
+    if not isinstance(public_base_url, str) or not _BASE_URL.fullmatch(public_base_url):
         raise MalformedError(
-            'the mark header is not the fixed {"alg":"EdDSA"} (base64url '
-            + _HEADER_B64
-            + "); no other header, alg or typ is accepted"
+            f"a mark base URL is http(s)://host[:port] only, not {public_base_url!r}"
         )
-    raw_claims = _b64url_decode(parts[1], "mark claims")
-    signature = _b64url_decode(parts[2], "mark signature")
-    log_key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"))
-    claims = _parse_claims(raw_claims)  # parsed only once the log key signed them
-    if origin is not None and claims.origin != origin:
-        raise SignatureError(f"the mark was issued by log {claims.origin!r}, not {origin!r}")
-    return claims
+    if not isinstance(token, str) or not token or not _BASE32.fullmatch(token):
+        raise MalformedError("a mark token is base32")
+    return f"{public_base_url.rstrip('/')}/M/{token}".upper()
 
 
-def _parse_claims(raw: bytes) -> MarkClaims:
+def token_from_url(url: str) -> str:
+    """The token (upper case) from a mark URL in any letter case (``/M/`` or ``/m/``)."""
+    # A regex, not urllib's urlsplit, which silently drops tabs and newlines in a URL.
+    match = (
+        _MARK_URL.fullmatch(url.strip())
+        if isinstance(url, str) and len(url) <= MAX_TOKEN_LENGTH + 512
+        else None
+    )
+    if match is None:
+        raise MalformedError("not a mark URL (http(s)://host[:port]/M/<base32 token>)")
+    return match.group(1).upper()
+
+
+# --- CBOR, for this one structure ---------------------------------------------------
+
+
+def encode_claims(claims: MarkClaims) -> bytes:
+    """The deterministic CBOR of the CWT claims map (the COSE payload)."""
+    if not isinstance(claims.certificate_id, str) or not claims.certificate_id:
+        raise MalformedError("a mark's certificate id is a non-empty string")
+    if not isinstance(claims.document_sha256, bytes) or len(claims.document_sha256) != 32:
+        raise MalformedError("a mark's document digest is 32 bytes of SHA-256")
+    for name, value in (("index", claims.index), ("issued_at", claims.issued_at)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _UINT64_MAX:
+            raise MalformedError(f"a mark's {name} is an unsigned 64-bit integer")
     try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise MalformedError("the mark claims are not JSON") from None
-    if not isinstance(value, dict):
-        raise MalformedError("the mark claims are not a JSON object")
-    for name, kind in _CLAIMS.items():
-        item = value.get(name)
-        if not isinstance(item, kind) or isinstance(item, bool):
-            raise MalformedError(f"the mark claim {name!r} is missing or not a {kind.__name__}")
-    digest = _b64url_decode(value["dig"], "mark claim 'dig'")
-    if len(digest) != 32:
-        raise MalformedError("the mark claim 'dig' is not a SHA-256 digest")
-    if value["idx"] < 0:
-        raise MalformedError("the mark claim 'idx' is negative")
-    return MarkClaims(value["iss"], value["sub"], value["isr"], digest, value["idx"], value["iat"])
+        sub = claims.certificate_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedError("a mark's certificate id is not valid Unicode") from None
+    # Keys in bytewise order of their encodings: 02, 06, 3a00011170, 3a00011171.
+    return b"".join(
+        [
+            _head(5, 4),
+            _int(CLAIM_SUB),
+            _head(3, len(sub)) + sub,
+            _int(CLAIM_IAT),
+            _int(claims.issued_at),
+            _int(CLAIM_DOCUMENT_SHA256),
+            _bstr(claims.document_sha256),
+            _int(CLAIM_INDEX),
+            _int(claims.index),
+        ]
+    )
 
 
-def _b64url_decode(text: str, what: str) -> bytes:
-    """Unpadded base64url (RFC 7515 §2), refusing every other spelling."""
+def decode_claims(payload: bytes) -> MarkClaims:
+    """Parse the claims map, refusing any other key, type or encoding."""
+    reader = _Reader(payload, "mark claims")
+    reader.expect_head(5, 4, "a map of exactly four claims")
+    reader.expect_int(CLAIM_SUB, "claim 2 (sub)")
+    raw_sub = reader.read_string(3, "claim 2 (sub)")
+    reader.expect_int(CLAIM_IAT, "claim 6 (iat)")
+    issued_at = reader.read_uint("claim 6 (iat)")
+    reader.expect_int(CLAIM_DOCUMENT_SHA256, "claim -70001 (document SHA-256)")
+    digest = reader.read_string(2, "claim -70001 (document SHA-256)")
+    reader.expect_int(CLAIM_INDEX, "claim -70002 (log index)")
+    index = reader.read_uint("claim -70002 (log index)")
+    reader.expect_end()
+    if len(digest) != SHA256_SIZE:
+        raise MalformedError("the mark's document digest is not 32 bytes")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise MalformedError(f"{what} is not base64url") from None
-    if b64url_encode(raw) != text:
-        raise MalformedError(f"{what} is not canonical unpadded base64url")
-    return raw
+        certificate_id = raw_sub.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedError("the mark's certificate id is not UTF-8") from None
+    if not certificate_id:
+        raise MalformedError("the mark's certificate id is empty")
+    return MarkClaims(certificate_id, digest, index, issued_at)
+
+
+def _protected_header(key_id: bytes) -> bytes:
+    return _head(5, 2) + _int(HEADER_ALG) + _int(ALG_ED25519) + _int(HEADER_KID) + _bstr(key_id)
+
+
+def _sig_structure(protected: bytes, payload: bytes) -> bytes:
+    context = b"Signature1"
+    return (
+        _head(4, 4)
+        + _head(3, len(context))
+        + context
+        + _bstr(protected)
+        + _bstr(b"")  # external_aad
+        + _bstr(payload)
+    )
+
+
+def _cose_sign1(protected: bytes, payload: bytes, signature: bytes) -> bytes:
+    return (
+        _head(6, COSE_SIGN1_TAG)
+        + _head(4, 4)
+        + _bstr(protected)
+        + _head(5, 0)  # unprotected header: empty map
+        + _bstr(payload)
+        + _bstr(signature)
+    )
+
+
+def _split_cose_sign1(raw: bytes) -> tuple[bytes, bytes, bytes]:
+    reader = _Reader(raw, "mark")
+    reader.expect_head(6, COSE_SIGN1_TAG, "a COSE_Sign1 (CBOR tag 18)")
+    reader.expect_head(4, 4, "a COSE_Sign1 array of four items")
+    protected = reader.read_string(2, "protected header")
+    reader.expect_head(5, 0, "an empty unprotected header")
+    payload = reader.read_string(2, "payload")
+    signature = reader.read_string(2, "signature")
+    reader.expect_end()
+    if len(signature) != ED25519_SIGNATURE_SIZE:
+        raise MalformedError("the mark signature is not 64 bytes of Ed25519")
+    return protected, payload, signature
+
+
+def _explain_protected(protected: bytes, log: NoteVerifier) -> None:
+    """Raise the right error for a protected header other than this log's."""
+    reader = _Reader(protected, "protected header")
+    reader.expect_head(5, 2, "the map {1: alg, 4: kid}")
+    reader.expect_int(HEADER_ALG, "header 1 (alg)")
+    reader.expect_int(ALG_ED25519, "alg -19 (Ed25519)")
+    reader.expect_int(HEADER_KID, "header 4 (kid)")
+    key_id = reader.read_string(2, "header 4 (kid)")
+    reader.expect_end()
+    if len(key_id) != KEY_ID_SIZE:
+        raise MalformedError("the mark's key ID is not a 4-byte note key ID")
+    raise ForeignLogError(
+        f"the mark was signed by the log with key ID {key_id.hex()}, "
+        f"not by {log.name} ({log.key_id.hex()})"
+    )
+
+
+def _head(major: int, value: int) -> bytes:
+    """A CBOR initial byte and argument in its shortest form (RFC 8949 §4.2.1)."""
+    if value < 24:
+        return bytes([major << 5 | value])
+    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if value < 1 << (8 * size):
+            return bytes([major << 5 | info]) + value.to_bytes(size, "big")
+    raise MalformedError("integer too large for CBOR")
+
+
+def _int(value: int) -> bytes:
+    return _head(0, value) if value >= 0 else _head(1, -1 - value)
+
+
+def _bstr(data: bytes) -> bytes:
+    return _head(2, len(data)) + data
+
+
+class _Reader:
+    """Reads the next item of an expected shape; every mismatch is MalformedError."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = data
+        self.at = 0
+        self.what = what
+
+    def _fail(self, message: str) -> MalformedError:
+        return MalformedError(f"{self.what}: {message} (at byte {self.at})")
+
+    def _take(self, n: int) -> bytes:
+        if n > len(self.data) - self.at:
+            raise self._fail("truncated")
+        chunk = self.data[self.at : self.at + n]
+        self.at += n
+        return chunk
+
+    def read_head(self) -> tuple[int, int]:
+        """Major type and argument; only definite, shortest-form heads."""
+        initial = self._take(1)[0]
+        major, info = initial >> 5, initial & 0x1F
+        if info < 24:
+            return major, info
+        if info > 27:  # reserved, or indefinite length (31): never in a mark
+            raise self._fail("not a definite-length CBOR item")
+        size = 1 << (info - 24)
+        value = int.from_bytes(self._take(size), "big")
+        if value < (24 if size == 1 else 1 << (4 * size)):
+            raise self._fail("not the shortest (deterministic) CBOR encoding")
+        return major, value
+
+    def expect_head(self, major: int, value: int, what: str) -> None:
+        if self.read_head() != (major, value):
+            raise self._fail(f"expected {what}")
+
+    def expect_int(self, value: int, what: str) -> None:
+        expected = (0, value) if value >= 0 else (1, -1 - value)
+        if self.read_head() != expected:
+            raise self._fail(f"expected {what}")
+
+    def read_uint(self, what: str) -> int:
+        major, value = self.read_head()
+        if major != 0:
+            raise self._fail(f"{what} is not an unsigned integer")
+        return value
+
+    def read_string(self, major: int, what: str) -> bytes:
+        kind, length = self.read_head()
+        if kind != major:
+            raise self._fail(f"{what} is not a {'byte' if major == 2 else 'text'} string")
+        return self._take(length)
+
+    def expect_end(self) -> None:
+        if self.at != len(self.data):
+            raise self._fail("unexpected bytes after the end")
+
+
+# --- base32 --------------------------------------------------------------------------
+
+
+def _b32encode(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=")
+
+
+def _b32decode(token: str) -> bytes:
+    """RFC 4648 base32 without padding, any letter case; only canonical spellings
+    (the unused low bits of the last character are zero)."""
+    if not isinstance(token, str):
+        raise MalformedError("a mark token is a base32 string")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise TooLargeError(f"a mark token is at most {MAX_TOKEN_LENGTH} characters")
+    if not token or not _BASE32.fullmatch(token):
+        raise MalformedError("a mark token is base32 (A-Z, 2-7) without padding")
+    # The token as one big integer, 5 bits a character, read by int() in C (the
+    # standard library's b32decode is a Python loop and was half of verify's time):
+    # the regex above left only base32 letters, which map onto int()'s base-32 digits.
+    size, spare = divmod(len(token) * 5, 8)
+    if -(-size * 8 // 5) != len(token):  # 1, 3 or 6 characters past a 5-byte group
+        raise MalformedError("a mark token has a length no base32 spelling has")
+    value = int(token.translate(_BASE32_TO_INT_DIGITS), 32)
+    if value & ((1 << spare) - 1):
+        raise MalformedError("a mark token is not canonical base32")
+    return (value >> spare).to_bytes(size, "big")

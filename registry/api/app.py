@@ -9,18 +9,31 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry import __version__
-from registry.api import problems
+from registry.api import models, problems
 from registry.api.cors import PublicReadsCors
 from registry.api.limits import BodySizeLimit
-from registry.api.routes import certificates, issuers, log, schemas, statements, tiles
+from registry.api.routes import (
+    certificates,
+    issuers,
+    log,
+    marks,
+    pages,
+    schemas,
+    statements,
+    tiles,
+)
 from registry.api.service import RegistryService, ServiceOptions
 from registry.config import ServerSettings, Settings
 from registry.ledger import Ledger
 
-ROUTERS = tuple(m.router for m in (log, certificates, statements, issuers, schemas, tiles))
+ROUTERS = tuple(
+    m.router for m in (log, certificates, statements, issuers, schemas, tiles, marks, pages)
+)
 
 DESCRIPTION = """\
 The QI Ledger registry: a public, append-only, verifiable log of calibration and
@@ -44,7 +57,9 @@ def create_app(
         if owns_ledger:
             ledger.close()
 
-    app = FastAPI(
+    # /docs and /redoc from the assets fastapi-offline installs: no CDN, so they
+    # work where the registry has no internet.
+    app = FastAPIOffline(
         title="QI Ledger registry",
         version=__version__,
         description=DESCRIPTION,
@@ -53,12 +68,19 @@ def create_app(
     app.state.service = service
     problems.install(app)
     app.add_middleware(HeadAsGet)  # innermost: every other layer sees the real method
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(BodySizeLimit, limit_for=statements.request_limit)
     app.add_middleware(PublicReadsCors)
     for router in ROUTERS:
         app.include_router(router)
+    # The public pages' script and style (registry/api/static, shipped as package data).
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        summary="Liveness: the process answers",
+        response_model=models.Health,
+    )
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 

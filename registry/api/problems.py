@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from registry.api.models import Problem
 from registry.errors import database_error_detail
 from verifier.errors import (
     MalformedError,
@@ -103,8 +104,62 @@ def problem_for(error: QILedgerError) -> JSONResponse:
     return problem(status, error.code, error.message, headers or None)
 
 
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route's own error statuses (those every route
+    of its kind can answer are added by :func:`document_problems`)."""
+    return {s: {"model": Problem, "description": HTTPStatus(s).phrase} for s in statuses}
+
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+def _common_statuses(operation: dict[str, Any]) -> set[int]:
+    """The error statuses an operation can answer because of what it is: any
+    (database down, a bug), with a token, with a body, with parameters."""
+    statuses = {500, 503}
+    if operation.get("security"):
+        statuses |= {401, 403, 429}
+    if "requestBody" in operation:
+        statuses |= {400, 413, 422}
+    if operation.get("parameters"):
+        statuses.add(422)
+    return statuses
+
+
+def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI document say what errors really are: every error status
+    of every operation answers ``application/problem+json`` with the Problem
+    schema (FastAPI would say ``application/json``, and describe its own 422
+    body, which this API never sends)."""
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    for path_item in openapi.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            answers = operation["responses"]
+            declared = {int(s) for s in answers if s.isdigit() and int(s) >= 400}
+            for status in sorted(declared | _common_statuses(operation)):
+                answers[str(status)] = {
+                    "description": HTTPStatus(status).phrase,
+                    "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}},
+                }
+    return openapi
+
+
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn every failure into problem+json."""
+    """Register the handlers that turn every failure into problem+json, and
+    document them so in the OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(QILedgerError)
     async def on_ledger_error(_request: Request, exc: QILedgerError) -> JSONResponse:

@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from registry import marks
 from registry.api.rate_limit import RateLimiter
 from registry.api.submissions import SubmissionQueue
-from registry.errors import NotFoundError
+from registry.errors import ConfigError, NotFoundError
 from registry.ledger import (
     CertificateSubmission,
     Ledger,
@@ -48,8 +49,9 @@ class ForbiddenError(QILedgerError):
 
 @dataclass(frozen=True)
 class ServiceOptions:
-    public_url: str = "http://127.0.0.1:8000"
-    """Base URL of the public verifier; QR marks point to ``<public_url>/m/<token>``."""
+    public_url: str | None = None
+    """Base URL (``scheme://host[:port]``) of the public verifier; QR marks point to
+    ``<PUBLIC_URL>/M/<TOKEN>``. None: each request's own scheme, host and port."""
     rate_per_second: float = 100.0
     """Requests per second allowed per API token (token bucket)."""
     rate_burst: int = 200
@@ -68,6 +70,12 @@ class RegistryService:
     ) -> None:
         self.ledger = ledger
         self.options = options or ServiceOptions()
+        if self.options.public_url is not None:
+            # Refused now, not after a commit when a receipt needs a mark URL.
+            try:
+                mark.mark_url(self.options.public_url, "A")
+            except QILedgerError as e:
+                raise ConfigError(f"public URL: {e.message}") from None
         self.tokens = ledger.tokens
         self.tokens.ensure_table()
         self.rate_limiter = RateLimiter(
@@ -163,19 +171,23 @@ class RegistryService:
             "tlog_proof": proof.to_bytes().decode("utf-8"),
         }
 
-    def mark_token(self, certificate_id: str, issuer_id: str, digest_hex: str, index: int) -> str:
-        claims = mark.MarkClaims(
-            origin=self.ledger.identity.origin,
-            certificate_id=certificate_id,
-            issuer_id=issuer_id,
-            document_sha256=bytes.fromhex(digest_hex),
-            index=index,
-            issued_at=int(self.ledger.clock().timestamp()),
+    def mark_token(self, certificate_id: str, digest_hex: str, index: int, logged_at: str) -> str:
+        """The mark of the certificate that the entry ``index`` (logged at
+        ``logged_at``) created: the same token :meth:`certificate_mark` gives later."""
+        return self.ledger.sign_mark(
+            marks.mark_claims(certificate_id, digest_hex, index, logged_at)
         )
+
+    def certificate_mark(self, certificate_id: str) -> str:
+        """The mark token of a logged certificate (NotFoundError if there is none)."""
+        with self.trust_state() as state:
+            claims = marks.claims_for(state, certificate_id)
         return self.ledger.sign_mark(claims)
 
-    def mark_url(self, token: str) -> str:
-        return f"{self.options.public_url.rstrip('/')}/m/{token}"
+    def mark_url(self, token: str, request_base_url: str) -> str:
+        """The mark's URL under the configured public URL, else under the base URL
+        (``scheme://host[:port]``) the request itself was made to."""
+        return mark.mark_url(self.options.public_url or request_base_url, token)
 
     # --- reading -----------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from registry.cli import context
+from registry.cli import marks as cli_marks
 from registry.cli.context import KeyOption
 from registry.cli.output import Output
 from registry.cli.parsing import Commands
@@ -43,6 +44,7 @@ def _read(path: str) -> bytes:
 
 
 def cmd_issue(args: argparse.Namespace, out: Output) -> int:
+    base_url = cli_marks.configured_public_url(args.public_url)
     ledger = Ledger.open(_issue_settings(args))
     document = _read(args.document)
     record = None if args.record is None else _read(args.record)
@@ -50,13 +52,24 @@ def cmd_issue(args: argparse.Namespace, out: Output) -> int:
     derived = ledger.documents.statement(document, args.issuer, ledger.clock(), record)
     accepted = ledger.issue_certificate(document, args.issuer, key, record)
     fields = derived.fields
+    mark_url = (
+        None
+        if base_url is None
+        else cli_marks.certificate_mark_url(ledger, fields["certificate_id"], base_url)
+    )
+    mark_line = (
+        "\n  mark URL: set --public-url or QILEDGER_PUBLIC_URL to print it"
+        if mark_url is None
+        else f"\n  mark URL: {mark_url}"
+    )
     if accepted.duplicate:
         out.emit(
-            f"{fields['certificate_id']}: already registered at index {accepted.index}",
+            f"{fields['certificate_id']}: already registered at index {accepted.index}" + mark_line,
             {
                 "certificate_id": fields["certificate_id"],
                 "index": accepted.index,
                 "duplicate": True,
+                "mark_url": mark_url,
             },
         )
         return 0
@@ -64,12 +77,13 @@ def cmd_issue(args: argparse.Namespace, out: Output) -> int:
     validated = fields.get("schema_validated")
     note = "" if validated is None else f" (schema validated: {str(validated).lower()})"
     out.emit(
-        f"{fields['certificate_id']}: {verb}logged at index {accepted.index}{note}",
+        f"{fields['certificate_id']}: {verb}logged at index {accepted.index}{note}{mark_line}",
         {
             "certificate_id": fields["certificate_id"],
             "index": accepted.index,
             "duplicate": accepted.duplicate,
             "statement": fields,
+            "mark_url": mark_url,
         },
     )
     return 0
@@ -145,6 +159,11 @@ def register(commands: Commands) -> None:
     p.add_argument("--issuer", required=True, help="issuer id, e.g. LAB-1")
     p.add_argument(
         "--require-schema", action="store_true", help="refuse a DCC that cannot be schema-validated"
+    )
+    p.add_argument(
+        "--public-url",
+        help="scheme://host[:port] of the public verifier, to print the QR mark URL "
+        "(env QILEDGER_PUBLIC_URL)",
     )
     p = commands.add("status", cmd_status_change, "suspend, reinstate or withdraw a certificate")
     p.add_argument("certificate_id", metavar="CERT-ID", help="e.g. LAB-1/DCC-2026-0001")

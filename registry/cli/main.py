@@ -41,7 +41,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from registry.cli import certificates as cli_certificates
 from registry.cli import log as cli_log
+from registry.cli import marks as cli_marks
 from registry.cli import service as cli_service
+from registry.cli import statements as cli_statements
 from registry.cli import tiles as cli_tiles
 from registry.cli import trust as cli_trust
 from registry.cli.output import (
@@ -127,7 +129,9 @@ def build_parser() -> Parser:
     cli_trust.register(commands)
     cli_service.register(commands)
     cli_certificates.register(commands)
+    cli_marks.register(commands)
     cli_tiles.register(commands)
+    cli_statements.register(commands)
     return parser
 
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from registry.cli import context
+from registry.cli import marks as cli_marks
 from registry.cli.output import Output
 from registry.cli.parsing import Commands
 from registry.config import ServerSettings
@@ -24,6 +25,7 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     # A bad setting is one clear error here, not one per worker; and no prompt:
     # the workers could not be given what was typed.
     server = ServerSettings.from_env(args.public_url)
+    cli_marks.configured_public_url(server.public_url)  # marks must be able to live under it
     settings = replace(context.settings(args), passphrase_prompt=False)
     ledger = Ledger.open(settings)  # fail here, clearly, before uvicorn starts
     ledger.load_log_key()
@@ -120,7 +122,8 @@ def register(commands: Commands) -> None:
     )
     p.add_argument(
         "--public-url",
-        help="base URL of the public verifier, for QR mark URLs (env QILEDGER_PUBLIC_URL)",
+        help="scheme://host[:port] of the public verifier, for QR mark URLs "
+        "(env QILEDGER_PUBLIC_URL; default: the host each request was made to)",
     )
     p.add_argument(
         "--log-level",

@@ -26,6 +26,7 @@ from registry.ledger import Ledger
 from verifier import checkpoint, dsse, jcs, mark, merkle, statement
 from verifier.encoding import b64decode
 from verifier.entry import format_time
+from verifier.errors import MalformedError
 from verifier.keys import SigningKey
 
 
@@ -103,7 +104,11 @@ def run_http_step(ledger: Ledger, lab: str, lab_key: SigningKey, document: bytes
             f"the receipt's proof of entry {receipt['index']} verifies against its signed "
             f"checkpoint (size {cp.size}): proof of registration"
         )
-        claims = mark.verify(receipt["mark"], ledger.identity.public_key, ledger.identity.origin)
+        # What a phone scans is the URL: its token must be the receipt's, signed by this log.
+        scanned = mark.token_from_url(receipt["mark_url"])
+        if scanned != receipt["mark"]:
+            raise MalformedError("the receipt's mark URL does not hold its mark")
+        claims = mark.verify(scanned, ledger.identity.verifier)
         story.artifact(
             "receipt: QR mark URL",
             f"{receipt['mark_url'][:40]}… ({len(receipt['mark_url'])} characters)",

@@ -13,13 +13,15 @@ import hashlib
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Path, Query
+from fastapi import APIRouter, Depends, File, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from registry.api import models, problems
 from registry.api.auth import Service, require
 from registry.api.outcomes import decided
 from registry.api.service import ForbiddenError, RegistryService
+from registry.documents.intake import CERTIFICATION_MEDIA_TYPE, DCC_MEDIA_TYPE, PDF_MEDIA_TYPE
 from registry.reports import certificate_report, issuer_report
 from registry.sequencer import Accepted
 from registry.storage.tokens import TokenHolder
@@ -28,6 +30,10 @@ from verifier.encoding import b64encode
 from verifier.trust import TrustState
 
 router = APIRouter(prefix="/api/v1", tags=["certificates"])
+
+# What a stored document is served as (registry.documents.intake.media_type_of).
+DOCUMENT_TYPES = (DCC_MEDIA_TYPE, CERTIFICATION_MEDIA_TYPE, PDF_MEDIA_TYPE)
+BINARY = {"type": "string", "format": "binary"}
 
 CertificateId = Annotated[str, Path(min_length=3, max_length=300, pattern=r"^[^/]+/.+$")]
 
@@ -45,8 +51,14 @@ CertificateId = Annotated[str, Path(min_length=3, max_length=300, pattern=r"^[^/
         "signed checkpoint; 200 with the existing entry when this document is already "
         "registered under this id."
     ),
+    response_model=models.CertificateReceipt,
+    responses={
+        200: {"model": models.CertificateReceipt, "description": "already registered"},
+        **problems.responses(409),
+    },
 )
 async def post_certificate(
+    request: Request,
     service: Service,
     holder: Annotated[TokenHolder, Depends(require("issuer", "operator"))],
     document: Annotated[bytes, File(description="the certificate document, exact bytes")],
@@ -65,26 +77,35 @@ async def post_certificate(
         if isinstance(outcome, Accepted)
         else await run_in_threadpool(service.settle_certificate, submission, outcome)
     )
-    body = await run_in_threadpool(_certificate_receipt, service, envelope, accepted)
+    base_url = f"{request.url.scheme}://{request.url.netloc}"
+    body = await run_in_threadpool(_certificate_receipt, service, envelope, accepted, base_url)
     return JSONResponse(body, status_code=200 if accepted.duplicate else 201)
 
 
 def _certificate_receipt(
-    service: RegistryService, envelope: bytes, accepted: Accepted
+    service: RegistryService, envelope: bytes, accepted: Accepted, base_url: str
 ) -> dict[str, Any]:
+    """The answer to a registration; ``base_url`` (the request's scheme://host[:port])
+    is where the mark points unless a public URL is configured."""
     stmt = statement.parse(dsse.parse(envelope).payload)
+    # The entry created the certificate, so this is the mark the registry re-signs
+    # for it later (GET /api/v1/marks/...): same claims, same bytes.
     token = service.mark_token(
-        stmt["certificate_id"], stmt["issuer_id"], stmt["document_sha256"], accepted.index
+        stmt["certificate_id"], stmt["document_sha256"], accepted.index, accepted.logged_at
     )
     return {
         "certificate_id": stmt["certificate_id"],
         **service.receipt(accepted),
         "mark": token,
-        "mark_url": service.mark_url(token),
+        "mark_url": service.mark_url(token, base_url),
     }
 
 
-@router.get("/certificates", summary="Look certificates up by the SHA-256 of their document")
+@router.get(
+    "/certificates",
+    summary="Look certificates up by the SHA-256 of their document",
+    response_model=models.DigestLookup,
+)
 def find_by_digest(
     service: Service,
     digest: Annotated[
@@ -104,7 +125,10 @@ def find_by_digest(
 
 
 @router.get(
-    "/certificates/{certificate_id:path}", summary="A certificate's status, issuer and history"
+    "/certificates/{certificate_id:path}",
+    summary="A certificate's status, issuer and history",
+    response_model=models.CertificateStatus,
+    responses=problems.responses(404),
 )
 async def get_certificate(service: Service, certificate_id: CertificateId) -> JSONResponse:
     now = service.ledger.clock()
@@ -120,7 +144,13 @@ async def get_certificate(service: Service, certificate_id: CertificateId) -> JS
     "/documents/{certificate_id:path}",
     summary="The certificate's document, exact bytes (its issuer or an auditor)",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        200: {
+            "description": "the document as registered",
+            "content": {t: {"schema": BINARY} for t in DOCUMENT_TYPES},
+        },
+        **problems.responses(404),
+    },
 )
 def get_document(
     service: Service,

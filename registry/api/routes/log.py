@@ -10,8 +10,9 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from registry.api import models, problems
 from registry.api.auth import Service
 from registry.errors import RequestInvalidError
 from verifier.encoding import b64encode
@@ -23,7 +24,11 @@ Index = Annotated[int, Query(ge=0, lt=MAX_INDEX)]
 OptionalSize = Annotated[int | None, Query(ge=0, le=MAX_INDEX, description="a signed tree size")]
 
 
-@router.get("", summary="The log's identity and latest signed checkpoint")
+@router.get(
+    "",
+    summary="The log's identity and latest signed checkpoint",
+    response_model=models.LogInfo,
+)
 def log_info(service: Service) -> JSONResponse:
     ledger = service.ledger
     latest = ledger.latest_checkpoint()
@@ -42,14 +47,26 @@ def log_info(service: Service) -> JSONResponse:
 @router.get(
     "/checkpoint",
     summary="The latest signed checkpoint (C2SP signed note)",
-    response_class=PlainTextResponse,
+    # Response, not PlainTextResponse: the latter would also document a bare text/plain
+    response_class=Response,
+    responses={
+        200: {
+            "description": "a C2SP tlog-checkpoint signed note",
+            "content": {"text/plain; charset=utf-8": {"schema": {"type": "string"}}},
+        }
+    },
 )
 def log_checkpoint(service: Service) -> PlainTextResponse:
     note = service.ledger.latest_checkpoint().note
     return PlainTextResponse(note, headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/entries/{index}", summary="An entry's leaf data with its inclusion proof")
+@router.get(
+    "/entries/{index}",
+    summary="An entry's leaf data with its inclusion proof",
+    response_model=models.LogEntry,
+    responses=problems.responses(404),
+)
 def log_entry(
     service: Service,
     index: Annotated[int, Path(ge=0, lt=MAX_INDEX)],
@@ -71,7 +88,12 @@ def log_entry(
     )
 
 
-@router.get("/proof/inclusion", summary="Inclusion proof of an entry at a signed tree size")
+@router.get(
+    "/proof/inclusion",
+    summary="Inclusion proof of an entry at a signed tree size",
+    response_model=models.InclusionProof,
+    responses=problems.responses(404),
+)
 def inclusion_proof(service: Service, index: Index, tree_size: OptionalSize = None) -> JSONResponse:
     proof = service.ledger.inclusion_proof(index, tree_size)
     return JSONResponse(
@@ -86,7 +108,12 @@ def inclusion_proof(service: Service, index: Index, tree_size: OptionalSize = No
     )
 
 
-@router.get("/proof/consistency", summary="Consistency proof between two signed tree sizes")
+@router.get(
+    "/proof/consistency",
+    summary="Consistency proof between two signed tree sizes",
+    response_model=models.ConsistencyProof,
+    responses=problems.responses(404),
+)
 def consistency_proof(
     service: Service,
     first: Annotated[int, Query(ge=0, le=MAX_INDEX)],

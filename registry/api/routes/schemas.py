@@ -4,7 +4,7 @@ like, so issuers can validate before they submit."""
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from verifier import certification
 
@@ -14,6 +14,13 @@ router = APIRouter(prefix="/api/v1/schemas", tags=["schemas"])
 @router.get(
     f"/{certification.SCHEMA_NAME}",
     summary="JSON Schema of certification certificates (IAF CertSearch fields)",
+    response_class=Response,  # documents only the media type it really sends
+    responses={
+        200: {
+            "description": "a JSON Schema (draft 2020-12)",
+            "content": {"application/schema+json": {"schema": {"type": "object"}}},
+        }
+    },
 )
 async def certification_schema() -> JSONResponse:
     return JSONResponse(

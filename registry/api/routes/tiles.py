@@ -6,9 +6,12 @@ routes read storage and never touch the sequencer or the trust state.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 from registry import tiles as registry_tiles
+from registry.api import problems
 from registry.api.auth import Service
 from registry.errors import NotFoundError
 from verifier import tiles
@@ -35,13 +38,38 @@ def _tile_response(data: bytes) -> Response:
     return Response(data, media_type=TILE_MEDIA_TYPE, headers={"Cache-Control": IMMUTABLE})
 
 
-@router.get("/checkpoint", summary="The latest signed checkpoint (C2SP signed note)")
+def _binary(description: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "description": description,
+            "content": {TILE_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **problems.responses(404),
+    }
+
+
+@router.get(
+    "/checkpoint",
+    summary="The latest signed checkpoint (C2SP signed note)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "a C2SP tlog-checkpoint signed note",
+            "content": {CHECKPOINT_MEDIA_TYPE: {"schema": {"type": "string"}}},
+        }
+    },
+)
 def get_checkpoint(service: Service) -> Response:
     note = service.ledger.latest_checkpoint().note
     return Response(note, media_type=CHECKPOINT_MEDIA_TYPE, headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/tile/entries/{path:path}", summary="An entry bundle")
+@router.get(
+    "/tile/entries/{path:path}",
+    summary="An entry bundle",
+    response_class=Response,
+    responses=_binary("a C2SP tlog-tiles entry bundle"),
+)
 def get_entry_bundle(path: str, service: Service) -> Response:
     bundle = _parse(f"tile/entries/{path}")
     if not isinstance(bundle, tiles.Bundle):  # cannot happen: the prefix makes it one
@@ -49,7 +77,12 @@ def get_entry_bundle(path: str, service: Service) -> Response:
     return _tile_response(registry_tiles.entry_bundle(service.ledger, bundle.index, bundle.width))
 
 
-@router.get("/tile/{path:path}", summary="A Merkle hash tile")
+@router.get(
+    "/tile/{path:path}",
+    summary="A Merkle hash tile",
+    response_class=Response,
+    responses=_binary("a C2SP tlog-tiles hash tile (32-byte hashes)"),
+)
 def get_hash_tile(path: str, service: Service) -> Response:
     tile = _parse(f"tile/{path}")
     if not isinstance(tile, tiles.Tile):  # "entries/..." is routed above

@@ -1,0 +1,196 @@
+"""The public pages' words in English and Chinese, and which one a visitor gets.
+
+The choice, first match wins: ``?lang=`` (the page's visible switch), the ``lang``
+cookie that switch leaves, then the ``Accept-Language`` header (RFC 9110 §12.5.4,
+q-values honoured), then English.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+LANGUAGES = ("en", "zh")
+DEFAULT = "en"
+COOKIE = "lang"
+
+MESSAGES: Mapping[str, Mapping[str, str]] = {
+    "title": {"en": "QI Ledger certificate check", "zh": "QI Ledger 证书核验"},
+    "switch": {"en": "中文", "zh": "English"},
+    "verdict.active": {"en": "Authentic and valid", "zh": "真实有效"},
+    "verdict.suspended": {"en": "Authentic, but suspended", "zh": "真实，但已暂停"},
+    "verdict.withdrawn": {"en": "Authentic, but withdrawn", "zh": "真实，但已撤销"},
+    "verdict.superseded": {"en": "Authentic, but superseded", "zh": "真实，但已被替代"},
+    "verdict.expired": {"en": "Authentic, but expired", "zh": "真实，但已过期"},
+    "verdict.invalid": {"en": "Not authentic", "zh": "不可信"},
+    "verdict.not_found": {"en": "Not found", "zh": "未找到"},
+    "why": {"en": "Why", "zh": "原因"},
+    "not_found.text": {
+        "en": "This registry has no certificate with that id.",
+        "zh": "本登记系统中没有该编号的证书。",
+    },
+    "mark.not_authentic": {
+        "en": "This QR mark was not issued by this registry, or it was altered or cut short.",
+        "zh": "此二维码标志并非本登记系统签发，或已被篡改或截断。",
+    },
+    "mark.disagrees": {
+        "en": "The QR mark is signed by this registry, but it does not match the registry's "
+        "record of the certificate",
+        "zh": "此二维码标志由本登记系统签名，但与登记记录不符",
+    },
+    "mark.no_certificate": {
+        "en": "the registry has no certificate with the id the mark names",
+        "zh": "登记系统中没有标志所指的证书",
+    },
+    "mark.digest": {
+        "en": "the mark names another document (SHA-256) than the one registered",
+        "zh": "标志所指的文件（SHA-256）与登记的文件不同",
+    },
+    "mark.index": {
+        "en": "the mark names log entry {claimed}, but the certificate was registered at {actual}",
+        "zh": "标志所指的日志条目为 {claimed}，但证书登记于条目 {actual}",
+    },
+    "certificate_id": {"en": "Certificate", "zh": "证书编号"},
+    "kind": {"en": "Kind", "zh": "类别"},
+    "kind.dcc": {"en": "Digital calibration certificate (DCC)", "zh": "数字校准证书（DCC）"},
+    "kind.management_system": {"en": "Management-system certification", "zh": "管理体系认证"},
+    "kind.product": {"en": "Product certification", "zh": "产品认证"},
+    "kind.person": {"en": "Person certification", "zh": "人员认证"},
+    "issuer": {"en": "Accredited issuer", "zh": "获认可的签发机构"},
+    "laboratory": {"en": "Laboratory named in the document", "zh": "文件所载实验室"},
+    "accreditation": {"en": "Accreditation", "zh": "认可"},
+    "accreditation.body": {"en": "Body", "zh": "认可机构"},
+    "accreditation.number": {"en": "Number", "zh": "认可编号"},
+    "accreditation.status": {"en": "Status", "zh": "状态"},
+    "accreditation.until": {"en": "valid until", "zh": "有效期至"},
+    "acc.granted": {"en": "granted", "zh": "有效"},
+    "acc.suspended": {"en": "suspended", "zh": "暂停"},
+    "acc.withdrawn": {"en": "withdrawn", "zh": "撤销"},
+    "issued": {"en": "Issued", "zh": "签发日期"},
+    "valid_until": {"en": "Valid until", "zh": "有效期至"},
+    "none": {"en": "—", "zh": "—"},
+    "superseded_by": {"en": "Superseded by", "zh": "替代证书"},
+    "document_sha256": {"en": "Document SHA-256", "zh": "文件 SHA-256"},
+    "history": {"en": "History in the log", "zh": "日志中的历史"},
+    "history.index": {"en": "log index", "zh": "日志序号"},
+    "event.certificate.issue": {"en": "Issued", "zh": "签发"},
+    "event.certificate.amend": {"en": "Issued (amends another)", "zh": "签发（修订）"},
+    "event.certificate.suspend": {"en": "Suspended", "zh": "暂停"},
+    "event.certificate.reinstate": {"en": "Reinstated", "zh": "恢复"},
+    "event.certificate.withdraw": {"en": "Withdrawn", "zh": "撤销"},
+    "checked_at": {"en": "Checked at", "zh": "核验时间"},
+    "tree_size": {"en": "Log checkpoint size", "zh": "日志检查点大小"},
+    "browser.heading": {"en": "Check in your browser", "zh": "在您的浏览器中核验"},
+    "browser.nojs": {
+        "en": "The verdict above is the registry's. With JavaScript on, this page re-checks "
+        "it in your browser: the log's signature, the proofs, and that the log did not "
+        "change its history since your last visit.",
+        "zh": "上面的结论来自登记系统。启用 JavaScript 后，本页会在您的浏览器中复核："
+        "日志签名、证明，以及自您上次访问以来日志未改写历史。",
+    },
+    "browser.running": {"en": "Checking in your browser…", "zh": "正在浏览器中核验…"},
+    "browser.ok": {"en": "Verified in your browser", "zh": "已在您的浏览器中核验"},
+    "browser.failed": {
+        "en": "Browser check FAILED — do not trust this page",
+        "zh": "浏览器核验失败——请勿信任本页",
+    },
+    "browser.unsupported": {
+        "en": "Your browser cannot check Ed25519 signatures (Web Crypto); shown is the "
+        "registry's verdict only.",
+        "zh": "您的浏览器不支持 Ed25519 签名核验（Web Crypto）；以上仅为登记系统的结论。",
+    },
+    "browser.no_webcrypto": {
+        "en": "Web Crypto is not available here (it needs HTTPS); shown is the registry's "
+        "verdict only.",
+        "zh": "此处无法使用 Web Crypto（需要 HTTPS）；以上仅为登记系统的结论。",
+    },
+    "check.key": {"en": "Log key well-formed", "zh": "日志公钥格式正确"},
+    "check.signature": {
+        "en": "Checkpoint signed by the log key",
+        "zh": "检查点由日志密钥签名",
+    },
+    "check.checkpoint": {"en": "Checkpoint of this log", "zh": "检查点属于本日志"},
+    "check.inclusion": {
+        "en": "Entry {index} is in the log (inclusion proof)",
+        "zh": "条目 {index} 在日志中（包含证明）",
+    },
+    "check.entry": {
+        "en": "Entry {index} says what the history says",
+        "zh": "条目 {index} 与历史记录一致",
+    },
+    "check.consistency": {
+        "en": "Consistent with the log this browser saw before",
+        "zh": "与本浏览器先前所见日志一致",
+    },
+    "check.first_visit": {
+        "en": "First check of this log in this browser: checkpoint remembered",
+        "zh": "本浏览器首次核验此日志：已记住检查点",
+    },
+    "verify.heading": {"en": "Check a certificate file", "zh": "核验证书文件"},
+    "verify.text": {
+        "en": "Choose or drop the certificate file. Its SHA-256 is computed here in your "
+        "browser; the file never leaves your computer.",
+        "zh": "选择或拖入证书文件。其 SHA-256 在您的浏览器中计算，文件不会离开您的计算机。",
+    },
+    "verify.choose": {"en": "Choose a file or drop it here", "zh": "选择文件或拖放到此处"},
+    "verify.nojs": {
+        "en": "This check needs JavaScript, to compute the file's hash on your computer. "
+        "Without it, check the file with the command line:",
+        "zh": "此核验需要 JavaScript 在您的计算机上计算文件哈希。若不启用，请使用命令行：",
+    },
+    "verify.hashing": {"en": "Computing SHA-256…", "zh": "正在计算 SHA-256…"},
+    "verify.unregistered": {
+        "en": "Not registered: no certificate in this registry has this document",
+        "zh": "未登记：本登记系统中没有与此文件对应的证书",
+    },
+    "verify.found": {"en": "Registered as", "zh": "已登记为"},
+    "verify.error": {"en": "The lookup failed", "zh": "查询失败"},
+    "verify.link": {"en": "Check a certificate file", "zh": "核验证书文件"},
+}
+
+
+def choose(query: str | None, cookie: str | None, accept_language: str | None) -> str:
+    """The page language for this request."""
+    for explicit in (query, cookie):
+        if explicit in LANGUAGES:
+            return explicit
+    return from_accept_language(accept_language or "")
+
+
+def from_accept_language(header: str) -> str:
+    """The best of our languages for an ``Accept-Language`` header; ties keep
+    the header's order. Malformed parts are skipped, never an error."""
+    best, best_q = DEFAULT, 0.0
+    for part in header[:1000].split(","):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        params = params.strip()
+        if params.startswith("q="):
+            try:
+                q = float(params[2:])
+            except ValueError:
+                continue
+            if not 0.0 <= q <= 1.0:
+                continue
+        primary = tag.strip().lower().split("-", 1)[0]
+        if primary in LANGUAGES and q > best_q:
+            best, best_q = primary, q
+    return best
+
+
+def translator(lang: str) -> Translate:
+    return Translate(lang if lang in LANGUAGES else DEFAULT)
+
+
+class Translate:
+    """``t("key", name=value)``: the message in the page's language; an unknown key
+    is shown as itself, so a missing word never breaks a page."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
+
+    def __call__(self, key: str, **values: object) -> str:
+        text = MESSAGES.get(key, {}).get(self.lang, key)
+        return text.format(**values) if values else text
+
+    def has(self, key: str) -> bool:
+        return key in MESSAGES

@@ -1,0 +1,261 @@
+"""The public verification pages: what a phone opens after scanning a QR mark
+(``/m/<token>``, ``/M/<token>``), a certificate by id (``/c/<id>``) and a file
+check by digest (``/verify``).
+
+Server-rendered, so the verdict reads with JavaScript off; with it on,
+``static/verify.js`` re-checks the page's claims (checkpoint signature, inclusion
+proofs, consistency with the last checkpoint the browser saw) from the JSON the
+page embeds. A hostile token or id gets a page with a verdict, never an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from registry.api import i18n
+from registry.api.auth import Service
+from registry.api.service import RegistryService
+from registry.errors import NotFoundError
+from registry.reports import certificate_report, issuer_report
+from verifier import entry, mark, statement
+from verifier.encoding import b64encode
+from verifier.errors import QILedgerError
+from verifier.trust import TrustState
+
+router = APIRouter(include_in_schema=False)
+
+API_DIR = Path(__file__).resolve().parent.parent
+TEMPLATES = Jinja2Templates(directory=API_DIR / "templates")
+STATIC_DIR = API_DIR / "static"
+MAX_CERTIFICATE_ID = 300
+"""As the API's certificate id path parameter: longer ids are not looked up."""
+
+HEADERS = {
+    # Scripts and styles only from this origin; the page's JSON block is data, not code.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    # A mark URL is a bearer of nothing secret, but it should not leak to other sites.
+    "Referrer-Policy": "no-referrer",
+    # The verdict is live: a status change must show on the next scan.
+    "Cache-Control": "no-cache",
+}
+
+# Any value is taken (never a 422): only a known language changes anything.
+Lang = Annotated[str | None, Query(include_in_schema=False)]
+
+VERDICT_CLASS = {
+    "active": "ok",
+    "suspended": "warn",
+    "withdrawn": "bad",
+    "superseded": "warn",
+    "expired": "warn",
+    "invalid": "bad",
+    "not_found": "bad",
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    key: str
+    """active, suspended, withdrawn, superseded, expired, invalid or not_found."""
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def css(self) -> str:
+        return VERDICT_CLASS[self.key]
+
+
+@router.get("/m/{token:path}", response_class=HTMLResponse)
+@router.get("/M/{token:path}", response_class=HTMLResponse)
+def mark_page(request: Request, service: Service, token: str, lang: Lang = None) -> Response:
+    t = _translator(request, lang)
+    try:
+        claims = mark.verify(token, service.ledger.identity.verifier)
+    except QILedgerError:
+        # Forged, truncated, altered, oversized or another log's: one answer for all.
+        verdict = Verdict("invalid", (t("mark.not_authentic"),))
+        return _render(request, t, lang, "certificate.html", {"verdict": verdict}, 404)
+    page = _certificate_page(service, claims.certificate_id)
+    if page is None:
+        reasons: tuple[str, ...] = (f"{t('mark.disagrees')}: {t('mark.no_certificate')}",)
+        verdict = Verdict("invalid", reasons)
+        return _render(request, t, lang, "certificate.html", {"verdict": verdict}, 404)
+    problems = []
+    if bytes.fromhex(page["document_sha256"]) != claims.document_sha256:
+        problems.append(t("mark.digest"))
+    issued_at = page["history"][0]["index"] if page["history"] else None
+    if claims.index != issued_at:
+        problems.append(t("mark.index", claimed=claims.index, actual=issued_at))
+    if problems:
+        page["verdict"] = Verdict("invalid", tuple(f"{t('mark.disagrees')}: {p}" for p in problems))
+        # The registry's record stays visible, but no "verified in your browser"
+        # beside a verdict of "not authentic": that check is about the record.
+        page["browser"] = None
+    return _render(request, t, lang, "certificate.html", page, 200)
+
+
+@router.get("/c/{certificate_id:path}", response_class=HTMLResponse)
+def certificate_page(
+    request: Request, service: Service, certificate_id: str, lang: Lang = None
+) -> Response:
+    t = _translator(request, lang)
+    page = _certificate_page(service, certificate_id)
+    if page is None:
+        context: dict[str, Any] = {
+            "verdict": Verdict("not_found", (t("not_found.text"),)),
+            "certificate_id": certificate_id[:MAX_CERTIFICATE_ID],
+        }
+        return _render(request, t, lang, "certificate.html", context, 404)
+    return _render(request, t, lang, "certificate.html", page, 200)
+
+
+@router.get("/verify", response_class=HTMLResponse)
+def verify_page(request: Request, service: Service, lang: Lang = None) -> Response:
+    t = _translator(request, lang)
+    context = {
+        "registry_url": str(request.base_url).rstrip("/"),
+        "log_key": str(service.ledger.identity.verifier),
+        "messages": {
+            k: t(k)
+            for k in (
+                "verify.hashing",
+                "verify.unregistered",
+                "verify.found",
+                "verify.error",
+                *(f"verdict.{v}" for v in VERDICT_CLASS),
+            )
+        },
+    }
+    return _render(request, t, lang, "verify.html", context, 200)
+
+
+# --- the certificate's page model ---------------------------------------------------
+
+
+def _certificate_page(service: RegistryService, certificate_id: str) -> dict[str, Any] | None:
+    """Everything the certificate page shows and the browser re-checks, or None for
+    an id the log does not know."""
+    if len(certificate_id) > MAX_CERTIFICATE_ID:
+        return None
+    ledger = service.ledger
+    now = ledger.clock()
+
+    def view(state: TrustState) -> dict[str, Any] | None:
+        try:
+            report = certificate_report(state, certificate_id, now)
+        except NotFoundError:
+            return None
+        issuer = state.issuers.get(report["issuer_id"])
+        report["issuer"] = None if issuer is None else issuer_report(state, issuer)
+        return report
+
+    report = service.read(view)
+    if report is None:
+        return None
+    # The checkpoint is read after the state: it covers every entry the state has.
+    checkpoint = ledger.latest_checkpoint()
+    entries = []
+    for event in report["history"]:
+        index = event["index"]
+        proof = ledger.inclusion_proof(index, checkpoint.size)
+        data = ledger.entry(index).data
+        entries.append(
+            {
+                "index": index,
+                "type": event["type"],
+                "leaf_data": b64encode(data),
+                "proof": [b64encode(h) for h in proof.hashes],
+            }
+        )
+    report["issued"] = _issued_date(ledger.entry(report["history"][0]["index"]).data)
+    report["verdict"] = Verdict(
+        report["status"].lower(), (report["reason"],) if report["reason"] else ()
+    )
+    report["tree_size"] = checkpoint.size
+    report["checked_at"] = now.isoformat(timespec="seconds").replace("+00:00", "Z")
+    report["browser"] = {
+        "certificate_id": certificate_id,
+        "document_sha256": report["document_sha256"],
+        "origin": ledger.identity.origin,
+        "verifier_key": str(ledger.identity.verifier),
+        "checkpoint": checkpoint.note.decode("utf-8"),
+        "entries": entries,
+        "consistency_url": "/api/v1/log/proof/consistency",
+    }
+    return report
+
+
+def _issued_date(leaf_data: bytes) -> str | None:
+    """The issue date the certificate's first statement gives (the log's own
+    entry, so this cannot fail for a logged certificate; None just in case)."""
+    try:
+        stmt = statement.parse(entry.parse(leaf_data).envelope.payload)
+    except QILedgerError:
+        return None
+    issued = stmt.get("issued")
+    return issued if isinstance(issued, str) else None
+
+
+# --- rendering ----------------------------------------------------------------------
+
+BROWSER_MESSAGES = (
+    "browser.running",
+    "browser.ok",
+    "browser.failed",
+    "browser.unsupported",
+    "browser.no_webcrypto",
+    "check.key",
+    "check.signature",
+    "check.checkpoint",
+    "check.inclusion",
+    "check.entry",
+    "check.consistency",
+    "check.first_visit",
+)
+
+
+def _translator(request: Request, lang: str | None) -> i18n.Translate:
+    return i18n.translator(
+        i18n.choose(lang, request.cookies.get(i18n.COOKIE), request.headers.get("accept-language"))
+    )
+
+
+def _render(
+    request: Request,
+    t: i18n.Translate,
+    explicit_lang: str | None,
+    template: str,
+    context: dict[str, Any],
+    status: int,
+) -> Response:
+    other = "zh" if t.lang == "en" else "en"
+    switched = request.url.include_query_params(lang=other)  # a relative link: path and query
+    browser_messages = {k: t(k) for k in BROWSER_MESSAGES}
+    response = TEMPLATES.TemplateResponse(
+        request,
+        template,
+        {
+            **context,
+            "t": t,
+            "lang": t.lang,
+            "switch_url": f"{switched.path}?{switched.query}",
+            "browser_messages": browser_messages,
+        },
+        status_code=status,
+        headers=HEADERS,
+    )
+    if explicit_lang in i18n.LANGUAGES:
+        # The switch is remembered, so the next scan opens in the chosen language.
+        response.set_cookie(
+            i18n.COOKIE, explicit_lang, max_age=365 * 86400, samesite="lax", httponly=True
+        )
+    return response

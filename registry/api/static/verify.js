@@ -1,0 +1,382 @@
+// QI Ledger: re-check a certificate page in the browser, trusting only the log's
+// public key. Checks, in order: the verifier key is well formed; the checkpoint
+// (C2SP signed note) is signed by it; every history entry is in the tree under
+// that checkpoint (RFC 9162 §2.1.3.2) and says what the page says; and the tree is
+// an append-only extension of (or prefix of) the last one this browser saw
+// (RFC 9162 §2.1.4.2), so a registry that shows different visitors different
+// histories is caught. No library, no framework: Web Crypto does SHA-256 and Ed25519.
+"use strict";
+
+(function () {
+  const dataNode = document.getElementById("qil-data");
+  if (!dataNode) return;
+  const data = JSON.parse(dataNode.textContent);
+  const messages = JSON.parse(document.getElementById("qil-messages").textContent);
+  const box = document.getElementById("browser-check");
+  const statusLine = document.getElementById("browser-status");
+  const list = document.getElementById("browser-checks");
+  const utf8 = new TextEncoder();
+  const STATEMENT_TYPE = "application/vnd.qiledger.statement+json";
+  const STORE_PREFIX = "qiledger.checkpoint.v1:";
+  // RFC 8032 §7.1 test 1 public key: importing it tells whether Ed25519 exists here.
+  const PROBE_KEY = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+  class CheckFailed extends Error {}
+  class Unsupported extends Error {}
+
+  function t(key, values) {
+    let text = messages[key] || key;
+    for (const name of Object.keys(values || {})) text = text.replace("{" + name + "}", values[name]);
+    return text;
+  }
+
+  // --- bytes ---------------------------------------------------------------------
+
+  function b64(text, what) {
+    // Standard padded base64 in its one canonical spelling, as the registry writes it.
+    if (typeof text !== "string") throw new CheckFailed(what + " is missing");
+    let binary;
+    try {
+      binary = atob(text);
+    } catch (e) {
+      throw new CheckFailed(what + " is not base64");
+    }
+    if (btoa(binary) !== text) throw new CheckFailed(what + " is not canonical base64");
+    const out = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+    return out;
+  }
+
+  function fromHex(text) {
+    const out = new Uint8Array(text.length / 2);
+    for (let i = 0; i < out.length; i++) out[i] = parseInt(text.substr(2 * i, 2), 16);
+    return out;
+  }
+
+  function toHex(bytes) {
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function concat(...parts) {
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  }
+
+  function equal(a, b) {
+    return a.length === b.length && a.every((x, i) => x === b[i]);
+  }
+
+  async function sha256(bytes) {
+    return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  }
+
+  const leafHash = (leafData) => sha256(concat(Uint8Array.of(0), leafData));
+  const nodeHash = (left, right) => sha256(concat(Uint8Array.of(1), left, right));
+
+  function hash32(text, what) {
+    const raw = b64(text, what);
+    if (raw.length !== 32) throw new CheckFailed(what + " is not a 32-byte hash");
+    return raw;
+  }
+
+  // --- the log's key and its signed checkpoint (C2SP signed-note, tlog-checkpoint) --
+
+  async function ed25519Supported() {
+    try {
+      await crypto.subtle.importKey("raw", fromHex(PROBE_KEY), { name: "Ed25519" }, false, [
+        "verify",
+      ]);
+      return true;
+    } catch (e) {
+      return false;
+    }
+  }
+
+  async function parseVerifierKey(vkey) {
+    // name+hex8+base64: the base64 may itself hold '+', so split at the first two only.
+    const text = String(vkey);
+    const first = text.indexOf("+");
+    const second = first < 0 ? -1 : text.indexOf("+", first + 1);
+    if (second < 0) throw new CheckFailed("the log key is not name+id+key");
+    const name = text.slice(0, first);
+    const id = text.slice(first + 1, second);
+    const keyText = text.slice(second + 1);
+    const raw = b64(keyText, "the log key");
+    if (raw.length !== 33 || raw[0] !== 1) throw new CheckFailed("the log key is not Ed25519");
+    const kid = (await sha256(concat(utf8.encode(name), Uint8Array.of(0x0a), raw))).slice(0, 4);
+    if (toHex(kid) !== id) throw new CheckFailed("the log key's ID does not match the key");
+    const key = await crypto.subtle.importKey("raw", raw.slice(1), { name: "Ed25519" }, false, [
+      "verify",
+    ]);
+    return { name: name, keyId: kid, key: key };
+  }
+
+  function parseNote(note) {
+    if (typeof note !== "string") throw new CheckFailed("no checkpoint");
+    const split = note.lastIndexOf("\n\n");
+    if (split < 0) throw new CheckFailed("the checkpoint has no signature block");
+    const text = note.slice(0, split + 1);
+    const block = note.slice(split + 2);
+    if (!block.endsWith("\n")) throw new CheckFailed("the checkpoint does not end in a newline");
+    const signatures = block
+      .slice(0, -1)
+      .split("\n")
+      .map((line) => {
+        if (!line.startsWith("\u2014 ")) throw new CheckFailed("malformed signature line");
+        const fields = line.slice(2).split(" ");
+        if (fields.length !== 2) throw new CheckFailed("malformed signature line");
+        const raw = b64(fields[1], "a checkpoint signature");
+        if (raw.length < 5) throw new CheckFailed("a checkpoint signature is too short");
+        return { name: fields[0], keyId: raw.slice(0, 4), signature: raw.slice(4) };
+      });
+    return { text: text, signatures: signatures };
+  }
+
+  async function verifyCheckpoint(note, log) {
+    const parsed = parseNote(note);
+    const mine = parsed.signatures.filter((s) => s.name === log.name && equal(s.keyId, log.keyId));
+    if (mine.length !== 1) throw new CheckFailed("the checkpoint is not signed by the log key");
+    const ok = await crypto.subtle.verify(
+      { name: "Ed25519" },
+      log.key,
+      mine[0].signature,
+      utf8.encode(parsed.text),
+    );
+    if (!ok) throw new CheckFailed("the log's signature on the checkpoint does not verify");
+    const lines = parsed.text.slice(0, -1).split("\n");
+    if (lines.length < 3) throw new CheckFailed("the checkpoint lacks origin, size or root");
+    if (lines[0] !== log.name || lines[0] !== data.origin) {
+      throw new CheckFailed("the checkpoint is of another log: " + lines[0]);
+    }
+    if (!/^(0|[1-9][0-9]{0,15})$/.test(lines[1]) || !Number.isSafeInteger(Number(lines[1]))) {
+      throw new CheckFailed("the checkpoint size is not a number");
+    }
+    return { size: Number(lines[1]), root: hash32(lines[2], "the checkpoint root") };
+  }
+
+  // --- Merkle proofs (RFC 9162 §2.1.3.2, §2.1.4.2), BigInt so no 32-bit wrap -------
+
+  async function verifyInclusion(leaf, index, size, proof, root) {
+    if (!(index >= 0 && index < size)) {
+      throw new CheckFailed("entry " + index + " is outside the tree of size " + size);
+    }
+    let fn = BigInt(index);
+    let sn = BigInt(size - 1);
+    let r = leaf;
+    for (const p of proof) {
+      if (sn === 0n) throw new CheckFailed("the inclusion proof is too long");
+      if ((fn & 1n) === 1n || fn === sn) {
+        r = await nodeHash(p, r);
+        while ((fn & 1n) === 0n && fn !== 0n) {
+          fn >>= 1n;
+          sn >>= 1n;
+        }
+      } else {
+        r = await nodeHash(r, p);
+      }
+      fn >>= 1n;
+      sn >>= 1n;
+    }
+    if (sn !== 0n) throw new CheckFailed("the inclusion proof is too short");
+    if (!equal(r, root)) throw new CheckFailed("the inclusion proof does not lead to the root");
+  }
+
+  async function verifyConsistency(first, second, proof, firstRoot, secondRoot) {
+    if (first === second) {
+      if (proof.length || !equal(firstRoot, secondRoot)) {
+        throw new CheckFailed("two checkpoints of size " + first + " with different roots");
+      }
+      return;
+    }
+    if (!(first > 0 && first < second)) throw new CheckFailed("no consistency between these sizes");
+    if (!proof.length) throw new CheckFailed("the consistency proof is empty");
+    const path = proof.slice();
+    if ((BigInt(first) & (BigInt(first) - 1n)) === 0n) path.unshift(firstRoot);
+    let fn = BigInt(first - 1);
+    let sn = BigInt(second - 1);
+    while ((fn & 1n) === 1n) {
+      fn >>= 1n;
+      sn >>= 1n;
+    }
+    let fr = path[0];
+    let sr = path[0];
+    for (const c of path.slice(1)) {
+      if (sn === 0n) throw new CheckFailed("the consistency proof is too long");
+      if ((fn & 1n) === 1n || fn === sn) {
+        fr = await nodeHash(c, fr);
+        sr = await nodeHash(c, sr);
+        while ((fn & 1n) === 0n && fn !== 0n) {
+          fn >>= 1n;
+          sn >>= 1n;
+        }
+      } else {
+        sr = await nodeHash(sr, c);
+      }
+      fn >>= 1n;
+      sn >>= 1n;
+    }
+    if (sn !== 0n) throw new CheckFailed("the consistency proof is too short");
+    if (!equal(fr, firstRoot)) {
+      throw new CheckFailed("the log's history differs from the one seen at size " + first);
+    }
+    if (!equal(sr, secondRoot)) throw new CheckFailed("the consistency proof does not lead to the root");
+  }
+
+  // --- the entry itself: the DSSE statement the history line stands for -----------
+
+  function checkEntry(leafData, item) {
+    let entry;
+    let stmt;
+    try {
+      entry = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(leafData));
+    } catch (e) {
+      throw new CheckFailed("the entry is not JSON");
+    }
+    const envelope = entry && entry.envelope;
+    if (!envelope || envelope.payloadType !== STATEMENT_TYPE) {
+      throw new CheckFailed("the entry holds no statement envelope");
+    }
+    try {
+      stmt = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(b64(envelope.payload, "payload")));
+    } catch (e) {
+      throw new CheckFailed("the entry's statement is not JSON");
+    }
+    if (stmt.certificate_id !== data.certificate_id) {
+      throw new CheckFailed("the entry is about " + stmt.certificate_id + ", not " + data.certificate_id);
+    }
+    if (stmt.type !== item.type) {
+      throw new CheckFailed("the entry is a " + stmt.type + ", not a " + item.type);
+    }
+    if (
+      (stmt.type === "certificate.issue" || stmt.type === "certificate.amend") &&
+      stmt.document_sha256 !== data.document_sha256
+    ) {
+      throw new CheckFailed("the entry names another document than the page");
+    }
+  }
+
+  // --- consistency with what this browser saw before -------------------------------
+
+  function storeKey() {
+    return STORE_PREFIX + data.verifier_key;
+  }
+
+  function remembered() {
+    try {
+      const seen = JSON.parse(localStorage.getItem(storeKey()));
+      if (seen && Number.isSafeInteger(seen.size) && seen.size > 0) {
+        return { size: seen.size, root: hash32(seen.root, "the remembered root") };
+      }
+    } catch (e) {
+      // unreadable or disabled storage: nothing seen before
+    }
+    return null;
+  }
+
+  function remember(checkpoint) {
+    try {
+      localStorage.setItem(
+        storeKey(),
+        JSON.stringify({ size: checkpoint.size, root: btoa(String.fromCharCode(...checkpoint.root)) }),
+      );
+    } catch (e) {
+      // storage disabled: the next visit is a first visit again
+    }
+  }
+
+  async function checkConsistency(current) {
+    const seen = remembered();
+    if (seen === null) {
+      remember(current);
+      return "first";
+    }
+    if (seen.size !== current.size) {
+      const [older, newer] = seen.size < current.size ? [seen, current] : [current, seen];
+      const url = data.consistency_url + "?first=" + older.size + "&second=" + newer.size;
+      const answer = await fetch(url, { headers: { Accept: "application/json" } });
+      if (!answer.ok) throw new CheckFailed("the registry gave no consistency proof (" + answer.status + ")");
+      const body = await answer.json();
+      if (!Array.isArray(body.hashes)) throw new CheckFailed("the consistency proof is malformed");
+      const hashes = body.hashes.map((h, i) => hash32(h, "consistency proof hash " + i));
+      await verifyConsistency(older.size, newer.size, hashes, older.root, newer.root);
+    } else if (!equal(seen.root, current.root)) {
+      throw new CheckFailed("two checkpoints of size " + seen.size + " with different roots");
+    }
+    if (current.size > seen.size) remember(current);
+    return "ok";
+  }
+
+  // --- running and showing the checks ----------------------------------------------
+
+  async function step(name, label, work) {
+    const item = document.createElement("li");
+    item.dataset.check = name;
+    item.textContent = label;
+    list.appendChild(item);
+    try {
+      const value = await work();
+      item.className = "ok";
+      item.dataset.result = "ok";
+      return { value: value, item: item };
+    } catch (e) {
+      item.className = "bad";
+      item.dataset.result = "failed";
+      const why = document.createElement("div");
+      why.className = "why";
+      why.textContent = e instanceof CheckFailed ? e.message : String(e);
+      item.appendChild(why);
+      throw e;
+    }
+  }
+
+  function finish(state, text) {
+    box.dataset.state = state;
+    statusLine.textContent = text;
+  }
+
+  async function run() {
+    finish("running", t("browser.running"));
+    if (!window.crypto || !window.crypto.subtle) {
+      finish("unsupported", t("browser.no_webcrypto"));
+      return;
+    }
+    if (!(await ed25519Supported())) {
+      finish("unsupported", t("browser.unsupported"));
+      return;
+    }
+    try {
+      const log = (await step("key", t("check.key"), () => parseVerifierKey(data.verifier_key))).value;
+      const checkpoint = (
+        await step("signature", t("check.signature"), () => verifyCheckpoint(data.checkpoint, log))
+      ).value;
+      for (const item of data.entries) {
+        const label = t("check.inclusion", { index: item.index });
+        const included = await step("inclusion-" + item.index, label, async () => {
+          const leafData = b64(item.leaf_data, "entry " + item.index);
+          const proof = item.proof.map((h, i) => hash32(h, "inclusion proof hash " + i));
+          const leaf = await leafHash(leafData);
+          await verifyInclusion(leaf, item.index, checkpoint.size, proof, checkpoint.root);
+          return leafData;
+        });
+        const leafData = included.value;
+        await step("entry-" + item.index, t("check.entry", { index: item.index }), () =>
+          checkEntry(leafData, item),
+        );
+      }
+      const consistency = await step("consistency", t("check.consistency"), () =>
+        checkConsistency(checkpoint),
+      );
+      if (consistency.value === "first") consistency.item.textContent = t("check.first_visit");
+      finish("verified", t("browser.ok"));
+    } catch (e) {
+      finish("failed", t("browser.failed"));
+    }
+  }
+
+  run();
+})();
