@@ -56,167 +56,39 @@ to be consistent with it, so a registry cannot show this user a forked history.
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
-import io
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn
 
-from verifier import checkpoint, dsse, entry, mark, merkle, statement, tiles, trust
+from verifier import checkpoint, dsse, mark, merkle, statement
 from verifier import proof as tlog_proof
-from verifier.certification import IAF_STATUS
-from verifier.encoding import b64decode, b64encode
-from verifier.errors import MalformedError, QILedgerError, VerificationError
+from verifier.checkpoint_state import state_path
+from verifier.encoding import b64encode
+from verifier.errors import QILedgerError
 from verifier.keys import PublicKey
+from verifier.local_input import is_file, read_input
 from verifier.note import NoteVerifier
-from verifier.online import (
-    NetworkError,
-    NotFoundError,
-    Registry,
-    RegistryRefusedError,
-)
-from verifier.online import (
-    field as json_field,
-)
+from verifier.online import Registry
+from verifier.online_check import check_online
+from verifier.qr_image import qr_texts
+from verifier.verdict import EXIT_UNCHECKED, MEANING, Report, Stop
 
-MAX_INPUT = 64 << 20
-MAX_IMAGE_PIXELS = 50_000_000
-"""A photo of a certificate is far smaller; a larger image is refused before decoding."""
 DEFAULT_MAX_REPLAY = 100_000
 """Entries ``document`` downloads to replay the trust rules over the whole log."""
-STATE_VERSION = 1
-
-EXIT_VALID, EXIT_NOT_VALID, EXIT_NOT_AUTHENTIC, EXIT_UNCHECKED = 0, 1, 2, 3
-MEANING = {
-    EXIT_VALID: "authentic and valid",
-    EXIT_NOT_VALID: "authentic but not valid",
-    EXIT_NOT_AUTHENTIC: "not authentic or not found",
-    EXIT_UNCHECKED: "could not check",
-}
-_STATUS_EXIT = {
-    trust.ACTIVE: EXIT_VALID,
-    trust.SUSPENDED: EXIT_NOT_VALID,
-    trust.WITHDRAWN: EXIT_NOT_VALID,
-    trust.SUPERSEDED: EXIT_NOT_VALID,
-    trust.EXPIRED: EXIT_NOT_VALID,
-    trust.INVALID: EXIT_NOT_AUTHENTIC,
-}
-_IAF_TO_STATUS = {words: status for status, words in IAF_STATUS.items()}
-
-T = TypeVar("T")
 
 
-class Stop(Exception):
-    """Ends a command early with an exit code; the failed check is already recorded."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass
-class Check:
-    name: str
-    result: str  # "ok" | "failed" | "not checked"
-    detail: str
-
-
-@dataclass
-class Report:
-    """What one command checked: facts, every check with its result, and the verdict."""
-
-    command: str
-    facts: dict[str, Any] = field(default_factory=dict)
-    checks: list[Check] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-    """Human output of the older single-check commands."""
-    code: int = EXIT_VALID
-    note: str = ""
-    """Qualifies the verdict (``mark`` offline: what was not asked)."""
-
-    def ok(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, "ok", detail))
-
-    def skip(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, "not checked", detail))
-
-    def fail(self, name: str, detail: str, code: int = EXIT_NOT_AUTHENTIC) -> NoReturn:
-        self.checks.append(Check(name, "failed", detail))
-        raise Stop(code, f"{name}: {detail}")
-
-    def run(
-        self,
-        name: str,
-        action: Callable[[], T],
-        detail: str | Callable[[T], str] = "",
-        *,
-        not_found: int = EXIT_NOT_AUTHENTIC,
-    ) -> T:
-        """``action()``, recorded as check ``name``: a project error fails it with
-        the exit code its kind means (unreachable registry 3, anything else 2)."""
-        try:
-            value = action()
-        except (NetworkError, RegistryRefusedError) as exc:
-            self.fail(name, exc.message, EXIT_UNCHECKED)
-        except NotFoundError as exc:
-            self.fail(name, exc.message, not_found)
-        except QILedgerError as exc:
-            self.fail(name, f"{exc.message} ({exc.code})")
-        self.ok(name, detail(value) if callable(detail) else detail)
-        return value
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "command": self.command,
-            "verdict": MEANING[self.code],
-            "exit_code": self.code,
-            **({"note": self.note} if self.note else {}),
-            "meaning": {str(k): v for k, v in MEANING.items()},
-            **self.facts,
-            "checks": [
-                {"name": c.name, "result": c.result, "detail": c.detail} for c in self.checks
-            ],
-        }
-
-    def to_text(self) -> str:
-        out = [f"{name.replace('_', ' ')}: {value}" for name, value in self.facts.items()]
-        marks = {"ok": "OK     ", "failed": "FAILED ", "not checked": "--     "}
-        out += [f"{marks[c.result]}{c.name}: {c.detail}" for c in self.checks]
-        note = f" ({self.note})" if self.note else ""
-        out.append(f"VERDICT: {MEANING[self.code]}{note}")
-        return "\n".join(out)
-
-
-# --- local inputs ---------------------------------------------------------------------
-
-
-def _read(path: str) -> bytes:
-    """A local file, size-limited; any failure means "could not check" (3)."""
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read(MAX_INPUT + 1)
-        else:
-            with Path(path).open("rb") as handle:
-                data = handle.read(MAX_INPUT + 1)
-    except OSError as exc:
-        raise Stop(EXIT_UNCHECKED, f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_INPUT:
-        raise Stop(EXIT_UNCHECKED, f"{path} is larger than {MAX_INPUT} bytes")
-    return data
+# --- the log key and the registry, from the command line ------------------------------
 
 
 def _log_key(value: str) -> NoteVerifier:
     """A verifier-key string, or a file whose first line is one (else exit 3)."""
     try:
-        if "+" not in value or _is_file(value):
-            first = _read(value).decode("utf-8", "replace").split("\n", 1)[0]
+        if "+" not in value or is_file(value):
+            first = read_input(value).decode("utf-8", "replace").split("\n", 1)[0]
             return NoteVerifier.parse(first)
         return NoteVerifier.parse(value)
     except QILedgerError as exc:
@@ -234,14 +106,18 @@ def _registry(url: str) -> Registry:
 
 
 def cmd_checkpoint(args: argparse.Namespace, report: Report, now: datetime) -> None:
-    key, data = _log_key(args.log_key), _read(args.checkpoint)
+    key, data = _log_key(args.log_key), read_input(args.checkpoint)
     cp = report.run("checkpoint signature", lambda: checkpoint.verify(data, key)).checkpoint
     report.facts.update(log=cp.origin, tree_size=cp.size)
     report.lines.append(f"OK: checkpoint of {cp.origin}, size {cp.size}, root {b64encode(cp.root)}")
 
 
 def cmd_inclusion(args: argparse.Namespace, report: Report, now: datetime) -> None:
-    key, proof_data, leaf_data = _log_key(args.log_key), _read(args.proof), _read(args.entry)
+    key, proof_data, leaf_data = (
+        _log_key(args.log_key),
+        read_input(args.proof),
+        read_input(args.entry),
+    )
     signed = report.run("inclusion proof", lambda: tlog_proof.verify(proof_data, leaf_data, key))
     index = tlog_proof.TlogProof.from_bytes(proof_data).index
     cp = signed.checkpoint
@@ -251,7 +127,11 @@ def cmd_inclusion(args: argparse.Namespace, report: Report, now: datetime) -> No
 
 def cmd_consistency(args: argparse.Namespace, report: Report, now: datetime) -> None:
     key = _log_key(args.log_key)
-    old_data, new_data, proof_data = _read(args.old), _read(args.new), _read(args.proof)
+    old_data, new_data, proof_data = (
+        read_input(args.old),
+        read_input(args.new),
+        read_input(args.proof),
+    )
     old = report.run("old checkpoint", lambda: checkpoint.verify(old_data, key)).checkpoint
     new = report.run("new checkpoint", lambda: checkpoint.verify(new_data, key)).checkpoint
     if old.origin != new.origin:
@@ -267,7 +147,7 @@ def cmd_consistency(args: argparse.Namespace, report: Report, now: datetime) -> 
 
 
 def cmd_envelope(args: argparse.Namespace, report: Report, now: datetime) -> None:
-    key_data, envelope_data = _read(args.key), _read(args.envelope)
+    key_data, envelope_data = read_input(args.key), read_input(args.envelope)
     try:
         key = PublicKey.from_pem(key_data)
     except QILedgerError as exc:
@@ -288,45 +168,10 @@ def cmd_envelope(args: argparse.Namespace, report: Report, now: datetime) -> Non
 # --- marks -----------------------------------------------------------------------------
 
 
-def _qr_texts(path: str) -> list[str]:
-    """The texts of every QR code in an image file (zxing-cpp, imported only here so
-    that importing ``verifier`` stays light)."""
-    data = _read(path)
-    try:
-        import zxingcpp
-        from PIL import Image
-    except ImportError:
-        raise Stop(
-            EXIT_UNCHECKED, "reading a QR image needs zxing-cpp and pillow (pip install them)"
-        ) from None
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise Stop(EXIT_UNCHECKED, f"{path} has more than {MAX_IMAGE_PIXELS} pixels")
-            grey = image.convert("L")
-    except Stop:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for a bad file
-        raise Stop(
-            EXIT_UNCHECKED, f"{path} is not a readable image ({type(exc).__name__})"
-        ) from None
-    found = zxingcpp.read_barcodes(
-        grey, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
-    )
-    return [result.text for result in found]
-
-
-def _is_file(value: str) -> bool:
-    try:
-        return Path(value).is_file()
-    except (OSError, ValueError):  # a name too long or with NUL is no file of ours
-        return False
-
-
 def _mark_token(value: str, report: Report) -> str:
     """The token from an image, a mark URL or the token itself."""
-    if _is_file(value):
-        texts = _qr_texts(value)
+    if is_file(value):
+        texts = qr_texts(value)
         if not texts:
             report.fail("QR code", f"no QR code found in {value}")
         if len(texts) > 1:
@@ -376,13 +221,13 @@ def cmd_mark(args: argparse.Namespace, report: Report, now: datetime) -> None:
         report.skip("live status", "offline: pass --online URL for status, proof and history")
         report.note = "the mark is the log's; its live status was not checked (offline)"
         return
-    _check_online(
+    check_online(
         report,
         registry,
         key,
         claims.certificate_id,
         claims.document_sha256.hex(),
-        _state_path(args.state),
+        state_path(args.state),
         now,
         mark_index=claims.index,
         max_replay=args.max_replay,
@@ -395,7 +240,7 @@ def cmd_mark(args: argparse.Namespace, report: Report, now: datetime) -> None:
 def cmd_document(args: argparse.Namespace, report: Report, now: datetime) -> None:
     key = _log_key(args.log_key)
     registry = _registry(args.registry)
-    digest = hashlib.sha256(_read(args.file)).hexdigest()
+    digest = hashlib.sha256(read_input(args.file)).hexdigest()
     report.facts.update(document_sha256=digest, log=key.name)
     found = report.run(
         "lookup by digest",
@@ -410,277 +255,17 @@ def cmd_document(args: argparse.Namespace, report: Report, now: datetime) -> Non
         report.fail("registered", f"the registry holds no certificate for SHA-256 {digest}")
     # The newest certificate about this document is the one a reader relies on.
     report.facts["certificates"] = ids
-    _check_online(
+    check_online(
         report,
         registry,
         key,
         ids[-1],
         digest,
-        _state_path(args.state),
+        state_path(args.state),
         now,
         mark_index=None,
         max_replay=args.max_replay,
     )
-
-
-# --- what the registry says, checked against the log key ----------------------------------
-
-
-def _check_online(
-    report: Report,
-    registry: Registry,
-    key: NoteVerifier,
-    certificate_id: str,
-    document_sha256: str,
-    state_path: Path,
-    now: datetime,
-    *,
-    mark_index: int | None,
-    max_replay: int,
-) -> None:
-    view = report.run(
-        "certificate in registry",
-        lambda: registry.certificate(certificate_id),
-        f"the registry holds {certificate_id}",
-    )
-    history = report.run(
-        "registry answer", lambda: _history(view), "the certificate's history is well-formed"
-    )
-    for name in ("issuer_id", "kind", "valid_until"):
-        if isinstance(view.get(name), str):  # shown as context; the checks below use the log
-            report.facts[name] = view[name]
-    # Read after the certificate, so this checkpoint covers every entry it listed.
-    signed = report.run(
-        "checkpoint signature",
-        lambda: checkpoint.verify(registry.checkpoint(), key),
-        lambda s: f"size {s.checkpoint.size} signed by {key.name}",
-    )
-    cp = signed.checkpoint
-    report.facts["tree_size"] = cp.size
-    _check_state(report, registry, key, cp, signed.note, state_path)
-
-    first: statement.Statement | None = None
-    for index, claimed_type in history:
-        stmt = report.run(
-            f"entry {index}",
-            functools.partial(_included_statement, registry, key, cp, index),
-            f"included under the checkpoint of size {cp.size}",
-        )
-        if stmt.get("certificate_id") != certificate_id or stmt.type != claimed_type:
-            report.fail(
-                f"entry {index}",
-                f"the registry lists {claimed_type} of {certificate_id} here, but the log "
-                f"holds {stmt.type} of {stmt.get('certificate_id')!r}",
-            )
-        first = first or stmt
-    if first is None or first.type not in ("certificate.issue", "certificate.amend"):
-        report.fail("issue entry", "the certificate's history does not start with its issue")
-    if first["document_sha256"] != document_sha256:
-        report.fail(
-            "document digest",
-            f"the logged statement is about SHA-256 {first['document_sha256']}, "
-            f"not {document_sha256}",
-        )
-    report.ok("document digest", "the logged issue statement names this SHA-256")
-    if mark_index is not None:
-        if history[0][0] != mark_index:
-            report.fail(
-                "mark's log index",
-                f"the mark names entry {mark_index}, but the certificate was issued at "
-                f"entry {history[0][0]}",
-            )
-        report.ok("mark's log index", f"entry {mark_index} is the certificate's issue statement")
-
-    claimed = _IAF_TO_STATUS.get(str(view.get("status")))
-    if claimed is None:
-        report.fail("registry answer", f"unknown status {view.get('status')!r}")
-    if cp.size > max_replay:
-        _unreplayed(report, cp.size, max_replay)
-        status, reason = claimed, str(view.get("reason") or "")
-        report.skip("status", f"{IAF_STATUS[status]} as the registry reports it (no replay)")
-    else:
-        state = _replay(report, registry, key, cp)
-        replayed = state.certificate(certificate_id)
-        if replayed is None or [e.index for e in replayed.events] != [i for i, _ in history]:
-            report.fail(
-                "history",
-                "the registry's history of the certificate is not the one its log holds",
-            )
-        entries = f"{len(history)} entr{'y' if len(history) == 1 else 'ies'}"
-        report.ok("history", f"{entries}, the same as replaying the log gives")
-        result = trust.certificate_status(state, certificate_id, now)
-        status, reason = result.status, result.reason
-        report.ok("issuer signature", f"each entry verifies with the key of {replayed.issuer_id}")
-        report.ok(
-            "issuer key and accreditation at log time",
-            "the trust rules admit every entry (active key, accreditation covering "
-            f"{replayed.kind}, body trusted)",
-        )
-        if claimed != status:
-            report.fail(
-                "status",
-                f"the registry says {IAF_STATUS[claimed]}, its own log says {IAF_STATUS[status]}",
-            )
-    report.facts.update(status=IAF_STATUS[status], reason=reason)
-    if status == trust.INVALID:  # e.g. signed with a key reported compromised
-        report.fail("status", f"the log voids this certificate: {reason}")
-    if cp.size <= max_replay:
-        report.ok("status", IAF_STATUS[status] + (f" ({reason})" if reason else ""))
-    report.code = _STATUS_EXIT[status]
-
-
-def _history(view: dict[str, Any]) -> list[tuple[int, str]]:
-    history = json_field(view, "history", list, "certificate")
-    out: list[tuple[int, str]] = []
-    for item in history:
-        if not isinstance(item, dict):
-            raise MalformedError("certificate: a history item is not an object")
-        out.append(
-            (json_field(item, "index", int, "history"), json_field(item, "type", str, "history"))
-        )
-    if not out:
-        raise MalformedError("certificate: the history is empty")
-    return out
-
-
-def _included_statement(
-    registry: Registry, key: NoteVerifier, cp: checkpoint.Checkpoint, index: int
-) -> statement.Statement:
-    """Entry ``index``, proven included under ``cp``, and its (unverified) statement."""
-    answer = registry.entry(index, cp.size)
-    where = f"entry {index}"
-    note = json_field(answer, "checkpoint", str, where).encode("utf-8")
-    pinned = checkpoint.verify(note, key).checkpoint
-    if (pinned.size, pinned.root) != (cp.size, cp.root):
-        raise MalformedError(f"{where}: proven against another tree (size {pinned.size})")
-    data = b64decode(json_field(answer, "leaf_data", str, where), "leaf data")
-    hashes = [
-        b64decode(h, "proof hash") if isinstance(h, str) else b""
-        for h in json_field(answer, "inclusion_proof", list, where)
-    ]
-    merkle.verify_inclusion(merkle.leaf_hash(data), index, cp.size, hashes, cp.root)
-    parsed = entry.parse(data)
-    return statement.parse(parsed.envelope.payload)
-
-
-def _unreplayed(report: Report, size: int, max_replay: int) -> None:
-    why = (
-        f"needs a replay of the log ({size} entries > --max-replay {max_replay}); no API "
-        "gives the log indices of the issuer's grant, key and accreditation statements"
-    )
-    report.skip("issuer signature", why)
-    report.skip("issuer key and accreditation at log time", why)
-
-
-def _replay(
-    report: Report, registry: Registry, key: NoteVerifier, cp: checkpoint.Checkpoint
-) -> trust.TrustState:
-    """Every entry up to ``cp``, proven to be exactly that tree, replayed through the
-    trust rules: issuer signatures, keys and accreditations at log time."""
-
-    def download() -> list[bytes]:
-        leaves: list[bytes] = []
-        for bundle in tiles.bundles_for_size(cp.size):
-            leaves += tiles.parse_entry_bundle(registry.entry_bundle(bundle.path), bundle.width)
-        root = merkle.root_from_leaf_hashes([merkle.leaf_hash(d) for d in leaves])
-        if root != cp.root:
-            raise MalformedError("the entry bundles do not make the checkpoint's tree")
-        return leaves
-
-    leaves = report.run(
-        "log contents",
-        download,
-        f"all {cp.size} entries downloaded; their tree is the checkpoint's",
-        not_found=EXIT_UNCHECKED,
-    )
-    return report.run(
-        "trust replay",
-        lambda: trust.replay(key.public_key, enumerate(leaves)),
-        "every entry of the log passes the trust rules",
-    )
-
-
-# --- the state file: consistency with the last checkpoint seen -------------------------------
-
-
-def _state_path(value: str | None) -> Path:
-    if value:
-        return Path(value)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "qiverify" / "checkpoints.json"
-
-
-def _load_state(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    try:
-        value = json.loads(_read(str(path)))
-        logs = value["logs"] if value.get("v") == STATE_VERSION else None
-    except (ValueError, AttributeError, KeyError, TypeError, RecursionError):
-        logs = None
-    if not isinstance(logs, dict) or not all(isinstance(v, str) for v in logs.values()):
-        raise Stop(EXIT_UNCHECKED, f"{path} is not a qiverify state file (remove it or --state)")
-    return logs
-
-
-def _save_state(path: Path, logs: dict[str, str]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(path.name + ".part")
-        part.write_text(json.dumps({"v": STATE_VERSION, "logs": logs}, indent=1) + "\n")
-        part.replace(path)  # atomic: a crash leaves the old state, never half of one
-    except OSError as exc:
-        raise Stop(EXIT_UNCHECKED, f"cannot write {path}: {exc.strerror}") from None
-
-
-def _check_state(
-    report: Report,
-    registry: Registry,
-    key: NoteVerifier,
-    new: checkpoint.Checkpoint,
-    note: bytes,
-    path: Path,
-) -> None:
-    logs = _load_state(path)
-    name = "consistency with the last checkpoint seen"
-    seen = logs.get(str(key))
-    if seen is None:
-        logs[str(key)] = note.decode("utf-8")
-        _save_state(path, logs)
-        report.ok(name, f"first checkpoint seen of this log (size {new.size}), saved to {path}")
-        return
-    try:
-        old = checkpoint.verify(seen.encode("utf-8"), key).checkpoint
-    except QILedgerError as exc:
-        raise Stop(EXIT_UNCHECKED, f"{path}: the saved checkpoint: {exc.message}") from None
-    if old.size == new.size:
-        if old.root != new.root:
-            report.fail(name, f"two different trees of size {new.size}: the log forked")
-        report.ok(name, f"the same tree of size {new.size} as seen before")
-        return
-    small, large = (old, new) if old.size < new.size else (new, old)
-
-    def consistent() -> None:
-        try:
-            answer = registry.consistency(small.size, large.size)
-        except (NotFoundError, RegistryRefusedError) as exc:
-            if large is old:
-                raise  # a lagging mirror cannot prove the newer size: could not check
-            # It signed this size itself, so it must be able to prove it extends the old.
-            raise VerificationError(
-                f"the registry signed size {new.size} but does not prove that it "
-                f"extends size {old.size}: {exc.message}"
-            ) from None
-        hashes = [
-            b64decode(h, "proof hash") if isinstance(h, str) else b""
-            for h in json_field(answer, "hashes", list, "consistency proof")
-        ]
-        merkle.verify_consistency(small.size, large.size, hashes, small.root, large.root)
-
-    report.run(name, consistent, f"size {new.size} is consistent with size {old.size} seen before")
-    if new.size > old.size:
-        logs[str(key)] = note.decode("utf-8")
-        _save_state(path, logs)
 
 
 # --- the command line ---------------------------------------------------------------------
