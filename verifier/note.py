@@ -9,6 +9,7 @@ Key ID = SHA-256(name ‖ 0x0A ‖ 0x01 ‖ pubkey)[:4]; verifier key
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -20,16 +21,14 @@ ALG_ED25519 = 0x01
 SIGNATURE_PREFIX = "\u2014 "  # em dash and space
 MAX_SIGNATURES = 100
 MAX_NOTE_SIZE = 1 << 20
+# "+", whitespace (re's \s is str.isspace), control characters, and lone surrogates
+# (e.g. argv bytes under surrogateescape), which have no UTF-8 form.
+_BAD_NAME_CHARACTER = re.compile("[+\\s\x00-\x1f\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f]")  # control characters but newline
 
 
 def _check_key_name(name: str) -> None:
-    if (
-        not isinstance(name, str)
-        or not name
-        or "+" in name
-        # Lone surrogates (e.g. argv bytes under surrogateescape) have no UTF-8 form.
-        or any(c.isspace() or ord(c) < 0x20 or 0xD800 <= ord(c) <= 0xDFFF for c in name)
-    ):
+    if not isinstance(name, str) or not name or _BAD_NAME_CHARACTER.search(name):
         raise MalformedError(f"invalid note key name {name!r}")
 
 
@@ -111,9 +110,8 @@ class VerifiedNote:
 def _check_text(text: str) -> None:
     if not text.endswith("\n"):
         raise MalformedError("note text must end with a newline")
-    for c in text:
-        if (ord(c) < 0x20 and c != "\n") or ord(c) == 0x7F:
-            raise MalformedError("note text contains a control character")
+    if _CONTROL.search(text):
+        raise MalformedError("note text contains a control character")
 
 
 def parse(data: bytes) -> UnverifiedNote:

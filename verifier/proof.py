@@ -79,18 +79,24 @@ class TlogProof:
             hashes.append(Hash(raw))
         return cls(int(index_text), tuple(hashes), checkpoint_note, extra)
 
+    def verify(
+        self, leaf_data: bytes, log_key: NoteVerifier | Iterable[NoteVerifier]
+    ) -> checkpoint_mod.SignedCheckpoint:
+        """Check that ``leaf_data`` is entry ``index`` of the log under this proof's
+        checkpoint: the checkpoint's signature, then the inclusion proof."""
+        signed = checkpoint_mod.verify(self.checkpoint_note, log_key)
+        cp = signed.checkpoint
+        merkle.verify_inclusion(
+            merkle.leaf_hash(leaf_data), self.index, cp.size, self.hashes, cp.root
+        )
+        return signed
+
 
 def verify(
     data: bytes, leaf_data: bytes, log_key: NoteVerifier | Iterable[NoteVerifier]
 ) -> checkpoint_mod.SignedCheckpoint:
     """Check that ``leaf_data`` is logged: checkpoint signature, then inclusion."""
-    proof = TlogProof.from_bytes(data)
-    signed = checkpoint_mod.verify(proof.checkpoint_note, log_key)
-    cp = signed.checkpoint
-    merkle.verify_inclusion(
-        merkle.leaf_hash(leaf_data), proof.index, cp.size, proof.hashes, cp.root
-    )
-    return signed
+    return TlogProof.from_bytes(data).verify(leaf_data, log_key)
 
 
 def format_consistency(hashes: Sequence[bytes]) -> bytes:
