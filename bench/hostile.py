@@ -55,7 +55,6 @@ import argparse
 import asyncio
 import gc
 import hashlib
-import importlib.util
 import json
 import multiprocessing
 import statistics
@@ -68,22 +67,12 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
 sys.path.insert(0, str(REPO))
 
+from ingest import load_bench_http  # noqa: E402
 
-def _load(name: str, path: Path) -> Any:
-    """A bench module by path (bench/http.py must not be imported as ``http``)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench_http = _load("bench_http", BENCH / "http.py")  # puts bench/ last on sys.path
+bench_http = load_bench_http()
 from ingest import (  # noqa: E402
     BODY_ID,
     BODY_KEY,

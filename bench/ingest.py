@@ -32,6 +32,7 @@ import argparse
 import base64
 import gc
 import hashlib
+import importlib.util
 import multiprocessing
 import os
 import platform
@@ -70,6 +71,19 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # --- machine -------------------------------------------------------------------------
+
+
+def load_bench_http() -> Any:
+    """bench/http.py as the module ``bench_http``: imported as ``http`` it would
+    shadow the standard library (httpx and uvicorn import ``http``)."""
+    path = Path(__file__).resolve().parent / "http.py"
+    spec = importlib.util.spec_from_file_location("bench_http", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_http"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def machine_lines() -> list[str]:

@@ -43,7 +43,6 @@ speed. It exits non-zero only if a check fails or the server does not start.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import random
 import statistics
 import sys
@@ -56,22 +55,12 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 # bench/http.py must not shadow the standard library's http: bench/ goes last.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
 sys.path.insert(0, str(REPO))
 
+from ingest import load_bench_http  # noqa: E402
 
-def _load(name: str, path: Path) -> Any:
-    """A bench module by path (bench/http.py must not be imported as ``http``)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench_http = _load("bench_http", BENCH / "http.py")  # puts bench/ last on sys.path
+bench_http = load_bench_http()
 
 from ingest import (  # noqa: E402
     create_ledger,

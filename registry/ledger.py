@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from registry.config import Settings
 from registry.documents.intake import DocumentReader
@@ -194,10 +193,9 @@ class Ledger:
         """Where the ledger is stored, without any password (for display)."""
         return self.db.safe_url
 
-    def submit_statement(self, fields: dict[str, Any], key: SigningKey) -> Accepted:
-        """Sign a statement with ``key`` (adding ``signed_at``) and append it."""
-        fields = {"signed_at": format_time(self.clock()), **fields}
-        envelope = dsse.sign(statement.encode(fields), key)
+    def submit_statement(self, built: statement.StatementBuilder, key: SigningKey) -> Accepted:
+        """Sign a statement with ``key`` (``signed_at``: now) and append it."""
+        envelope = dsse.sign(built.encode(self.clock()), key)
         return self.sequencer.submit(jcs.canonical_bytes(envelope.to_json()))
 
     @property

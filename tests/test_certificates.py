@@ -31,7 +31,7 @@ from tests.helpers import (
     grant,
     key_from,
 )
-from verifier import entry, trust
+from verifier import entry, statement, trust
 from verifier.errors import QILedgerError, TrustError
 from verifier.keys import SigningKey
 
@@ -214,12 +214,11 @@ def test_certification_certificate_lifecycle(ledger: Ledger) -> None:
         ("withdraw", "withdrawn"),
     ]:
         ledger.submit_statement(
-            {
-                "type": f"certificate.{action}",
-                "issuer_id": "CB-1",
-                "certificate_id": "CB-1/QMS-1",
-                "reason": action,
-            },
+            statement.CERTIFICATE_CHANGES[action](
+                issuer_id="CB-1",
+                certificate_id="CB-1/QMS-1",
+                reason=action,
+            ),
             CB,
         )
         status = trust.certificate_status(
@@ -228,12 +227,11 @@ def test_certification_certificate_lifecycle(ledger: Ledger) -> None:
         assert status.status == expected
     with pytest.raises(QILedgerError, match="cannot suspend a withdrawn certificate"):
         ledger.submit_statement(
-            {
-                "type": "certificate.suspend",
-                "issuer_id": "CB-1",
-                "certificate_id": "CB-1/QMS-1",
-                "reason": "again",
-            },
+            statement.CertificateSuspend(
+                issuer_id="CB-1",
+                certificate_id="CB-1/QMS-1",
+                reason="again",
+            ),
             CB,
         )
     assert ledger.storage.document(cert.document_sha256).data == data
@@ -401,23 +399,21 @@ def test_status_change_for_a_certificate_the_issuer_does_not_own(ledger: Ledger)
     before = state_of(ledger)
     with pytest.raises(QILedgerError) as caught:
         ledger.submit_statement(
-            {
-                "type": "certificate.suspend",
-                "issuer_id": "LAB-1",
-                "certificate_id": "LAB-1/1234",
-                "reason": "x",
-            },
+            statement.CertificateSuspend(
+                issuer_id="LAB-1",
+                certificate_id="LAB-1/1234",
+                reason="x",
+            ),
             CB,
         )
     assert caught.value.code == "key_of_other_issuer"
     with pytest.raises(QILedgerError) as caught:
         ledger.submit_statement(
-            {
-                "type": "certificate.suspend",
-                "issuer_id": "CB-1",
-                "certificate_id": "CB-1/1234",
-                "reason": "x",
-            },
+            statement.CertificateSuspend(
+                issuer_id="CB-1",
+                certificate_id="CB-1/1234",
+                reason="x",
+            ),
             CB,
         )
     assert caught.value.code == "certificate_unknown"
@@ -517,12 +513,11 @@ def _apply(ledger: Ledger, op: str, number: int, step: int) -> Accepted:
         document = as_bytes(certification(f"Q-{number}", expiry_date="2099-12-31"))
         return ledger.issue_certificate(document, "CB-1", CB)
     return ledger.submit_statement(
-        {
-            "type": f"certificate.{op}",
-            "issuer_id": "CB-1",
-            "certificate_id": f"CB-1/Q-{number}",
-            "reason": f"{op} at step {step}",  # no two statements alike
-        },
+        statement.CERTIFICATE_CHANGES[op](
+            issuer_id="CB-1",
+            certificate_id=f"CB-1/Q-{number}",
+            reason=f"{op} at step {step}",  # no two statements alike
+        ),
         CB,
     )
 

@@ -73,6 +73,20 @@ def test_empty_passphrase_file_is_refused(tmp_path: Path, content: bytes) -> Non
         keyfile.read_passphrase_file(tmp_path / "pw")
 
 
+def test_oversized_passphrase_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_bytes(b"x" * (keyfile.MAX_PASSPHRASE_FILE + 1))
+    with pytest.raises(KeyFileError, match="larger than 4096 bytes"):
+        keyfile.read_passphrase_file(tmp_path / "pw")
+    longest = b"x" * (keyfile.MAX_PASSPHRASE_FILE - 1)
+    (tmp_path / "pw").write_bytes(longest + b"\n")
+    assert keyfile.read_passphrase_file(tmp_path / "pw") == longest
+
+
+def test_endless_passphrase_file_is_refused() -> None:
+    with pytest.raises(KeyFileError, match="larger than"):
+        keyfile.read_passphrase_file(Path("/dev/zero"))
+
+
 def test_missing_passphrase_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match=r"cannot read passphrase file .*/nope"):
         keyfile.read_passphrase_file(tmp_path / "nope")

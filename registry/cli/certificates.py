@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
-from registry.cli import context
+from registry.cli import context, files
 from registry.cli import marks as cli_marks
 from registry.cli.context import KeyOption
 from registry.cli.output import Output
@@ -19,8 +17,6 @@ from registry.keys.keyfile import KeyRole
 from registry.ledger import Ledger
 from registry.reports import certificate_report
 from verifier import statement
-from verifier.dcc import MAX_DOCUMENT_SIZE
-from verifier.errors import DocumentTooLargeError, MalformedError
 
 ISSUER_KEY = KeyOption("--key", KeyRole.ISSUER)
 
@@ -31,23 +27,11 @@ def _issue_settings(args: argparse.Namespace) -> Settings:
     return replace(settings, require_schema=True) if args.require_schema else settings
 
 
-def _read(path: str) -> bytes:
-    try:
-        size = Path(path).stat().st_size
-        if size > MAX_DOCUMENT_SIZE:  # refuse before reading it all
-            raise DocumentTooLargeError(
-                f"{path} is {size} bytes; the document limit is {MAX_DOCUMENT_SIZE}"
-            )
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise MalformedError(f"cannot read {path}: {exc.strerror}") from None
-
-
 def cmd_issue(args: argparse.Namespace, out: Output) -> int:
     base_url = cli_marks.configured_public_url(args.public_url)
     ledger = Ledger.open(_issue_settings(args))
-    document = _read(args.document)
-    record = None if args.record is None else _read(args.record)
+    document = files.read_document(args.document)
+    record = None if args.record is None else files.read_document(args.record)
     key = ISSUER_KEY.load(args)
     derived = ledger.documents.statement(document, args.issuer, ledger.clock(), record)
     accepted = ledger.issue_certificate(document, args.issuer, key, record)
@@ -96,7 +80,7 @@ def cmd_status_change(args: argparse.Namespace, out: Output) -> int:
     built = statement.CERTIFICATE_CHANGES[args.action](
         issuer_id=issuer_id, certificate_id=args.certificate_id, reason=args.reason
     )
-    accepted = ledger.submit_statement(built.to_json(), key)
+    accepted = ledger.submit_statement(built, key)
     out.emit(
         f"{args.certificate_id}: {args.action} logged at index {accepted.index}",
         {"certificate_id": args.certificate_id, "index": accepted.index},
@@ -124,18 +108,11 @@ def cmd_certificate(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_document(args: argparse.Namespace, out: Output) -> int:
     ledger = Ledger.open(context.settings(args))
-    cert = ledger.trust_state().certificates.get(args.certificate_id)
+    cert = ledger.trust_state().certificate(args.certificate_id)
     if cert is None:
         raise NotFoundError(f"no certificate {args.certificate_id} in this log")
     stored = ledger.document(cert.document_sha256)
-    try:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise MalformedError(f"{args.out} exists; refusing to overwrite it") from None
-    except OSError as exc:
-        raise MalformedError(f"cannot create {args.out}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(stored.data)
+    files.write_new(args.out, stored.data, 0o600)
     out.emit(
         f"wrote {len(stored.data)} bytes ({stored.media_type}) to {args.out}",
         {"file": args.out, "size": len(stored.data), "sha256": stored.digest},

@@ -12,11 +12,10 @@ log's own record of the certificate, so it is the same mark the HTTP API gives.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from registry import marks
-from registry.cli import context
+from registry.cli import context, files
 from registry.cli.output import Output
 from registry.cli.parsing import Commands
 from registry.config import ServerSettings
@@ -70,7 +69,7 @@ def cmd_mark(args: argparse.Namespace, out: Output) -> int:
         caption=args.certificate_id if args.caption else None,
     )
     symbol = marks.symbol(url)
-    _write_new(args.out, image)
+    files.write_new(args.out, image, 0o644)
     out.emit(
         f"wrote the mark of {args.certificate_id} to {args.out} "
         f"(QR version {symbol.version}, {symbol.modules} modules, {args.size_mm:g} mm)\n{url}",
@@ -86,17 +85,6 @@ def cmd_mark(args: argparse.Namespace, out: Output) -> int:
         },
     )
     return 0
-
-
-def _write_new(path: str, data: bytes) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        raise MalformedError(f"{path} exists; refusing to overwrite it") from None
-    except OSError as exc:
-        raise MalformedError(f"cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
 
 
 def _number(text: str) -> float:

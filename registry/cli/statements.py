@@ -19,8 +19,7 @@ import sys
 from datetime import UTC, datetime
 
 from registry.api.models import prepared_statement
-from registry.cli import context
-from registry.cli.certificates import _read
+from registry.cli import context, files
 from registry.cli.output import Output
 from registry.cli.parsing import Commands
 from registry.documents.intake import DocumentReader
@@ -28,8 +27,8 @@ from verifier import statement
 
 
 def cmd_statement(args: argparse.Namespace, out: Output) -> int:
-    document = _read(args.document)
-    record = None if args.record is None else _read(args.record)
+    document = files.read_document(args.document)
+    record = None if args.record is None else files.read_document(args.record)
     now = datetime.now(UTC)
     derived = DocumentReader(context.settings(args)).statement(document, args.issuer, now, record)
     prepared = prepared_statement(derived.fields, derived.media_type, now)

@@ -51,12 +51,11 @@ def _parsed(parse: Callable[[Any], Any], text: str, option: str) -> Any:
 def _logged(
     out: Output, what: str, ledger: Ledger, built: statement.StatementBuilder, key: SigningKey
 ) -> int:
-    fields = built.to_json()
-    accepted = ledger.submit_statement(fields, key)
+    accepted = ledger.submit_statement(built, key)
     verb = "already logged" if accepted.duplicate else "logged"
     out.emit(
         f"{what}: {verb} at index {accepted.index}",
-        {"index": accepted.index, "duplicate": accepted.duplicate, "statement": fields},
+        {"index": accepted.index, "duplicate": accepted.duplicate, "statement": built.to_json()},
     )
     return 0
 

@@ -116,13 +116,22 @@ class PassphraseSource:
         return "; ".join(ways)
 
 
+MAX_PASSPHRASE_FILE = 4096
+
+
 def read_passphrase_file(path: Path) -> bytes:
     """A passphrase file's content without its trailing newline (as ``echo`` or
     an editor leave one); an empty passphrase is refused."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:  # bounded: the path may name /dev/zero or a log
+            data = file.read(MAX_PASSPHRASE_FILE + 1)
     except OSError as exc:
         raise KeyFileError(f"cannot read passphrase file {path}: {exc.strerror}") from None
+    if len(data) > MAX_PASSPHRASE_FILE:
+        raise KeyFileError(
+            f"passphrase file {path} is larger than {MAX_PASSPHRASE_FILE} bytes; "
+            "is it the right file?"
+        )
     passphrase = data.removesuffix(b"\n").removesuffix(b"\r")
     if not passphrase:
         raise KeyFileError(f"passphrase file {path} is empty")

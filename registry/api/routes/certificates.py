@@ -25,7 +25,7 @@ from registry.documents.intake import CERTIFICATION_MEDIA_TYPE, DCC_MEDIA_TYPE, 
 from registry.reports import certificate_report, issuer_report
 from registry.sequencer import Accepted
 from registry.storage.tokens import TokenHolder
-from verifier import dsse, statement
+from verifier import statement
 from verifier.encoding import b64encode
 from verifier.trust import TrustState
 
@@ -78,16 +78,17 @@ async def post_certificate(
         else await run_in_threadpool(service.settle_certificate, submission, outcome)
     )
     base_url = f"{request.url.scheme}://{request.url.netloc}"
-    body = await run_in_threadpool(_certificate_receipt, service, envelope, accepted, base_url)
+    body = await run_in_threadpool(
+        _certificate_receipt, service, submission.statement, accepted, base_url
+    )
     return JSONResponse(body, status_code=200 if accepted.duplicate else 201)
 
 
 def _certificate_receipt(
-    service: RegistryService, envelope: bytes, accepted: Accepted, base_url: str
+    service: RegistryService, stmt: statement.Statement, accepted: Accepted, base_url: str
 ) -> dict[str, Any]:
     """The answer to a registration; ``base_url`` (the request's scheme://host[:port])
     is where the mark points unless a public URL is configured."""
-    stmt = statement.parse(dsse.parse(envelope).payload)
     # The entry created the certificate, so this is the mark the registry re-signs
     # for it later (GET /api/v1/marks/...): same claims, same bytes.
     token = service.mark_token(
