@@ -193,9 +193,11 @@ def signed_statement(
     return jcs.canonical_bytes(dsse.sign(built.encode(signed_at), key).to_json())
 
 
-def create_ledger(data_dir: Path, signers: int) -> Ledger:
-    """A new ledger (as ``qiledger init``) whose trust chain accredits ``signers`` labs."""
-    ledger = Ledger.init(Settings(data_dir=data_dir), origin=ORIGIN, passphrase=None)
+def create_ledger(data_dir: Path, signers: int, database_url: str | None = None) -> Ledger:
+    """A new ledger (as ``qiledger init``) whose trust chain accredits ``signers`` labs;
+    on SQLite in ``data_dir``, or in the (empty) database ``database_url`` names."""
+    settings = Settings(data_dir=data_dir, database_url=database_url)
+    ledger = Ledger.init(settings, origin=ORIGIN, passphrase=None)
     now = ledger.clock()
     log_key = ledger.load_log_key().key
     body = statement.BodyAdd(

@@ -1,7 +1,7 @@
 """``qiledger fsck``: re-read everything stored and check it, streaming.
 
-Checks, in one pass over the entries in index order (bounded memory: one
-batch of entries plus the O(log n) right edge of the tree):
+Checks, in one pass over the entries in index order (memory: one batch of
+entries, the O(log n) right edge of the tree, and the replayed trust state):
 
 - indices run 0..n-1 without gaps;
 - each entry's leaf data is canonical JCS with the exact fields, and its stored
@@ -18,8 +18,9 @@ batch of entries plus the O(log n) right edge of the tree):
 - every checkpoint is signed by the log key, names this log, and its size and
   root match the recomputed tree;
 - every stored document's bytes hash to the digest it is stored under;
-- every stored trust snapshot is exactly the state the replay reached at its
-  size (the registry starts from the newest one).
+- the certificate tables (:mod:`registry.storage.certificate_index`) hold
+  exactly what the replay derived: every certificate row and event, the list of
+  non-certificate entries, and the size they reflect.
 
 The first problem raises :class:`IntegrityError` naming where it is.
 """
@@ -32,13 +33,12 @@ from dataclasses import dataclass
 
 from registry.errors import IntegrityError
 from registry.ledger import Ledger
-from registry.sequencer import DOCUMENT_TYPES
-from registry.storage import snapshots as trust_snapshot
+from registry.storage.certificate_index import recorded_status
 from registry.storage.protocol import StoredCheckpoint, StoredEntry
-from registry.storage.snapshots import StoredSnapshot
 from verifier import checkpoint, entry, merkle, statement, trust
 from verifier.errors import QILedgerError
 from verifier.merkle import Hash, Node
+from verifier.statement import DOCUMENT_TYPES
 
 BATCH = 1000
 
@@ -50,7 +50,7 @@ class FsckReport:
     checkpoints: int
     root: Hash
     documents: int = 0
-    snapshots: int = 0
+    certificates: int = 0
 
 
 def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> FsckReport:
@@ -79,20 +79,7 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
                 where=f"checkpoint {next_cp.size}",
             )
 
-    store = ledger.snapshots
-    with storage.read() as tx:
-        snapshot_sizes = iter(store.sizes(tx))  # each read when reached (tens of MB)
-    next_snapshot = next(snapshot_sizes, None)
-    checked_snapshots = 0
-
-    def check_snapshot_at(size: int) -> None:
-        nonlocal next_snapshot, checked_snapshots
-        if next_snapshot == size:
-            with storage.read() as tx:
-                _check_snapshot(store.at(tx, size), state, edge.root())
-            checked_snapshots += 1
-            next_snapshot = next(snapshot_sizes, None)
-
+    trust_indices: list[int] = []
     check_checkpoints_at(0)
     for chunk in _chunks(storage.iter_entries(0, BATCH), BATCH):
         computed: dict[Node, bytes] = {}
@@ -107,12 +94,13 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
             parsed, stmt = _check_entry(stored, prev, last_time, state, where)
             if stmt.type in DOCUMENT_TYPES:
                 documents_needed.setdefault(stmt["document_sha256"], stored.index)
+            if not stmt.type.startswith("certificate."):
+                trust_indices.append(stored.index)
             prev = stored.leaf_hash
             last_time = parsed.logged_at
             edge.append(stored.leaf_hash, computed)
             expected_index += 1
             check_checkpoints_at(expected_index)
-            check_snapshot_at(expected_index)
         _check_nodes(ledger, computed)
         _check_documents_stored(ledger, documents_needed)
         expected_nodes += len(computed)
@@ -128,11 +116,6 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
             f"checkpoint at size {next_cp.size} is beyond the log's {total} entries",
             where=f"checkpoint {next_cp.size}",
         )
-    if next_snapshot is not None:
-        raise IntegrityError(
-            f"trust snapshot at size {next_snapshot} is beyond the log's {total} entries",
-            where=f"trust snapshot {next_snapshot}",
-        )
     stored_nodes = storage.count_nodes()
     if stored_nodes != expected_nodes:
         raise IntegrityError(
@@ -147,9 +130,10 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
                 where=f"document {document.digest[:16]}",
             )
         documents += 1
+    certificates = _check_certificate_tables(ledger, state, trust_indices, total)
     root = edge.root()
     return FsckReport(
-        expected_index, stored_nodes, checked_checkpoints, root, documents, checked_snapshots
+        expected_index, stored_nodes, checked_checkpoints, root, documents, certificates
     )
 
 
@@ -244,18 +228,93 @@ def _check_checkpoint(ledger: Ledger, stored: StoredCheckpoint, root: bytes) -> 
         )
 
 
-def _check_snapshot(snapshot: StoredSnapshot, state: trust.TrustState, root: bytes) -> None:
-    """A stored trust snapshot must be exactly the state a full, signature-checked
-    replay reaches at its size (the registry starts from it)."""
-    where = f"trust snapshot {snapshot.size}"
-    advice = "; it is a cache: delete that row of trust_snapshots and restart"
-    if snapshot.root != root:
-        raise IntegrityError(f"{where}: its root is not the log's root{advice}", where=where)
-    try:
-        stored = trust_snapshot.unpack(snapshot)
-    except QILedgerError as exc:
-        raise IntegrityError(f"{where}: {exc.message}{advice}", where=where) from None
-    if stored != trust_snapshot.encode(state):
-        raise IntegrityError(
-            f"{where}: differs from the state the log replays to{advice}", where=where
-        )
+_REINDEX = "; the log is intact: 'qiledger reindex' rebuilds the tables from it"
+
+
+def _check_certificate_tables(
+    ledger: Ledger, state: trust.TrustState, trust_indices: list[int], total: int
+) -> int:
+    """The derived tables equal the replay's certificates, row by row, in log
+    order; returns how many certificates were compared."""
+    index = ledger.certificate_index
+    replayed = state.certificates
+    assert isinstance(replayed, trust.MemoryCertificates)  # fsck replays into memory
+    with ledger.storage.read() as tx:
+        size = index.derived_size(tx)
+        if size != total:
+            raise IntegrityError(
+                f"the certificate tables reflect {size} entries, the log has {total}{_REINDEX}",
+                where="certificate tables",
+            )
+        stored_trust = index.trust_indices(tx)
+        if stored_trust != trust_indices:
+            wrong = next(
+                (a for a, b in zip(stored_trust, trust_indices, strict=False) if a != b),
+                min(len(stored_trust), len(trust_indices)),
+            )
+            raise IntegrityError(
+                f"trust_entries lists {len(stored_trust)} non-certificate entries, the log "
+                f"has {len(trust_indices)} (first difference near entry {wrong}){_REINDEX}",
+                where="trust_entries",
+            )
+        expected = iter(replayed.values())  # in log order, as the tables are read
+        compared = 0
+        for row in index.iter_rows(tx):
+            cert = row.certificate
+            want = next(expected, None)
+            where = f"certificate {cert.certificate_id}"
+            if want is None or want.certificate_id != cert.certificate_id:
+                wanted = "no more certificates" if want is None else f"{want.certificate_id} next"
+                raise IntegrityError(
+                    f"certificates row {cert.certificate_id} (entry {cert.events[0].index}) "
+                    f"is not the log's next certificate (the log has {wanted}){_REINDEX}",
+                    where=where,
+                )
+            problem = _difference(cert, want)
+            if problem is None and row.recorded_status != recorded_status(want):
+                problem = (
+                    f"recorded_status is {row.recorded_status!r}, the log says "
+                    f"{recorded_status(want)!r}"
+                )
+            if problem is not None:
+                raise IntegrityError(
+                    f"certificates row {cert.certificate_id}: {problem}{_REINDEX}", where=where
+                )
+            compared += 1
+        missing = next(expected, None)
+        if missing is not None:
+            raise IntegrityError(
+                f"certificate {missing.certificate_id} (entry {missing.events[0].index}) has "
+                f"no row in the certificate tables{_REINDEX}",
+                where=f"certificate {missing.certificate_id}",
+            )
+        later_events = {e.index for c in replayed.values() for e in c.events[1:]}
+        for event_index, cert_id in index.iter_event_indices(tx):
+            if event_index not in later_events:
+                raise IntegrityError(
+                    f"certificate_events row {event_index} ({cert_id}) is not a certificate "
+                    f"event of the log{_REINDEX}",
+                    where=f"certificate_events {event_index}",
+                )
+    return compared
+
+
+def _difference(stored: trust.Certificate, replayed: trust.Certificate) -> str | None:
+    """What differs between a stored certificate and the replayed one (first field)."""
+    for name in (
+        "issuer_id",
+        "kind",
+        "document_sha256",
+        "valid_until",
+        "superseded_by",
+        "laboratory",
+    ):
+        have, want = getattr(stored, name), getattr(replayed, name)
+        if have != want:
+            return f"{name} is {have!r}, the log says {want!r}"
+    for have_event, want_event in zip(stored.events, replayed.events, strict=False):
+        if have_event != want_event:
+            return f"its event at entry {have_event.index} differs from the log's ({want_event})"
+    if len(stored.events) != len(replayed.events):
+        return f"{len(stored.events)} events stored, the log has {len(replayed.events)}"
+    return None

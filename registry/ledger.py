@@ -3,24 +3,26 @@ everything the CLI (and the HTTP API) does with the log."""
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from registry.config import Settings
-from registry.documents.intake import DocumentReader
 from registry.errors import ConfigError, DocumentRequiredError, NotFoundError
 from registry.keys import keyfile
 from registry.keys.demo_keys import DEMO_KEY_IDS
 from registry.keys.log_signer import LogSigner
-from registry.policy import TrustChainPolicy
+from registry.policy import RebuildReport, TrustChainPolicy
 from registry.proofs import ProofBuilder
-from registry.sequencer import DOCUMENT_TYPES, Accepted, Outcome, Refused, Sequencer, utc_now
+from registry.sequencer import Accepted, Outcome, Refused, Sequencer, utc_now
+from registry.storage.certificate_index import CertificateIndex
 from registry.storage.database import Database
 from registry.storage.protocol import LogStorage, StoredCheckpoint, StoredDocument, StoredEntry
-from registry.storage.snapshots import SnapshotStore
 from registry.storage.sql_log import SqlStorage
 from registry.storage.tokens import TokenStore
 from verifier import checkpoint, dsse, jcs, mark, merkle, statement, trust
@@ -30,7 +32,16 @@ from verifier.keys import PublicKey, SigningKey
 from verifier.merkle import Hash
 from verifier.note import NoteVerifier
 from verifier.proof import TlogProof
-from verifier.trust import TrustState
+from verifier.statement import DOCUMENT_TYPES
+from verifier.trust import Certificate, TrustState
+
+if TYPE_CHECKING:
+    from registry.documents.intake import DocumentReader
+
+log = logging.getLogger("qiledger.ledger")
+
+ReindexReport = RebuildReport
+"""What ``qiledger reindex`` did: entries replayed, certificates derived, seconds."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,10 @@ class Ledger:
         self.identity = identity
         self.clock = clock
         self.storage: LogStorage = SqlStorage(db)
-        self.snapshots = SnapshotStore(db)
-        self.policy = TrustChainPolicy(self.storage, self.snapshots, identity.public_key, clock)
+        self.certificate_index = CertificateIndex(db)
+        self.policy = TrustChainPolicy(
+            self.storage, self.certificate_index, identity.public_key, clock
+        )
         self.proofs = ProofBuilder(self.storage)
         self._sequencer: Sequencer | None = None
         self._documents: DocumentReader | None = None
@@ -117,6 +130,8 @@ class Ledger:
         SqlStorage(db).create_log(
             name, key.public_key.raw, StoredCheckpoint(0, empty, signer.sign(0, empty), now)
         )
+        with db.write() as tx:
+            CertificateIndex(db).create(tx)
         return cls(settings, db, LogIdentity(name, key.public_key), clock)
 
     @classmethod
@@ -137,7 +152,12 @@ class Ledger:
                 "version"
             )
         _refuse_demo_key(settings, identity.public_key)
-        return cls(settings, db, identity, clock)
+        ledger = cls(settings, db, identity, clock)
+        if not ledger.certificate_index.exists():
+            # A ledger from before the certificate tables: derive them once.
+            log.warning("deriving the certificate tables of %s from its log", db.safe_url)
+            ledger.reindex()
+        return ledger
 
     def close(self) -> None:
         if self._sequencer is not None:
@@ -201,6 +221,10 @@ class Ledger:
     @property
     def documents(self) -> DocumentReader:
         if self._documents is None:
+            # Imported on first use: intake brings the XML, XML signature and JSON
+            # Schema libraries, which only reading a document needs.
+            from registry.documents.intake import DocumentReader
+
             self._documents = DocumentReader(self.settings)
         return self._documents
 
@@ -322,14 +346,37 @@ class Ledger:
         return self.submit_certificate(envelope, document, record)
 
     def trust_state(self) -> TrustState:
-        """The trust state replayed up to the log's current size."""
+        """The trust state caught up with the log's current size (its certificates
+        are read from the certificate tables, each read a short transaction)."""
         return self.policy.sync()
 
-    def save_trust_snapshot(self) -> int | None:
-        """Catch up with the log and store the trust state as a snapshot (start-ups
-        replay from it); its size, or None if the newest snapshot is that state."""
-        self.policy.sync()
-        return self.policy.save_snapshot()
+    @contextmanager
+    def reading(self) -> Iterator[TrustState]:
+        """The trust state with its certificates read inside one read transaction
+        (a consistent view: a certificate, its successor and its events together).
+        Does not catch up bodies, issuers and keys (see :meth:`trust_state`); safe
+        to use from any thread."""
+        with self.storage.read() as tx:
+            view = self.policy.state.reading(self.certificate_index.reader(tx))
+            view.size = self.certificate_index.derived_size(tx)
+            yield view
+
+    def certificates_page(
+        self, *, issuer_id: str | None, after_index: int, limit: int
+    ) -> list[Certificate]:
+        """Certificates (of one issuer, or all) registered after log index
+        ``after_index``, in log order."""
+        with self.storage.read() as tx:
+            return self.certificate_index.certificates_page(
+                tx, issuer_id=issuer_id, after_index=after_index, limit=limit
+            )
+
+    def reindex(self) -> ReindexReport:
+        """Rebuild the certificate tables from the log alone, holding the writer lock."""
+        with self.db.write() as tx:
+            self.certificate_index.create(tx)
+            rebuilt = self.policy.rebuild(tx)
+        return rebuilt
 
     @property
     def unsynced_trust_state(self) -> TrustState:

@@ -10,7 +10,9 @@ sequencer takes its lock:
    then for each statement :meth:`TrustPolicy.admit` decides at the log's own
    ``logged_at`` (raising :class:`verifier.errors.TrustError` naming the failed
    link) and :meth:`TrustPolicy.record` remembers it, so later statements of
-   the same batch see it. If the batch does not commit, :meth:`abort_batch`.
+   the same batch see it; :meth:`TrustPolicy.end_batch` writes what it
+   derived in the batch's own transaction. If the batch does not commit,
+   :meth:`abort_batch`.
 
 :class:`TrustChainPolicy` is DESIGN.md's trust model; its rules are the pure
 functions of :mod:`verifier.trust`, so a replay of the log reaches the same
@@ -19,25 +21,21 @@ verdicts.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Collection
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from registry import long_lived
-from registry.errors import StorageError, database_error_detail
-from registry.storage import snapshots as trust_snapshot
+from registry.errors import StorageError
+from registry.storage.certificate_index import CertificateIndex, ShortReads, SqlCertificates
 from registry.storage.protocol import LogStorage, Transaction
 from verifier import trust
 from verifier.dsse import VerifiedEnvelope
-from verifier.entry import format_time
-from verifier.errors import MalformedError, QILedgerError, TrustError
+from verifier.errors import QILedgerError
 from verifier.keys import KeyId, PublicKey
-from verifier.statement import Statement
-
-log = logging.getLogger("qiledger.policy")
+from verifier.statement import DOCUMENT_TYPES, Statement
 
 
 class TrustPolicy(Protocol):
@@ -46,8 +44,9 @@ class TrustPolicy(Protocol):
         """The refusal for a statement signed by no candidate key (names the link)."""
         ...
 
-    def begin_batch(self, tx: Transaction, log_size: int) -> None:
-        """Catch up with the log inside the writer's transaction ``tx``."""
+    def begin_batch(self, tx: Transaction, log_size: int, statements: Sequence[Statement]) -> None:
+        """Catch up with the log inside the writer's transaction ``tx``; ``statements``
+        are those the batch may admit (read ahead what they are about)."""
         ...
 
     def admit(
@@ -56,124 +55,109 @@ class TrustPolicy(Protocol):
     def record(
         self, index: int, verified: VerifiedEnvelope, statement: Statement, logged_at: str
     ) -> None: ...
+    def end_batch(self, tx: Transaction, size: int) -> None:
+        """Write what the batch's records derived, in ``tx``, before it commits."""
+        ...
+
     def abort_batch(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    entries: int
+    certificates: int
+    seconds: float
+
+
+REBUILD_FLUSH = 10_000
+"""Entries replayed between writes of a rebuild (bounds its memory)."""
 
 
 class TrustChainPolicy:
     """Accreditation body → accredited issuer → issuer key → statement.
 
-    Keeps a :class:`verifier.trust.TrustState` in memory and catches it up
-    from the log (other processes may have appended) at every batch. The log's
-    entries were verified when appended and ``fsck`` re-verifies them, so the
-    catch-up replays without repeating signature and canonical-form checks.
+    Bodies, issuers and keys (which grow with issuers) are kept in a
+    :class:`verifier.trust.TrustState` in memory, caught up from the log's
+    non-certificate entries at every batch (other processes may append);
+    certificates (which grow with everything ever certified) are in the
+    derived tables of :mod:`registry.storage.certificate_index`, read and written
+    inside each batch's transaction. The log's entries were verified when
+    appended and ``fsck`` re-verifies them, so catch-ups and rebuilds replay
+    without repeating signature and canonical-form checks.
+
+    Duplicates are the sequencer's: it answers every statement already logged
+    (looked up in the database) before it asks :meth:`admit`.
     """
 
     def __init__(
         self,
         storage: LogStorage,
-        snapshots: trust_snapshot.SnapshotStore,
+        index: CertificateIndex,
         log_key: PublicKey,
         clock: Callable[[], datetime],
-        snapshot_after: int = trust_snapshot.SNAPSHOT_AFTER,
     ) -> None:
         self.storage = storage
+        self.index = index
         self.log_key = log_key
-        self.snapshots = snapshots
-        self.snapshot_after = snapshot_after
         self._clock = clock
-        self.state = trust.TrustState(log_key)
-        self._from_scratch = True
-        """The state was reset: start from the newest snapshot, not entry 0."""
-        self._snapshot_size = 0
-        """The size of the snapshot the state started from or last stored."""
+        self.state = self._new_state()
+        self._batch: trust.TrustState | None = None
+        self._batch_store: SqlCertificates | None = None
+        self._batch_trust_indices: list[int] = []
+        self._batch_recorded = 0
+
+    def _new_state(self) -> trust.TrustState:
+        # Outside a batch its certificates are read in short transactions of their own.
+        return trust.TrustState(self.log_key, ShortReads(self.index), remember_recent=False)
 
     def sync(self, tx: Transaction | None = None) -> trust.TrustState:
-        """Bring the state up to the log's current size and return it.
-
-        Starting from nothing, begin at the newest usable snapshot. A catch-up
-        outside a batch (``tx`` None) that replayed ``snapshot_after`` entries or
-        more (a start-up) stores a snapshot; a running server's small catch-ups
-        never do, so no request waits for one (``qiledger snapshot`` stores one
-        on demand)."""
+        """Bring the state up to the log's current size and return it."""
         if tx is not None:
             self._catch_up(tx)
             return self.state
         with self.storage.read() as read_tx:
-            replayed = self._catch_up(read_tx)
-        if replayed >= self.snapshot_after:
-            try:
-                self.save_snapshot()
-            except (SQLAlchemyError, StorageError) as exc:  # e.g. a read-only database user
-                log.warning("could not store a trust snapshot: %s", database_error_detail(exc))
+            self._catch_up(read_tx)
         return self.state
 
-    def _catch_up(self, tx: Transaction) -> int:
-        """Replay what the state lacks; returns how many entries were replayed
-        (not counting those a snapshot brought)."""
+    def _catch_up(self, tx: Transaction) -> None:
+        """Replay the non-certificate entries the state lacks, then move past the
+        certificate entries (their state is in the tables already)."""
+        size = self.index.derived_size(tx)
+        if size < self.state.size:  # cannot happen unless the database was replaced
+            self._reset()
+        if size == self.state.size:
+            return
         before = self.state.size
         with long_lived.collector_paused():
-            loaded = self._from_scratch and self._start_from_snapshot(tx)
-            self._from_scratch = False
-            start = self.state.size
-            try:
-                self._replay_from(tx, start)
-            except TrustError as exc:
-                if not loaded:
-                    raise
-                # A snapshot that passed its checks but that the log does not
-                # continue from (fsck names it): fall back to the whole log.
-                log.warning(
-                    "the log does not replay from the trust snapshot at size %d (%s); "
-                    "replaying the log from the start",
-                    start,
-                    exc.message,
-                )
-                self.state, self._snapshot_size, start = trust.TrustState(self.log_key), 0, 0
-                self._replay_from(tx, 0)
+            for index, data in self.index.trust_entries_from(tx, self.state.size):
+                self.state.skip_to(index)
+                trust.replay_one(self.state, index, data, trust_append_checks=True)
+            self.state.skip_to(size)
         if self.state.size - before >= long_lived.FREEZE_AFTER:
             long_lived.freeze_survivors()
-        return self.state.size - start
 
-    def _replay_from(self, tx: Transaction, start: int) -> None:
-        for stored in self.storage.entries_from(tx, start):
-            trust.replay_one(self.state, stored.index, stored.data, trust_append_checks=True)
-
-    def _start_from_snapshot(self, tx: Transaction) -> bool:
-        """Load the newest usable snapshot into the state; whether one was loaded."""
-        snapshot = self.snapshots.latest(tx, self.storage.tail(tx).size)
-        if snapshot is None:
-            return False
-        try:
-            signed = self.storage.checkpoint_in(tx, snapshot.size)
-            if signed is None or signed.root != snapshot.root:
-                raise MalformedError("its root is not the log's signed root at that size")
-            state = trust_snapshot.decode(trust_snapshot.unpack(snapshot), self.log_key)
-            if state.size != snapshot.size:
-                raise MalformedError(f"it holds {state.size} entries")
-        except QILedgerError as exc:
-            log.warning(
-                "ignoring the trust snapshot at size %d (%s); replaying the log from the start",
-                snapshot.size,
-                exc.message,
-            )
-            return False
-        self.state = state
-        self._snapshot_size = snapshot.size
-        return True
-
-    def save_snapshot(self) -> int | None:
-        """Store the current state as a snapshot; its size, or None if there is
-        nothing new since the snapshot it started from (or it is not at a
-        checkpointed size, which cannot happen between batches)."""
-        if self.state.size == self._snapshot_size:
-            return None
-        with self.storage.read() as tx:
-            signed = self.storage.checkpoint_in(tx, self.state.size)
-        if signed is None:
-            return None
-        self.snapshots.save(self.state, signed.root, format_time(self._clock()))
-        self._snapshot_size = self.state.size
-        return self.state.size
+    def rebuild(self, tx: Transaction) -> RebuildReport:
+        """Replace the derived tables with a replay of the whole log through the
+        trust rules, inside the writer's transaction ``tx``."""
+        started = time.perf_counter()
+        self.index.reset(tx)
+        store = self.index.writer(tx)
+        state = trust.TrustState(self.log_key, store, remember_recent=False)
+        trust_indices: list[int] = []
+        certificates = 0
+        with long_lived.collector_paused():
+            for stored in self.storage.entries_from(tx, 0):
+                stmt = trust.replay_one(state, stored.index, stored.data, trust_append_checks=True)
+                if stmt.type.startswith("certificate."):
+                    certificates += stmt.type in DOCUMENT_TYPES
+                else:
+                    trust_indices.append(stored.index)
+                if state.size % REBUILD_FLUSH == 0:
+                    self.index.record_batch(tx, store, trust_indices, state.size)
+                    trust_indices = []
+            self.index.record_batch(tx, store, trust_indices, state.size)
+        self._reset()
+        return RebuildReport(state.size, certificates, time.perf_counter() - started)
 
     def candidate_keys(self, key_ids: Collection[KeyId]) -> dict[KeyId, PublicKey]:
         return self.sync().keys_for(key_ids)
@@ -181,24 +165,62 @@ class TrustChainPolicy:
     def unknown_signer(self, statement: Statement, key_ids: Collection[KeyId]) -> QILedgerError:
         return self.state.unknown_signer(statement, key_ids)
 
-    def begin_batch(self, tx: Transaction, log_size: int) -> None:
+    def begin_batch(self, tx: Transaction, log_size: int, statements: Sequence[Statement]) -> None:
         if self.state.size > log_size:  # cannot happen unless the log was replaced
             self._reset()
         self.sync(tx)
+        if self.state.size != log_size:
+            raise StorageError(
+                f"the certificate tables reflect {self.state.size} entries, the log has "
+                f"{log_size}; run 'qiledger reindex'"
+            )
+        store = self.index.writer(tx)
+        ids: list[str] = []
+        digests: list[str] = []
+        for stmt in statements:
+            if stmt.type.startswith("certificate."):
+                ids.append(stmt["certificate_id"])
+                if stmt.type == "certificate.amend":
+                    ids.append(stmt["supersedes"])
+                if stmt.type in DOCUMENT_TYPES:
+                    digests.append(stmt["document_sha256"])
+        store.prefetch(ids, digests)
+        # A view: bodies, issuers and keys are the state's own; certificates this
+        # transaction's.
+        self._batch = self.state.reading(store)
+        self._batch_store = store
+        self._batch_trust_indices = []
+        self._batch_recorded = 0
+
+    def _in_batch(self) -> trust.TrustState:
+        if self._batch is None:
+            raise StorageError("admit/record outside a batch")
+        return self._batch
 
     def admit(self, verified: VerifiedEnvelope, statement: Statement, logged_at: datetime) -> None:
-        self.state.admit(verified.signed_by, statement, logged_at)
+        self._in_batch().admit(verified.signed_by, statement, logged_at)
 
     def record(
         self, index: int, verified: VerifiedEnvelope, statement: Statement, logged_at: str
     ) -> None:
-        self.state.apply(index, verified.signed_by, statement, logged_at)
+        self._in_batch().apply(index, verified.signed_by, statement, logged_at)
+        self._batch_recorded += 1
+        if not statement.type.startswith("certificate."):
+            self._batch_trust_indices.append(index)
+
+    def end_batch(self, tx: Transaction, size: int) -> None:
+        batch, store = self._batch, self._batch_store
+        self._batch = self._batch_store = None
+        if batch is None or store is None:
+            return
+        if self._batch_recorded:
+            self.index.record_batch(tx, store, self._batch_trust_indices, size)
+        self.state.skip_to(batch.size)
 
     def abort_batch(self) -> None:
         # The batch's records never reached the log: rebuild from the log next time.
         self._reset()
 
     def _reset(self) -> None:
-        self.state = trust.TrustState(self.log_key)
-        self._from_scratch = True
-        self._snapshot_size = 0
+        self.state = self._new_state()
+        self._batch = self._batch_store = None

@@ -27,9 +27,8 @@ from verifier import dsse, entry, merkle, statement
 from verifier.errors import MalformedError, QILedgerError, UnknownKeyError
 from verifier.keys import KeyId, PublicKey
 from verifier.merkle import Hash, Node
+from verifier.statement import DOCUMENT_TYPES
 
-DOCUMENT_TYPES = frozenset({"certificate.issue", "certificate.amend"})
-"""Statements about a document: logged only together with it."""
 VERIFY_CHUNK = 64
 WORKER_MIN_BATCH = 256  # below this, a worker round trip costs more than it saves
 WORKER_SHARE = 3  # of every WORKER_SHARE chunks, the last is checked by the sequencer
@@ -270,7 +269,7 @@ class Sequencer:
         """Sequence under the writer lock; returns the new tree size."""
         with self.storage.write() as tx:
             tail = self.storage.tail(tx)
-            self.policy.begin_batch(tx, tail.size)
+            self.policy.begin_batch(tx, tail.size, [v.statement for _, v in prepared])
             logged = self.storage.logged_statements(tx, {v.statement_hash for _, v in prepared})
             moment = self.clock()
             if tail.last_logged_at is not None:
@@ -323,4 +322,6 @@ class Sequencer:
                     StoredCheckpoint(size, root, note, logged_at),
                     new_documents,
                 )
+            # The certificate tables, in the same transaction as the entries.
+            self.policy.end_batch(tx, size)
             return size

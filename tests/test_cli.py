@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -188,13 +189,16 @@ def test_full_cycle(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "extends size 4" in capsys.readouterr().out
     code, out, _ = run(capsys, *d, "--json", "fsck")
     assert code == 0
-    assert (json.loads(out)["entries"], json.loads(out)["trust_snapshots"]) == (5, 0)
-    code, out, _ = run(capsys, *d, "--json", "snapshot")
-    assert (code, json.loads(out)) == (0, {"stored": 5})
-    code, out, _ = run(capsys, *d, "snapshot")
-    assert (code, out) == (0, "trust snapshot: nothing new since the newest one\n")
+    assert (json.loads(out)["entries"], json.loads(out)["certificates"]) == (5, 0)
+    code, out, _ = run(capsys, *d, "--json", "reindex")
+    assert code == 0
+    assert sorted(json.loads(out)) == ["certificates", "entries", "seconds"]
+    assert (json.loads(out)["entries"], json.loads(out)["certificates"]) == (5, 0)
+    code, out, _ = run(capsys, *d, "reindex")
+    assert code == 0
+    assert re.fullmatch(r"reindexed 5 entries: 0 certificates in \d+\.\d s\n", out), out
     code, out, _ = run(capsys, *d, "--json", "fsck")
-    assert (code, json.loads(out)["trust_snapshots"]) == (0, 1)
+    assert (code, json.loads(out)["entries"]) == (0, 5)
     code, out, _ = run(capsys, *d, "entry", "4", "--json")
     assert json.loads(out)["statement"]["public_key"] == b64key(key_from("extra-2"))
 

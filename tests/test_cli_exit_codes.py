@@ -55,7 +55,7 @@ def json_error(err: str) -> dict[str, object]:
         ["issuers"],
         ["issuer", "LAB-1"],
         ["token", "list"],
-        ["snapshot"],
+        ["reindex"],
         ["fsck"],
     ],
 )

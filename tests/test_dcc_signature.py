@@ -154,7 +154,7 @@ def test_registry_records_good_signatures_and_refuses_bad_ones(ledger: Ledger) -
     accepted = ledger.issue_certificate(
         (SIEMENS / "dcc_gp_temperature_typical_v12_v3.2.0_signed_lt.xml").read_bytes(), "LAB-1", lab
     )
-    cert = ledger.trust_state().certificates["LAB-1/GP_DCC_temperature_typical_1.2"]
+    cert = ledger.trust_state().certificate("LAB-1/GP_DCC_temperature_typical_1.2")
     assert cert.events[0].index == accepted.index
     derived = ledger.documents.statement(
         (SIEMENS / "dcc_gp_temperature_typical_v12_v3.2.0_signed_lt.xml").read_bytes(), "LAB-1", NOW

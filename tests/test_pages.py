@@ -103,7 +103,7 @@ class PageRegistry:
 
     def mark_for(self, certificate_id: str, **changes: Any) -> str:
         state = self.ledger.trust_state()
-        cert = state.certificates[certificate_id]
+        cert = state.certificate(certificate_id)
         fields: dict[str, Any] = {
             "certificate_id": certificate_id,
             "document_sha256": bytes.fromhex(cert.document_sha256),
@@ -236,7 +236,7 @@ def test_the_page_names_issuer_laboratory_accreditation_dates_and_history(
     assert "ISO/IEC 17025:2017" in text
     assert "granted" in text
     assert "Digital calibration certificate (DCC)" in text
-    cert = registry.ledger.trust_state().certificates[SUSPENDED]
+    cert = registry.ledger.trust_state().certificate(SUSPENDED)
     for event in cert.events:
         assert f'data-index="{event.index}"' in text
         assert f"#{event.index}" in text

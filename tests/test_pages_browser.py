@@ -178,7 +178,7 @@ def test_a_scanned_mark_shows_its_verdict_verified_in_the_browser(
         assert page["verdict_text"] == VERDICT_EN[verdict]
         assert page["state"] == "verified", (page["checks"], page["why"])
         assert page["status"] == "Verified in your browser"
-        history = registry.ledger.trust_state().certificates[certificate_id].events
+        history = registry.ledger.trust_state().certificate(certificate_id).events
         for event in history:
             assert page["checks"][f"inclusion-{event.index}"] == "ok"
             assert page["checks"][f"entry-{event.index}"] == "ok"
@@ -283,7 +283,7 @@ def test_a_tampered_inclusion_proof_fails_in_the_browser(
     browser: Any, served: tuple[ServedApp, RewriteResponses], registry: PageRegistry
 ) -> None:
     server, wrapper = served
-    cert = registry.ledger.trust_state().certificates[SUSPENDED]
+    cert = registry.ledger.trust_state().certificate(SUSPENDED)
     target = cert.events[-1].index
     proof = registry.ledger.inclusion_proof(target).hashes
     assert proof, "a tree of this size gives every entry a non-empty proof"
@@ -316,8 +316,8 @@ def test_altered_leaf_data_fails_in_the_browser(
     this certificate's: the proof holds, the entry check catches it."""
     server, wrapper = served
     state = registry.ledger.trust_state()
-    mine = state.certificates[VALID].events[0].index
-    other = state.certificates[WITHDRAWN].events[0].index
+    mine = state.certificate(VALID).events[0].index
+    other = state.certificate(WITHDRAWN).events[0].index
     entries: dict[str, Any] = {}
 
     def rewrite(path: str, body: bytes) -> bytes:
@@ -418,7 +418,7 @@ def test_a_forked_log_is_caught_by_its_visitor(tmp_path: Path) -> None:
             assert page["verdict"] == "active"
             assert page["state"] == "failed"
             assert failed_checks(page) == ["consistency"]
-            for event in forked.ledger.trust_state().certificates[VALID].events:
+            for event in forked.ledger.trust_state().certificate(VALID).events:
                 assert page["checks"][f"inclusion-{event.index}"] == "ok"  # valid on its own
             assert any("differs from the one seen" in why for why in page["why"])
 

@@ -233,14 +233,17 @@ def test_the_sequencer_refuses_a_duplicate_even_without_its_database_lookup(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Defence in depth: with the storage's statement lookup failing to find the
-    earlier entry (a bug, a replica behind), the trust state still refuses."""
+    earlier entry (a bug, a replica behind), the trust rules still refuse it — as
+    the registration it repeats (the registry's trust state holds no window of
+    recent digests: the sequencer's lookup covers the whole log, and the
+    entries table's unique statement hash is the last line)."""
     w = world
     first = w.ledger.storage.entry(w.ledger.latest_checkpoint().size - 1)
     original = entry.parse(first.data).envelope.to_json()
     monkeypatch.setattr(w.ledger.storage, "logged_statements", lambda conn, hashes: {})
     (outcome,) = submit_with_documents(w.ledger.sequencer, [json.dumps(original).encode()])
     assert isinstance(outcome, Refused)
-    assert outcome.error.code == "statement_duplicate"
+    assert outcome.error.code == "certificate_exists"
 
 
 def test_an_envelope_carries_exactly_one_signature() -> None:
@@ -388,8 +391,8 @@ def test_fsck_names_a_certificate_entry_whose_document_is_gone(
     import sqlite3
 
     w = world
-    digest = w.ledger.trust_state().certificates["LAB-V/C-1"].document_sha256
-    index = w.ledger.trust_state().certificates["LAB-V/C-1"].events[0].index
+    digest = w.ledger.trust_state().certificate("LAB-V/C-1").document_sha256
+    index = w.ledger.trust_state().certificate("LAB-V/C-1").events[0].index
     fsck(w.ledger)
     db = w.ledger.settings.data_dir / "ledger.db"
     conn = sqlite3.connect(db, isolation_level=None)

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 
 from verifier import jcs
 from verifier.dcc import clip
@@ -56,6 +57,27 @@ def _validator() -> Any:
     return jsonschema.Draft202012Validator(
         schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
+
+
+@cache
+def _compiled_validator() -> Any:
+    # ~100x quicker than the reference validator on a valid record, but not
+    # quite the same rules: its regular expressions follow ECMA-262, where "$"
+    # does not match before a final newline. It is trusted only to accept
+    # (tests/test_certification_validator.py: it never accepts what the
+    # reference refuses); whatever it refuses, or cannot take, the reference
+    # validator decides and words.
+    return jsonschema_rs.Draft202012Validator(schema(), validate_formats=True)
+
+
+def first_schema_error(value: Any) -> jsonschema.ValidationError | None:
+    """The reference validator's first schema error in ``value``, None if valid."""
+    try:
+        if _compiled_validator().is_valid(value):
+            return None
+    except (ValueError, TypeError, OverflowError):
+        pass  # e.g. a lone surrogate, which Rust strings cannot hold
+    return next(iter(_validator().iter_errors(value)), None)
 
 
 @dataclass(frozen=True)
@@ -130,7 +152,7 @@ def read_certification(data: bytes) -> CertificationCertificate:
             f"the limit is {MAX_RECORD_SIZE}"
         )
     value = jcs.parse_json(data)
-    first = next(iter(_validator().iter_errors(value)), None)
+    first = first_schema_error(value)
     if first is not None:
         raise CertificationSchemaError(schema_error_message(first))
     cert = CertificationCertificate(value)

@@ -104,10 +104,15 @@ def verify(token: str, log: NoteVerifier) -> MarkClaims:
     exactly a mark, :class:`ForeignLogError` for another log's mark and
     :class:`~verifier.errors.SignatureError` for a bad signature."""
     raw = _b32decode(token)
-    protected, payload, signature = _split_cose_sign1(raw)
-    if protected != _protected_header(log.key_id):
-        _explain_protected(protected, log)
-    log.public_key.verify(signature, _sig_structure(protected, payload))
+    expected = _protected_header(log.key_id)
+    split = _split_as_written(raw, expected)
+    if split is None:  # not laid out as sign() writes: the general reader decides
+        protected, payload, signature = _split_cose_sign1(raw)
+        if protected != expected:
+            _explain_protected(protected, log)
+    else:
+        payload, signature = split
+    log.public_key.verify(signature, _sig_structure(expected, payload))
     return decode_claims(payload)  # parsed only once the log key signed them
 
 
@@ -171,6 +176,12 @@ def encode_claims(claims: MarkClaims) -> bytes:
 
 def decode_claims(payload: bytes) -> MarkClaims:
     """Parse the claims map, refusing any other key, type or encoding."""
+    claims = _claims_as_written(payload)
+    return claims if claims is not None else _decode_claims_item_by_item(payload)
+
+
+def _decode_claims_item_by_item(payload: bytes) -> MarkClaims:
+    """The general reader: every head checked in turn, with the error that names it."""
     reader = _Reader(payload, "mark claims")
     reader.expect_head(5, 4, "a map of exactly four claims")
     reader.expect_int(CLAIM_SUB, "claim 2 (sub)")
@@ -198,15 +209,90 @@ def _protected_header(key_id: bytes) -> bytes:
 
 
 def _sig_structure(protected: bytes, payload: bytes) -> bytes:
-    context = b"Signature1"
-    return (
-        _head(4, 4)
-        + _head(3, len(context))
-        + context
-        + _bstr(protected)
-        + _bstr(b"")  # external_aad
-        + _bstr(payload)
-    )
+    return _SIG_STRUCTURE_START + _bstr(protected) + _bstr(b"") + _bstr(payload)  # b"": no aad
+
+
+def _split_as_written(raw: bytes, protected: bytes) -> tuple[bytes, bytes] | None:
+    """Payload and signature of a COSE_Sign1 laid out exactly as :func:`sign` writes
+    one with header ``protected``, by comparing its fixed bytes; None for anything
+    else, which :func:`_split_cose_sign1` then reads (or refuses) item by item.
+    Whatever this accepts, that reader reads the same (tests/test_mark_fast_path.py)."""
+    start = _COSE_SIGN1_START + _bstr(protected) + _EMPTY_MAP
+    end = len(raw) - len(_SIGNATURE_HEAD) - ED25519_SIGNATURE_SIZE  # payload's end
+    if end < len(start) + 2 or not raw.startswith(start):
+        return None
+    if raw[end : end + len(_SIGNATURE_HEAD)] != _SIGNATURE_HEAD:
+        return None
+    # The payload's head: a mark's payload is 24 to 65,535 bytes, so one or two
+    # length bytes, each in its shortest form.
+    at = len(start)
+    if raw[at] == 0x58:
+        length, body = raw[at + 1], at + 2
+        shortest = length >= 24
+    elif raw[at] == 0x59:
+        length, body = int.from_bytes(raw[at + 1 : at + 3], "big"), at + 3
+        shortest = length >= 256
+    else:
+        return None
+    if not shortest or body + length != end:
+        return None
+    return raw[body:end], raw[end + len(_SIGNATURE_HEAD) :]
+
+
+def _claims_as_written(payload: bytes) -> MarkClaims | None:
+    """The claims of a payload laid out exactly as :func:`encode_claims` writes them
+    (fixed keys compared as bytes, shortest heads); None for anything else, which
+    :func:`_decode_claims_item_by_item` then reads (or refuses) with the reason.
+    Whatever this accepts, that reader reads the same (tests/test_mark_fast_path.py)."""
+    if not payload.startswith(_CLAIMS_START):
+        return None
+    sub = _shortest_head(payload, len(_CLAIMS_START), 3)
+    if sub is None or sub[0] == 0:
+        return None
+    sub_length, sub_at = sub
+    iat_at = sub_at + sub_length + len(_IAT_KEY)
+    if payload[iat_at - len(_IAT_KEY) : iat_at] != _IAT_KEY:
+        return None
+    iat = _shortest_head(payload, iat_at, 0)
+    if iat is None:
+        return None
+    issued_at, at = iat
+    digest_at = at + len(_DIGEST_KEY)
+    index_at = digest_at + SHA256_SIZE + len(_INDEX_KEY)
+    if (
+        payload[at:digest_at] != _DIGEST_KEY
+        or payload[index_at - len(_INDEX_KEY) : index_at] != _INDEX_KEY
+    ):
+        return None
+    index = _shortest_head(payload, index_at, 0)
+    if index is None or index[1] != len(payload):
+        return None
+    try:
+        certificate_id = payload[sub_at : sub_at + sub_length].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    digest = payload[digest_at : digest_at + SHA256_SIZE]
+    return MarkClaims(certificate_id, digest, index[0], issued_at)
+
+
+def _shortest_head(data: bytes, at: int, major: int) -> tuple[int, int] | None:
+    """The argument of the head of major type ``major`` at ``data[at]`` and the offset
+    after it, if that head is definite and in its shortest form; else None."""
+    if at >= len(data) or data[at] >> 5 != major:
+        return None
+    info = data[at] & 0x1F
+    if info < 24:
+        return info, at + 1
+    if info > 27:
+        return None
+    size = 1 << (info - 24)
+    end = at + 1 + size
+    if end > len(data):
+        return None
+    value = int.from_bytes(data[at + 1 : end], "big")
+    if value < (24 if size == 1 else 1 << (4 * size)):
+        return None
+    return value, end
 
 
 def _cose_sign1(protected: bytes, payload: bytes, signature: bytes) -> bytes:
@@ -267,6 +353,17 @@ def _int(value: int) -> bytes:
 
 def _bstr(data: bytes) -> bytes:
     return _head(2, len(data)) + data
+
+
+# Fixed bytes of the one layout (see the module docstring), for the fast paths above.
+_COSE_SIGN1_START = _head(6, COSE_SIGN1_TAG) + _head(4, 4)
+_EMPTY_MAP = _head(5, 0)
+_SIGNATURE_HEAD = _head(2, ED25519_SIGNATURE_SIZE)
+_SIG_STRUCTURE_START = _head(4, 4) + _head(3, len(b"Signature1")) + b"Signature1"
+_CLAIMS_START = _head(5, 4) + _int(CLAIM_SUB)
+_IAT_KEY = _int(CLAIM_IAT)
+_DIGEST_KEY = _int(CLAIM_DOCUMENT_SHA256) + _head(2, SHA256_SIZE)
+_INDEX_KEY = _int(CLAIM_INDEX)
 
 
 class _Reader:

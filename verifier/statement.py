@@ -34,6 +34,8 @@ from verifier.errors import MalformedError
 from verifier.keys import KeyId, PublicKey
 
 ISSUER_KINDS = frozenset({"calibration_laboratory", "certification_body"})
+DOCUMENT_TYPES = frozenset({"certificate.issue", "certificate.amend"})
+"""Statements about a document: the registry logs them only together with it."""
 CERTIFICATE_KINDS_BY_ISSUER = {
     "calibration_laboratory": frozenset({"dcc"}),
     "certification_body": frozenset({"management_system", "product", "person"}),

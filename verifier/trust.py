@@ -15,15 +15,15 @@ reaches the same verdict for every entry. :func:`certificate_status` answers
 
 from __future__ import annotations
 
+import copy
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Protocol
 
 from verifier import dsse, entry, statement
-from verifier.encoding import b64decode, b64encode
-from verifier.errors import MalformedError, QILedgerError, TrustError
+from verifier.errors import QILedgerError, TrustError
 from verifier.keys import KeyId, PublicKey
 from verifier.statement import Statement, parse_date, parse_instant, parse_public_key
 
@@ -40,11 +40,6 @@ refused as stale anyway, and the duplicate check needs only this recent window."
 
 GRANTED, SUSPENDED, WITHDRAWN = "granted", "suspended", "withdrawn"
 ACTIVE, EXPIRED, SUPERSEDED, INVALID = "active", "expired", "superseded", "invalid"
-
-PLAIN_VERSION = 2
-"""Layout of :meth:`TrustState.to_plain`; a change to it must bump this (a
-snapshot names it in its format, so older snapshots are then ignored).
-2: key provenance, compromise reports and the recent statements' digests."""
 
 
 @dataclass
@@ -151,30 +146,117 @@ class CertificateStatus:
     events: tuple[CertificateEvent, ...]
 
 
+class CertificateStore(Protocol):
+    """Where a :class:`TrustState` keeps its certificates.
+
+    Bodies, issuers and keys grow with the number of issuers and always stay in
+    memory; certificates grow with everything a country ever certified, so the
+    registry keeps them in indexed database tables (written in the same
+    transaction as the entries) while a replay keeps them in
+    :class:`MemoryCertificates`. The trust rules read and change certificates
+    only through these methods, so both reach the same verdicts.
+    """
+
+    def get(self, certificate_id: str) -> Certificate | None: ...
+    def with_document(self, document_sha256: str) -> list[Certificate]:
+        """The certificates about the document with this hex SHA-256, in log order."""
+        ...
+
+    def add(self, certificate: Certificate) -> None:
+        """Record a new certificate (its first event is in ``events``)."""
+        ...
+
+    def add_event(self, certificate: Certificate, event: CertificateEvent) -> None:
+        """Record a later event of ``certificate`` (one :meth:`get` returned)."""
+        ...
+
+    def supersede(self, certificate: Certificate, successor_id: str) -> None:
+        """Record that ``successor_id`` amends ``certificate``."""
+        ...
+
+
+class MemoryCertificates(Mapping[str, Certificate]):
+    """Certificates by id in log order, in memory (a replay's store)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Certificate] = {}
+        self._by_digest: dict[str, list[str]] = {}
+
+    def __getitem__(self, certificate_id: str) -> Certificate:
+        return self._by_id[certificate_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def with_document(self, document_sha256: str) -> list[Certificate]:
+        return [self._by_id[i] for i in self._by_digest.get(document_sha256, ())]
+
+    def add(self, certificate: Certificate) -> None:
+        self._by_id[certificate.certificate_id] = certificate
+        self._by_digest.setdefault(certificate.document_sha256, []).append(
+            certificate.certificate_id
+        )
+
+    def add_event(self, certificate: Certificate, event: CertificateEvent) -> None:
+        certificate.events.append(event)
+
+    def supersede(self, certificate: Certificate, successor_id: str) -> None:
+        certificate.superseded_by = successor_id
+
+
 class TrustState:
     """Everything the log has established about bodies, issuers, keys and certificates.
 
-    :attr:`bodies`, :attr:`issuers` and :attr:`certificates` are the read model;
-    the indexes beside them are private and kept in step by :meth:`apply` and
-    :meth:`from_plain` alone (one :class:`IssuerKey` record is reachable from its
-    issuer and by key id). Read them through the query methods."""
+    :attr:`bodies` and :attr:`issuers` are the read model in memory;
+    :attr:`certificates` is a :class:`CertificateStore` (in memory unless one is
+    given). The indexes beside them are private and kept in step by :meth:`apply`
+    alone (one :class:`IssuerKey` record is reachable from its issuer and by key
+    id). Read them through the query methods.
 
-    def __init__(self, log_key: PublicKey) -> None:
+    ``remember_recent=False`` leaves the duplicate check of :meth:`admit` to the
+    caller: the registry's sequencer answers every statement already in the log
+    (at any age, from its database) before it asks the trust rules, so it need
+    not hold a week of digests in memory.
+    """
+
+    def __init__(
+        self,
+        log_key: PublicKey,
+        certificates: CertificateStore | None = None,
+        *,
+        remember_recent: bool = True,
+    ) -> None:
         self.log_key = log_key
         self.size = 0
         self.bodies: dict[str, Body] = {}
         self.issuers: dict[str, Issuer] = {}
-        self.certificates: dict[str, Certificate] = {}
-        """By id, in log order."""
+        self.certificates: CertificateStore = (
+            MemoryCertificates() if certificates is None else certificates
+        )
+        self._remember_recent = remember_recent
         self._body_keys: dict[KeyId, str] = {}
         self._issuer_keys: dict[KeyId, IssuerKey] = {}
-        self._by_digest: dict[str, list[str]] = {}
-        """Document SHA-256 (hex) -> the ids of the certificates about it, in log order."""
         self._recent: dict[bytes, int] = {}
         """Digest -> index of every statement logged within DUPLICATE_WINDOW of the
         newest entry (the same statement may be logged only once)."""
         self._recent_order: deque[tuple[datetime, bytes]] = deque()
         """(logged_at, digest) of :attr:`_recent`, oldest first."""
+
+    def reading(self, certificates: CertificateStore) -> TrustState:
+        """This state with another certificate store (e.g. one read transaction's):
+        bodies, issuers and keys are shared, not copied."""
+        view = copy.copy(self)
+        view.certificates = certificates
+        return view
+
+    def skip_to(self, size: int) -> None:
+        """Move past entries ``self.size`` .. ``size - 1`` without replaying them:
+        they are certificate statements, recorded already in this state's
+        certificate store (the registry's tables, written with the entries)."""
+        self.size = max(self.size, size)
 
     # --- queries ------------------------------------------------------------------
 
@@ -183,7 +265,7 @@ class TrustState:
 
     def certificates_with_document(self, document_sha256: str) -> list[Certificate]:
         """The certificates about the document with this hex SHA-256, in log order."""
-        return [self.certificates[i] for i in self._by_digest.get(document_sha256, ())]
+        return self.certificates.with_document(document_sha256)
 
     def issuer_key(self, key_id: KeyId) -> IssuerKey | None:
         """The issuer key with this id, whatever its status."""
@@ -532,13 +614,12 @@ class TrustState:
     def _check_document_owner(self, issuer: Issuer, stmt: Statement) -> None:
         """One document belongs to one issuer, and a DCC's own laboratory code must be
         the issuer's: nobody registers another laboratory's document as their own."""
-        for other_id in self._by_digest.get(stmt["document_sha256"], ()):
-            other = self.certificates[other_id]
+        for other in self.certificates.with_document(stmt["document_sha256"]):
             if other.issuer_id != issuer.issuer_id:
                 raise TrustError(
                     "document_of_other_issuer",
                     f"this document is already registered by issuer {other.issuer_id} "
-                    f"as {other_id}",
+                    f"as {other.certificate_id}",
                 )
         code = stmt.get("fields", {}).get("laboratory_code")  # fields: a JSON object
         if code is None:
@@ -610,6 +691,8 @@ class TrustState:
             self._apply_certificate(index, signer, stmt, logged_at)
 
     def _remember(self, digest: bytes, index: int, logged_at: datetime) -> None:
+        if not self._remember_recent:
+            return
         order, recent = self._recent_order, self._recent
         horizon = logged_at - DUPLICATE_WINDOW
         while order and order[0][0] < horizon:
@@ -629,178 +712,28 @@ class TrustState:
         self, index: int, signer: PublicKey, stmt: Statement, logged_at: str
     ) -> None:
         event = CertificateEvent(index, stmt.type, logged_at, signer.key_id, stmt.get("reason", ""))
-        cert_id = stmt["certificate_id"]
+        store = self.certificates
         if stmt.type in ("certificate.issue", "certificate.amend"):
             until = stmt.get("valid_until")
-            cert = Certificate(
-                cert_id,
-                stmt["issuer_id"],
-                stmt["kind"],
-                stmt["document_sha256"],
-                parse_date(until) if until is not None else None,
-                laboratory=_laboratory(stmt),
+            store.add(
+                Certificate(
+                    stmt["certificate_id"],
+                    stmt["issuer_id"],
+                    stmt["kind"],
+                    stmt["document_sha256"],
+                    parse_date(until) if until is not None else None,
+                    [event],
+                    laboratory=_laboratory(stmt),
+                )
             )
-            self.certificates[cert_id] = cert
-            self._by_digest.setdefault(stmt["document_sha256"], []).append(cert_id)
             if stmt.type == "certificate.amend":
-                self.certificates[stmt["supersedes"]].superseded_by = cert_id
-        self.certificates[cert_id].events.append(event)
-
-    # --- plain data -----------------------------------------------------------------
-
-    def to_plain(self) -> dict[str, Any]:
-        """Everything this state holds but its log key, as JSON-able lists, strings,
-        integers and nulls; the same state always gives the same value, and
-        :meth:`from_plain` restores it. Layout version :data:`PLAIN_VERSION`."""
-        return {
-            "size": self.size,
-            "bodies": [
-                [b.body_id, b.name, b.country, b64encode(b.key.raw), b.added_at, b.removed_at]
-                for b in self.bodies.values()
-            ],
-            "issuers": [
-                [
-                    issuer.issuer_id,
-                    issuer.name,
-                    issuer.kind,
-                    [
-                        [
-                            b64encode(k.key.raw),
-                            k.added_at,
-                            k.revoked_at,
-                            k.revocation_reason,
-                            k.registered_by,
-                            [[at, since.isoformat()] for at, since in k.compromise_reports],
-                        ]
-                        for k in issuer.keys.values()
-                    ],
-                    [
-                        [
-                            a.body_id,
-                            a.number,
-                            a.standard,
-                            a.scope,
-                            sorted(a.covers),
-                            a.valid_from.isoformat(),
-                            a.valid_until.isoformat(),
-                            [list(event) for event in a.events],
-                        ]
-                        for a in issuer.accreditations.values()
-                    ],
-                ]
-                for issuer in self.issuers.values()
-            ],
-            "certificates": [
-                [
-                    c.certificate_id,
-                    c.issuer_id,
-                    c.kind,
-                    c.document_sha256,
-                    None if c.valid_until is None else c.valid_until.isoformat(),
-                    c.superseded_by,
-                    [[e.index, e.type, e.logged_at, e.key_id, e.reason] for e in c.events],
-                    None if c.laboratory is None else list(c.laboratory),
-                ]
-                for c in self.certificates.values()
-            ],
-            "recent_statements": [
-                [entry.format_time(at), digest.hex(), self._recent[digest]]
-                for at, digest in self._recent_order
-            ],
-        }
-
-    @classmethod
-    def from_plain(cls, value: Any, log_key: PublicKey) -> TrustState:
-        """The state :meth:`to_plain` gave (for the log of ``log_key``);
-        :class:`MalformedError` if ``value`` is not one. Trusted input (a snapshot
-        checked against its digest): the shape is checked, the trust rules are not."""
-        if not isinstance(value, dict) or value.keys() != _PLAIN_KEYS:
-            raise MalformedError("not a plain trust state")
-        try:
-            return cls._from_plain(value, log_key)
-        except QILedgerError:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-            raise MalformedError(f"the plain trust state does not decode: {exc}") from None
-
-    @classmethod
-    def _from_plain(cls, value: dict[str, Any], log_key: PublicKey) -> TrustState:
-        state = cls(log_key)
-        state.size = int(value["size"])
-        for body_id, name, country, key, added_at, removed_at in value["bodies"]:
-            body = Body(body_id, name, country, _plain_key(key), added_at, removed_at)
-            state.bodies[body_id] = body
-            state._body_keys[body.key.key_id] = body_id
-        for issuer_id, name, kind, keys, accreditations in value["issuers"]:
-            issuer = Issuer(issuer_id, name, kind)
-            for key, added_at, revoked_at, reason, registered_by, reports in keys:
-                record = IssuerKey(
-                    issuer_id,
-                    _plain_key(key),
-                    added_at,
-                    revoked_at,
-                    reason,
-                    registered_by,
-                    [(at, datetime.fromisoformat(since)) for at, since in reports],
-                )
-                # one record, two ways in: apply() revokes it through either
-                issuer.keys[record.key.key_id] = record
-                state._issuer_keys[record.key.key_id] = record
-            for body_id, number, standard, scope, covers, since, until, events in accreditations:
-                issuer.accreditations[(body_id, number)] = Accreditation(
-                    body_id,
-                    number,
-                    issuer_id,
-                    standard,
-                    scope,
-                    frozenset(covers),
-                    parse_date(since),
-                    parse_date(until),
-                    [(logged_at, status, reason) for logged_at, status, reason in events],
-                )
-            state.issuers[issuer_id] = issuer
-        # The hot loop of a start-up (one pass per certificate): locals, and each
-        # distinct expiry date parsed once.
-        certificates, by_digest = state.certificates, state._by_digest
-        certificate, event = Certificate, CertificateEvent
-        dates: dict[str, date] = {}
-        for cert_id, issuer_id, kind, digest, until, superseded_by, events, lab in value[
-            "certificates"
-        ]:
-            if until is not None:
-                valid_until = dates.get(until)
-                if valid_until is None:
-                    valid_until = dates[until] = parse_date(until)
-            else:
-                valid_until = None
-            certificates[cert_id] = certificate(
-                cert_id,
-                issuer_id,
-                kind,
-                digest,
-                valid_until,
-                [event(index, type_, at, key_id, why) for index, type_, at, key_id, why in events],
-                superseded_by,
-                None if lab is None else (lab[0], lab[1]),
-            )
-            # Certificates are kept in log order, as replay inserts them.
-            ids = by_digest.get(digest)
-            if ids is None:
-                by_digest[digest] = [cert_id]
-            else:
-                ids.append(cert_id)
-        for logged_at, digest, index in value["recent_statements"]:
-            raw_digest = bytes.fromhex(digest)
-            state._recent_order.append((entry.parse_time(logged_at), raw_digest))
-            state._recent[raw_digest] = int(index)
-        return state
-
-
-_PLAIN_KEYS = frozenset({"size", "bodies", "issuers", "certificates", "recent_statements"})
-
-
-def _plain_key(text: str) -> PublicKey:
-    return PublicKey.from_raw(b64decode(text, "trust state key"))
+                old = store.get(stmt["supersedes"])
+                assert old is not None  # admit() found it
+                store.supersede(old, stmt["certificate_id"])
+            return
+        cert = store.get(stmt["certificate_id"])
+        assert cert is not None  # admit() found it
+        store.add_event(cert, event)
 
 
 def _laboratory(stmt: Statement) -> tuple[str, str] | None:
@@ -854,7 +787,9 @@ def _status(cert: Certificate, state: TrustState, at: datetime | None) -> tuple[
         }[event.type]
         reason = event.reason
     if status == ACTIVE and cert.superseded_by is not None:
-        successor = state.certificates[cert.superseded_by]
+        successor = state.certificates.get(cert.superseded_by)
+        if successor is None:  # cannot happen: an amend is recorded with its successor
+            return status, reason
         first = successor.events[0]
         if (at is None or entry.parse_time(first.logged_at) <= at) and _compromised(
             state, first, at

@@ -2,14 +2,16 @@
 queue, the trust-state lock, API tokens, rate limits and mark signing.
 
 Threads: FastAPI runs the routes' sync functions in a thread pool. The trust
-state (replayed from the log) is shared and mutable, so it is read and
+state's bodies, issuers and keys (replayed from the log) are shared and
 advanced only under ``state_lock``; the sequencer thread holds that lock for a
-batch. Proof and tile reads go to the database and need no lock.
+batch. Readers take no lock: they read certificates from the certificate
+tables in a read transaction of their own, and bodies, issuers and keys by
+dictionary lookups (changed only by the rare non-certificate statement).
+Proof and tile reads go to the database and need no lock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,8 +19,6 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
-
-import anyio.to_thread
 
 from registry import marks
 from registry.api.rate_limit import RateLimiter
@@ -86,7 +86,6 @@ class RegistryService:
         # Replay the log now, before the first request waits for it.
         ledger.trust_state()
         self._synced_at = clock()
-        self._catch_up_task: asyncio.Future[None] | None = None
         # Small batches: a forked signature worker does not pay off, and forking a
         # threaded server is best avoided.
         ledger.start_writing(verify_worker=False)
@@ -193,62 +192,43 @@ class RegistryService:
 
     @contextmanager
     def trust_state(self) -> Iterator[TrustState]:
-        """The replayed trust state, caught up unless it was moments ago; hold it
-        only inside the ``with`` block."""
-        with self.state_lock:
-            now = self._clock()
-            if now - self._synced_at > self.options.read_staleness_s:
-                self.ledger.trust_state()
-                self._synced_at = now
-            yield self.ledger.unsynced_trust_state
+        """The trust state for one read, waiting for no batch: bodies, issuers and
+        keys as caught up at most ``read_staleness_s`` ago, certificates read in
+        one read transaction of the certificate tables (what has committed, also
+        by other processes). ``size`` is the log size those tables reflect."""
+        self._refresh()
+        with self.ledger.reading() as state:
+            yield state
 
-    def read_now(self, view: Callable[[TrustState], T]) -> T | None:
-        """``view`` of the trust state if it can be had without waiting — the state
-        is fresh and no batch holds it — else None (see :meth:`read_async`)."""
+    def _refresh(self) -> None:
+        """Catch bodies, issuers and keys up with the log (one short query when
+        nothing is new) if that was longer ago than ``read_staleness_s`` — unless a
+        batch holds them: it is catching them up itself."""
+        now = self._clock()
+        if now - self._synced_at <= self.options.read_staleness_s:
+            return
         if not self.state_lock.acquire(blocking=False):
-            return None
+            return
         try:
-            if self._clock() - self._synced_at > self.options.read_staleness_s:
-                return None
-            return view(self.ledger.unsynced_trust_state)
+            self.ledger.trust_state()
+            self._synced_at = now
         finally:
             self.state_lock.release()
 
-    async def read_async(self, view: Callable[[TrustState], T]) -> T:
-        """``view`` of the caught-up trust state, for async routes: on the event loop
-        when the state is free and fresh; a stale state is caught up by one worker
-        thread shared by every read waiting for it; only while a batch holds the
-        state does a read wait for it in a thread of its own.
-
-        (Each reader catching up in its own thread made the readers queue on the
-        lock, and then every read took the slow path.)"""
-        content = self.read_now(view)
-        if content is None:
-            await self._catch_up()
-            content = self.read_now(view)
-        if content is None:
-            content = await anyio.to_thread.run_sync(self.read, view)
-        return content
-
-    async def _catch_up(self) -> None:
-        task = self._catch_up_task
-        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
-            task = asyncio.ensure_future(anyio.to_thread.run_sync(self._sync_now))
-            self._catch_up_task = task
-        await asyncio.shield(task)
-
-    def _sync_now(self) -> None:
-        with self.trust_state():
-            pass
-
     def read(self, view: Callable[[TrustState], T]) -> T:
-        """``view`` of the caught-up trust state (may wait for a batch or the database)."""
+        """``view`` of the trust state (see :meth:`trust_state`)."""
         with self.trust_state() as state:
             return view(state)
 
+    async def read_async(self, view: Callable[[TrustState], T]) -> T:
+        """``view`` of the trust state, on the event loop: an indexed read of the
+        certificate tables costs less than a hop to a worker thread, and waits for
+        no batch (readers no longer share the writer's state lock)."""
+        return self.read(view)
+
     def document(self, certificate_id: str) -> StoredDocument:
         with self.trust_state() as state:
-            cert = state.certificates.get(certificate_id)
+            cert = state.certificate(certificate_id)
             if cert is None:
                 raise NotFoundError(f"no certificate {certificate_id} in this log")
             digest = cert.document_sha256

@@ -14,9 +14,6 @@ from registry.cli.parsing import Commands
 from registry.config import Settings
 from registry.errors import NotFoundError
 from registry.keys.keyfile import KeyRole
-from registry.ledger import Ledger
-from registry.reports import certificate_report
-from verifier import statement
 
 ISSUER_KEY = KeyOption("--key", KeyRole.ISSUER)
 
@@ -28,6 +25,8 @@ def _issue_settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_issue(args: argparse.Namespace, out: Output) -> int:
+    from registry.ledger import Ledger
+
     base_url = cli_marks.configured_public_url(args.public_url)
     ledger = Ledger.open(_issue_settings(args))
     document = files.read_document(args.document)
@@ -74,7 +73,9 @@ def cmd_issue(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_status_change(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    from verifier import statement
+
+    ledger = context.ledger(args)
     issuer_id = args.certificate_id.split("/", 1)[0]
     key = ISSUER_KEY.load(args)
     built = statement.CERTIFICATE_CHANGES[args.action](
@@ -89,7 +90,9 @@ def cmd_status_change(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_certificate(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    from registry.reports import certificate_report
+
+    ledger = context.ledger(args)
     report = certificate_report(ledger.trust_state(), args.certificate_id, datetime.now(UTC))
     lines = [
         f"{report['certificate_id']}: {report['status']}"
@@ -107,7 +110,7 @@ def cmd_certificate(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_document(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    ledger = context.ledger(args)
     cert = ledger.trust_state().certificate(args.certificate_id)
     if cert is None:
         raise NotFoundError(f"no certificate {args.certificate_id} in this log")

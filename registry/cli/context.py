@@ -1,17 +1,21 @@
 """What commands take from their parsed options: the registry's settings (global
-options, then the environment) and the private key files they sign with, each
-opened with its own passphrase (``registry.keys.keyfile``)."""
+options, then the environment), the ledger they name, and the private key files
+they sign with, each opened with its own passphrase (``registry.keys.keyfile``)."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from registry.config import Settings
 from registry.keys import keyfile
 from registry.keys.keyfile import KeyRole, PassphraseSource
 from verifier.keys import SigningKey
+
+if TYPE_CHECKING:
+    from registry.ledger import Ledger
 
 
 def settings(args: argparse.Namespace) -> Settings:
@@ -24,6 +28,15 @@ def settings(args: argparse.Namespace) -> Settings:
         log_key_passphrase_file=args.log_key_passphrase_file,
         passphrase_prompt=True,
     )
+
+
+def ledger(args: argparse.Namespace) -> Ledger:
+    """The ledger the global options name. Imported when a command runs, not when
+    the parser is built: the ledger brings the database layer (``--help`` and
+    commands without a ledger start without it)."""
+    from registry.ledger import Ledger
+
+    return Ledger.open(settings(args))
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from verifier.dcc import MAX_DOCUMENT_SIZE
 from verifier.errors import DocumentTooLargeError, MalformedError
 
 
 def read_document(path: str) -> bytes:
     """A certificate document (or its record) from ``path``, at most the document limit."""
+    from verifier.dcc import MAX_DOCUMENT_SIZE  # with the XML library: not for every command
+
     try:
         size = Path(path).stat().st_size
         if size > MAX_DOCUMENT_SIZE:  # refuse before reading it all

@@ -1,6 +1,7 @@
 """``qiledger`` commands on the log itself: create it, append, read checkpoints,
-proofs and entries, re-check it all (fsck), snapshot the trust state, make key
-files; and the demo, which runs all of it in a fresh ledger."""
+proofs and entries, re-check it all (fsck), rebuild the certificate tables from
+it (reindex), make key files; and the demo, which runs all of it in a fresh
+ledger."""
 
 from __future__ import annotations
 
@@ -16,17 +17,14 @@ from registry.cli.parsing import Commands
 from registry.errors import IntegrityError
 from registry.keys import keyfile
 from registry.keys.keyfile import PassphraseSource
-from registry.ledger import Ledger
-from registry.sequencer import Accepted, Refused
-from verifier import entry as entry_mod
-from verifier import statement as statement_mod
 from verifier.encoding import b64encode
 from verifier.errors import MalformedError
 from verifier.keys import SigningKey
-from verifier.proof import format_consistency
 
 
 def cmd_init(args: argparse.Namespace, out: Output) -> int:
+    from registry.ledger import Ledger
+
     settings = context.settings(args)
     passphrase = keyfile.log_key_passphrase(settings).for_new_key(
         settings.log_key_file, unencrypted=args.no_passphrase
@@ -48,7 +46,7 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_log_key(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    ledger = context.ledger(args)
     vkey = str(ledger.identity.verifier)
     pem = ledger.identity.public_key.to_pem().decode("ascii")
     out.emit(
@@ -68,7 +66,9 @@ def _read_input(path: str) -> bytes:
 
 
 def cmd_append(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    from registry.sequencer import Accepted, Refused
+
+    ledger = context.ledger(args)
     envelopes = [_read_input(p) for p in args.envelopes]
     outcomes = ledger.submit_envelopes(envelopes)
     failed = 0
@@ -101,7 +101,7 @@ def cmd_append(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    ledger = context.ledger(args)
     signed = ledger.verified_checkpoint(args.size)
     cp = signed.checkpoint
     if out.as_json:
@@ -120,7 +120,7 @@ def cmd_checkpoint(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_proof(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    ledger = context.ledger(args)
     proof = ledger.inclusion_proof(args.index, args.size)
     if out.as_json:
         out.emit(
@@ -137,7 +137,9 @@ def cmd_proof(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_consistency(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    from verifier.proof import format_consistency
+
+    ledger = context.ledger(args)
     hashes = ledger.consistency_proof(args.first, args.second)
     if out.as_json:
         out.emit(
@@ -150,7 +152,10 @@ def cmd_consistency(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_entry(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    from verifier import entry as entry_mod
+    from verifier import statement as statement_mod
+
+    ledger = context.ledger(args)
     stored = ledger.entry(args.index)
     if args.raw:
         sys.stdout.buffer.write(stored.data)
@@ -180,7 +185,7 @@ def cmd_entry(args: argparse.Namespace, out: Output) -> int:
 def cmd_fsck(args: argparse.Namespace, out: Output) -> int:
     from registry.fsck import fsck
 
-    ledger = Ledger.open(context.settings(args))
+    ledger = context.ledger(args)
     show = sys.stderr.isatty() and not out.as_json
 
     def progress(done: int, total: int) -> None:
@@ -202,30 +207,32 @@ def cmd_fsck(args: argparse.Namespace, out: Output) -> int:
     out.emit(
         f"fsck OK: {report.entries} entries, {report.nodes} tree nodes, "
         f"{report.checkpoints} checkpoints, {report.documents} documents, "
-        f"{report.snapshots} trust snapshots; root {b64encode(report.root)}",
+        f"{report.certificates} certificates (tables match the replay); "
+        f"root {b64encode(report.root)}",
         {
             "ok": True,
             "entries": report.entries,
             "nodes": report.nodes,
             "checkpoints": report.checkpoints,
             "documents": report.documents,
-            "trust_snapshots": report.snapshots,
+            "certificates": report.certificates,
             "root": b64encode(report.root),
         },
     )
     return 0
 
 
-def cmd_snapshot(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+def cmd_reindex(args: argparse.Namespace, out: Output) -> int:
+    ledger = context.ledger(args)
     try:
-        size = ledger.save_trust_snapshot()
+        report = ledger.reindex()
     finally:
         ledger.close()
-    if size is None:
-        out.emit("trust snapshot: nothing new since the newest one", {"stored": None})
-    else:
-        out.emit(f"trust snapshot stored at tree size {size}", {"stored": size})
+    out.emit(
+        f"reindexed {report.entries} entries: {report.certificates} certificates "
+        f"in {report.seconds:.1f} s",
+        {"entries": report.entries, "certificates": report.certificates, "seconds": report.seconds},
+    )
     return 0
 
 
@@ -290,9 +297,9 @@ def register(commands: Commands) -> None:
     p.add_argument("--raw", action="store_true", help="write the leaf data bytes exactly as hashed")
     commands.add("fsck", cmd_fsck, "re-check everything stored; exit 3 on damage")
     commands.add(
-        "snapshot",
-        cmd_snapshot,
-        "store the trust state at the current size, so the next start replays only newer entries",
+        "reindex",
+        cmd_reindex,
+        "rebuild the certificate tables (status, history, digest index) from the log alone",
     )
     p = commands.add("keygen", cmd_keygen, "write NAME.key (PKCS#8, mode 0600) and NAME.pub.pem")
     p.add_argument("--out", required=True, metavar="NAME", help="path and name, without suffix")

@@ -29,6 +29,10 @@ command group) and turns every failure into one line on stderr and an exit code:
 With ``--json`` that line is one JSON object, ``{"code": ..., "detail": ...}``,
 whose ``code`` is the HTTP API's stable code for the same failure
 (``registry.cli.output``).
+
+Building the parser imports no database, web, XML or image library: each command
+imports what it needs when it runs, so ``--help`` and the read commands start
+quickly (``tests/test_cli_startup.py``, ``bench/cli.py``).
 """
 
 from __future__ import annotations
@@ -36,8 +40,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
-from sqlalchemy.exc import SQLAlchemyError
 
 from registry.cli import certificates as cli_certificates
 from registry.cli import log as cli_log
@@ -158,15 +160,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.error(exc.code, exc.message, f"error: {exc.message}")
         # the code, not the class, decides: as the HTTP API answers 404
         return EXIT_NOT_FOUND if exc.code == "not_found" else EXIT_FAILED
-    except SQLAlchemyError as exc:
-        detail = database_error_detail(exc)
-        out.error("storage_error", detail, f"database error: {detail}")
     except KeyboardInterrupt:
         out.error("interrupted", "interrupted", "interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_FAILED
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        detail = database_error_detail(exc)
+        out.error("storage_error", detail, f"database error: {detail}")
     return EXIT_FAILED
+
+
+def _is_database_error(exc: Exception) -> bool:
+    """Whether ``exc`` is SQLAlchemy's. Looked up, not imported: only a command that
+    opened a database imported SQLAlchemy, and only such a command can raise it."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    return sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.SQLAlchemyError)
 
 
 if __name__ == "__main__":

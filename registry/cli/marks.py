@@ -13,23 +13,31 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from registry import marks
 from registry.cli import context, files
 from registry.cli.output import Output
 from registry.cli.parsing import Commands
 from registry.config import ServerSettings
 from registry.errors import ConfigError
-from registry.ledger import Ledger
-from verifier import mark
 from verifier.errors import MalformedError
 
-FORMATS: dict[str, marks.ImageFormat] = {".png": "png", ".svg": "svg"}
+if TYPE_CHECKING:
+    from registry.ledger import Ledger
+    from registry.marks import ImageFormat
+
+FORMATS: dict[str, ImageFormat] = {".png": "png", ".svg": "svg"}
+# registry.marks' defaults (test_cli_startup checks they agree): written here so
+# that building the parser does not import the image libraries.
+DEFAULT_SIZE_MM = 20.0
+DEFAULT_DPI = 300
 
 
 def configured_public_url(option: str | None) -> str | None:
     """The public base URL from the flag, then QILEDGER_PUBLIC_URL, if any;
     checked now (not after a certificate was logged) that marks can live under it."""
+    from verifier import mark
+
     url = ServerSettings.from_env(option).public_url
     if url is not None:
         mark.mark_url(url, "A")
@@ -50,16 +58,21 @@ def public_url(option: str | None) -> str:
 
 def certificate_mark_url(ledger: Ledger, certificate_id: str, base_url: str) -> str:
     """The mark URL of a logged certificate, signed by the log key."""
+    from registry import marks
+    from verifier import mark
+
     claims = marks.claims_for(ledger.trust_state(), certificate_id)
     return mark.mark_url(base_url, ledger.sign_mark(claims))
 
 
 def cmd_mark(args: argparse.Namespace, out: Output) -> int:
+    from registry import marks
+
     fmt = FORMATS.get(Path(args.out).suffix.lower())
     if fmt is None:
         raise MalformedError(f"--out {args.out}: the file name ends in .png or .svg")
     base_url = public_url(args.public_url)
-    ledger = Ledger.open(context.settings(args))
+    ledger = context.ledger(args)
     url = certificate_mark_url(ledger, args.certificate_id, base_url)
     image = marks.render(
         url,
@@ -101,14 +114,14 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--size-mm",
         type=_number,
-        default=marks.DEFAULT_SIZE_MM,
-        help=f"side of the code with its quiet zone, in mm (default {marks.DEFAULT_SIZE_MM:g})",
+        default=DEFAULT_SIZE_MM,
+        help=f"side of the code with its quiet zone, in mm (default {DEFAULT_SIZE_MM:g})",
     )
     p.add_argument(
         "--dpi",
         type=int,
-        default=marks.DEFAULT_DPI,
-        help=f"PNG resolution (default {marks.DEFAULT_DPI})",
+        default=DEFAULT_DPI,
+        help=f"PNG resolution (default {DEFAULT_DPI})",
     )
     p.add_argument("--caption", action="store_true", help="print the certificate id below")
     p.add_argument(

@@ -14,11 +14,12 @@ from registry.cli.output import Output
 from registry.cli.parsing import Commands
 from registry.config import ServerSettings
 from registry.errors import ConfigError
-from registry.ledger import Ledger
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     import uvicorn
+
+    from registry.ledger import Ledger
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {args.workers}")
@@ -71,7 +72,7 @@ def cmd_token_create(args: argparse.Namespace, out: Output) -> int:
         raise ConfigError("name exactly one of --issuer ID, --body ID or --role auditor|operator")
     role = "issuer" if args.issuer else "body" if args.body else args.role
     subject = args.issuer or args.body or ""
-    ledger = Ledger.open(context.settings(args))
+    ledger = context.ledger(args)
     token, holder = ledger.tokens.create(role, subject, args.label or "")
     out.emit(
         f"token {holder.token_id} ({role}{' ' + subject if subject else ''}):\n{token}\n"
@@ -82,7 +83,7 @@ def cmd_token_create(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace, out: Output) -> int:
-    infos = Ledger.open(context.settings(args)).tokens.list()
+    infos = context.ledger(args).tokens.list()
     rows = [
         {
             "token_id": i.holder.token_id,
@@ -105,7 +106,7 @@ def cmd_token_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace, out: Output) -> int:
-    Ledger.open(context.settings(args)).tokens.revoke(args.token_id)
+    context.ledger(args).tokens.revoke(args.token_id)
     out.emit(f"token {args.token_id} revoked", {"token_id": args.token_id, "revoked": True})
     return 0
 

@@ -18,15 +18,16 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from registry.api.models import prepared_statement
 from registry.cli import context, files
 from registry.cli.output import Output
 from registry.cli.parsing import Commands
-from registry.documents.intake import DocumentReader
-from verifier import statement
 
 
 def cmd_statement(args: argparse.Namespace, out: Output) -> int:
+    from registry.api.models import prepared_statement
+    from registry.documents.intake import DocumentReader
+    from verifier import statement
+
     document = files.read_document(args.document)
     record = None if args.record is None else files.read_document(args.record)
     now = datetime.now(UTC)

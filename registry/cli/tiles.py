@@ -8,12 +8,12 @@ from pathlib import Path
 from registry.cli import context
 from registry.cli.output import Output
 from registry.cli.parsing import Commands
-from registry.ledger import Ledger
-from registry.tiles import write_static_tree
 
 
 def cmd_tiles(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    from registry.tiles import write_static_tree
+
+    ledger = context.ledger(args)
     try:
         report = write_static_tree(ledger, Path(args.out))
     finally:

@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry.cli import context
 from registry.cli.context import KeyOption
@@ -22,11 +22,12 @@ from registry.cli.parsing import Commands
 from registry.errors import NotFoundError
 from registry.keys import keyfile
 from registry.keys.keyfile import KeyRole
-from registry.ledger import Ledger
-from registry.reports import issuer_report
-from verifier import statement
 from verifier.errors import MalformedError
 from verifier.keys import PublicKey, SigningKey
+
+if TYPE_CHECKING:
+    from registry.ledger import Ledger
+    from verifier.statement import StatementBuilder
 
 BODY_KEY = KeyOption("--body-key", KeyRole.BODY)
 SIGNING_KEY = KeyOption("--signing-key", KeyRole.ISSUER)
@@ -49,7 +50,7 @@ def _parsed(parse: Callable[[Any], Any], text: str, option: str) -> Any:
 
 
 def _logged(
-    out: Output, what: str, ledger: Ledger, built: statement.StatementBuilder, key: SigningKey
+    out: Output, what: str, ledger: Ledger, built: StatementBuilder, key: SigningKey
 ) -> int:
     accepted = ledger.submit_statement(built, key)
     verb = "already logged" if accepted.duplicate else "logged"
@@ -61,7 +62,9 @@ def _logged(
 
 
 def cmd_body_add(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    from verifier import statement
+
+    ledger = context.ledger(args)
     body_id: str = args.id or args.name
     built = statement.BodyAdd(
         body_id=body_id, name=args.name, country=args.country, public_key=_public_key(args.key)
@@ -70,7 +73,9 @@ def cmd_body_add(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_body_remove(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    from verifier import statement
+
+    ledger = context.ledger(args)
     built = statement.BodyRemove(body_id=args.body_id, reason=args.reason)
     return _logged(
         out, f"trust anchor {args.body_id} removed", ledger, built, ledger.load_log_key().key
@@ -78,7 +83,7 @@ def cmd_body_remove(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_body_list(args: argparse.Namespace, out: Output) -> int:
-    state = Ledger.open(context.settings(args)).trust_state()
+    state = context.ledger(args).trust_state()
     rows = [
         {
             "body_id": b.body_id,
@@ -100,7 +105,9 @@ def cmd_body_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_accredit_grant(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    from verifier import statement
+
+    ledger = context.ledger(args)
     built = statement.AccreditationGrant(
         body_id=args.body,
         issuer_id=args.issuer,
@@ -124,7 +131,9 @@ def cmd_accredit_grant(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_accredit_event(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    from verifier import statement
+
+    ledger = context.ledger(args)
     built = statement.ACCREDITATION_CHANGES[args.action](
         body_id=args.body,
         issuer_id=args.issuer,
@@ -141,13 +150,17 @@ def cmd_accredit_event(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_key_add(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    from verifier import statement
+
+    ledger = context.ledger(args)
     built = statement.IssuerKeyAdd(issuer_id=args.issuer, public_key=_public_key(args.new_key))
     return _logged(out, f"key of {args.issuer} added", ledger, built, SIGNING_KEY.load(args))
 
 
 def cmd_key_revoke(args: argparse.Namespace, out: Output) -> int:
-    ledger = Ledger.open(context.settings(args))
+    from verifier import statement
+
+    ledger = context.ledger(args)
     key_id = args.key_id or keyfile.read_public_key(Path(args.revoke)).key_id
     built = statement.IssuerKeyRevoke(
         issuer_id=args.issuer,
@@ -169,7 +182,9 @@ def cmd_key_revoke(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_issuers(args: argparse.Namespace, out: Output) -> int:
-    state = Ledger.open(context.settings(args)).trust_state()
+    from registry.reports import issuer_report
+
+    state = context.ledger(args).trust_state()
     rows = [issuer_report(state, i) for i in state.issuers.values()]
     human = "\n".join(
         f"{r['issuer_id']:16} {r['kind']:22} {r['name']}  "
@@ -181,7 +196,9 @@ def cmd_issuers(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_issuer(args: argparse.Namespace, out: Output) -> int:
-    state = Ledger.open(context.settings(args)).trust_state()
+    from registry.reports import issuer_report
+
+    state = context.ledger(args).trust_state()
     issuer = state.issuers.get(args.issuer_id)
     if issuer is None:
         raise NotFoundError(f"no issuer {args.issuer_id} in this log")

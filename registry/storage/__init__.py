@@ -1,1 +1,1 @@
-"""Where the log, its documents, tokens and trust snapshots are kept."""
+"""Where the log, its documents, tokens and derived certificate tables are kept."""

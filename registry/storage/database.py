@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlmodel import SQLModel
 
 from registry.errors import StorageError
 from registry.storage import tables
@@ -116,8 +115,11 @@ class Database:
             raise StorageError(f"database read failed: {exc.orig}") from None
 
     def has_schema(self) -> bool:
+        return self.has_table("log_meta")
+
+    def has_table(self, name: str) -> bool:
         try:
-            return inspect(self.read_engine).has_table("log_meta")
+            return inspect(self.read_engine).has_table(name)
         except OperationalError as exc:
             raise StorageError(f"cannot open database {self.safe_url}: {exc.orig}") from None
 
@@ -130,7 +132,7 @@ class Database:
     def create_schema(self) -> None:
         """Create tables and append-only triggers (idempotent)."""
         try:
-            SQLModel.metadata.create_all(self.write_engine, tables=list(tables.ALL_TABLES))
+            tables.METADATA.create_all(self.write_engine, tables=list(tables.ALL_TABLES))
             with self.write_engine.begin() as conn:
                 for statement in self._trigger_sql():
                     conn.exec_driver_sql(statement)

@@ -102,7 +102,6 @@ class LogStorage(Protocol):
         """Entries from ``start`` to the end of the log, in index order."""
         ...
 
-    def checkpoint_in(self, tx: Transaction, size: int) -> StoredCheckpoint | None: ...
 
     # --- tree nodes -------------------------------------------------------------
 

@@ -1,107 +1,82 @@
-"""Database tables (SQLModel). Log tables are append-only: database triggers
-(see :mod:`registry.storage.database`) refuse UPDATE and DELETE on both engines."""
+"""Database tables (SQLAlchemy Core: no model classes, so opening a ledger does not
+import an ORM). Log tables are append-only: database triggers (see
+:mod:`registry.storage.database`) refuse UPDATE and DELETE on both engines."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, Table
-from sqlmodel import Field, SQLModel
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, String, Table
 
 # SQLite only makes an INTEGER PRIMARY KEY the rowid (the fast B-tree key).
 _Int64 = BigInteger().with_variant(Integer(), "sqlite")
 
+METADATA = MetaData()
 
-class LogMeta(SQLModel, table=True):
-    """The log's identity, written once by ``qiledger init``."""
+LOG_META = Table(
+    "log_meta",
+    METADATA,
+    Column("id", Integer, primary_key=True, default=1),
+    Column("origin", String, nullable=False),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("created_at", String, nullable=False),
+    Column("schema_version", Integer, nullable=False, default=1),
+)
+"""The log's identity, written once by ``qiledger init``."""
 
-    __tablename__ = "log_meta"
-    id: int = Field(default=1, primary_key=True)
-    origin: str
-    public_key: bytes = Field(sa_type=LargeBinary)
-    created_at: str
-    schema_version: int = 1
+ENTRIES = Table(
+    "entries",
+    METADATA,
+    Column("idx", _Int64, primary_key=True, autoincrement=False),
+    Column("leaf_hash", LargeBinary, nullable=False),
+    Column("statement_hash", LargeBinary, nullable=False, unique=True),
+    Column("logged_at", String, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+"""One log entry; ``data`` is the leaf data exactly as hashed."""
 
+TREE_NODES = Table(
+    "tree_nodes",
+    METADATA,
+    Column("node_id", _Int64, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary, nullable=False),
+)
+"""Hash of a complete subtree: ``node_id = level << 48 | index`` (see node_keys.py)."""
 
-class EntryRow(SQLModel, table=True):
-    """One log entry; ``data`` is the leaf data exactly as hashed."""
+CHECKPOINTS = Table(
+    "checkpoints",
+    METADATA,
+    Column("size", _Int64, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("note", LargeBinary, nullable=False),
+    Column("created_at", String, nullable=False),
+)
+"""A signed checkpoint, one per sequenced batch."""
 
-    __tablename__ = "entries"
-    idx: int = Field(primary_key=True, sa_type=_Int64, sa_column_kwargs={"autoincrement": False})
-    leaf_hash: bytes = Field(sa_type=LargeBinary)
-    statement_hash: bytes = Field(sa_type=LargeBinary, unique=True)
-    logged_at: str
-    data: bytes = Field(sa_type=LargeBinary)
+DOCUMENTS = Table(
+    "documents",
+    METADATA,
+    Column("digest", String, primary_key=True),
+    Column("size", _Int64, nullable=False),
+    Column("media_type", String, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("stored_at", String, nullable=False),
+)
+"""A certificate document stored by its SHA-256 (served only to issuer and auditors)."""
 
-
-class NodeRow(SQLModel, table=True):
-    """Hash of a complete subtree: ``node_id = level << 48 | index`` (see tree_nodes.py)."""
-
-    __tablename__ = "tree_nodes"
-    node_id: int = Field(
-        primary_key=True, sa_type=_Int64, sa_column_kwargs={"autoincrement": False}
-    )
-    hash: bytes = Field(sa_type=LargeBinary)
-
-
-class CheckpointRow(SQLModel, table=True):
-    """A signed checkpoint, one per sequenced batch."""
-
-    __tablename__ = "checkpoints"
-    size: int = Field(primary_key=True, sa_type=_Int64, sa_column_kwargs={"autoincrement": False})
-    root: bytes = Field(sa_type=LargeBinary)
-    note: bytes = Field(sa_type=LargeBinary)
-    created_at: str
-
-
-class DocumentRow(SQLModel, table=True):
-    """A certificate document stored by its SHA-256 (served only to issuer and auditors)."""
-
-    __tablename__ = "documents"
-    digest: str = Field(primary_key=True)
-    size: int = Field(sa_type=_Int64)
-    media_type: str
-    data: bytes = Field(sa_type=LargeBinary)
-    stored_at: str
-
-
-class ApiTokenRow(SQLModel, table=True):
-    """An API token: only the SHA-256 of its secret is stored. Not part of the log
-    (revoking sets ``revoked_at``), so not append-only."""
-
-    __tablename__ = "api_tokens"
-    token_id: str = Field(primary_key=True)
-    secret_sha256: bytes = Field(sa_type=LargeBinary)
-    role: str
-    subject: str
-    """The issuer or body id the token acts for ('' for auditor and operator)."""
-    label: str
-    created_at: str
-    revoked_at: str | None = None
-
-
-class TrustSnapshotRow(SQLModel, table=True):
-    """The trust state replayed up to a checkpointed size (see trust_snapshot.py).
-    A cache: not part of the log, checked by fsck, safe to delete."""
-
-    __tablename__ = "trust_snapshots"
-    size: int = Field(primary_key=True, sa_type=_Int64, sa_column_kwargs={"autoincrement": False})
-    root: bytes = Field(sa_type=LargeBinary)
-    digest: bytes = Field(sa_type=LargeBinary)
-    data: bytes = Field(sa_type=LargeBinary)
-    created_at: str
-
+API_TOKENS = Table(
+    "api_tokens",
+    METADATA,
+    Column("token_id", String, primary_key=True),
+    Column("secret_sha256", LargeBinary, nullable=False),
+    Column("role", String, nullable=False),
+    # the issuer or body id the token acts for ('' for auditor and operator)
+    Column("subject", String, nullable=False),
+    Column("label", String, nullable=False),
+    Column("created_at", String, nullable=False),
+    Column("revoked_at", String, nullable=True),
+)
+"""An API token: only the SHA-256 of its secret is stored. Not part of the log
+(revoking sets ``revoked_at``), so not append-only."""
 
 APPEND_ONLY_TABLES = ("log_meta", "entries", "tree_nodes", "checkpoints", "documents")
 
-
-def _table(model: type[SQLModel]) -> Table:
-    return model.__table__  # type: ignore[attr-defined, no-any-return]
-
-
-LOG_META = _table(LogMeta)
-ENTRIES = _table(EntryRow)
-TREE_NODES = _table(NodeRow)
-CHECKPOINTS = _table(CheckpointRow)
-DOCUMENTS = _table(DocumentRow)
-API_TOKENS = _table(ApiTokenRow)
-TRUST_SNAPSHOTS = _table(TrustSnapshotRow)
-ALL_TABLES = (LOG_META, ENTRIES, TREE_NODES, CHECKPOINTS, DOCUMENTS, API_TOKENS, TRUST_SNAPSHOTS)
+ALL_TABLES = (LOG_META, ENTRIES, TREE_NODES, CHECKPOINTS, DOCUMENTS, API_TOKENS)

@@ -1,0 +1,455 @@
+"""Certificate state in indexed tables, derived from the log.
+
+A national registry logs tens of millions of certificates a year, so no process
+holds them all in memory: each certificate's row (who issued it, its document's
+digest, what supersedes it, its issue event) and its later events live in
+tables written **in the same transaction as the entries they come from** — they
+can never disagree with the log — and rebuilt from the log alone by
+``qiledger reindex``. ``qiledger fsck`` compares them, row by row, with a full
+replay through the :mod:`verifier.trust` rules.
+
+Tables (not append-only: a status change updates a row; they are not the log):
+
+- ``certificates``: one row per certificate, keyed by the index of the entry
+  that registered it (log order, the listing cursor); unique id; indexed by
+  issuer and by document digest;
+- ``certificate_events``: every later event (suspend, reinstate, withdraw) by
+  log index;
+- ``trust_entries``: the indices of every other entry (bodies, accreditations,
+  keys): a start-up replays just those into the in-memory
+  :class:`verifier.trust.TrustState`;
+- ``derived_state``: the log size the tables reflect (equal to the log's,
+  since both commit together).
+
+``recorded_status`` is the status the events alone give (active, suspended,
+withdrawn, superseded), for filters; what a reader is told is always derived
+when read by :func:`verifier.trust.certificate_status`, which also knows about
+expiry and compromised keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, Table, Text
+
+from registry.errors import StorageError
+from registry.storage.database import Database
+from registry.storage.protocol import Transaction
+from verifier import trust
+from verifier.statement import parse_date
+
+# SQLite only makes an INTEGER PRIMARY KEY the rowid (the fast B-tree key).
+_Int64 = BigInteger().with_variant(Integer(), "sqlite")
+
+METADATA = MetaData()
+
+CERTIFICATES = Table(
+    "certificates",
+    METADATA,
+    Column("first_index", _Int64, primary_key=True, autoincrement=False),
+    Column("certificate_id", Text, nullable=False, unique=True),
+    Column("issuer_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("document_sha256", Text, nullable=False),
+    Column("valid_until", Text),
+    Column("superseded_by", Text),
+    Column("laboratory_name", Text),
+    Column("laboratory_code", Text),
+    Column("first_type", Text, nullable=False),
+    Column("first_logged_at", Text, nullable=False),
+    Column("first_key_id", Text, nullable=False),
+    Column("first_reason", Text, nullable=False),
+    Column("recorded_status", Text, nullable=False),
+    Column("last_index", _Int64, nullable=False),
+    Index("certificates_by_issuer", "issuer_id", "first_index"),
+    Index("certificates_by_document", "document_sha256"),
+)
+CERTIFICATE_EVENTS = Table(
+    "certificate_events",
+    METADATA,
+    Column("idx", _Int64, primary_key=True, autoincrement=False),
+    Column("certificate_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("logged_at", Text, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("certificate_events_by_certificate", "certificate_id", "idx"),
+)
+TRUST_ENTRIES = Table(
+    "trust_entries", METADATA, Column("idx", _Int64, primary_key=True, autoincrement=False)
+)
+DERIVED_STATE = Table(
+    "derived_state",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", _Int64, nullable=False),
+)
+TABLES = (CERTIFICATES, CERTIFICATE_EVENTS, TRUST_ENTRIES, DERIVED_STATE)
+
+_CERT_COLUMNS = (
+    "first_index, certificate_id, issuer_id, kind, document_sha256, valid_until, "
+    "superseded_by, laboratory_name, laboratory_code, first_type, first_logged_at, "
+    "first_key_id, first_reason"
+)
+_EVENT_COLUMNS = "idx, certificate_id, type, logged_at, key_id, reason"
+_CHUNK = 500  # values per IN (...): bounded statement size on both engines
+
+_STATUS_AFTER = {
+    "certificate.suspend": trust.SUSPENDED,
+    "certificate.reinstate": trust.ACTIVE,
+    "certificate.withdraw": trust.WITHDRAWN,
+}
+
+
+def recorded_status(certificate: trust.Certificate) -> str:
+    """The status the certificate's events alone give (no expiry, no compromise)."""
+    status = trust.ACTIVE
+    for event in certificate.events[1:]:
+        status = _STATUS_AFTER.get(event.type, status)
+    if status == trust.ACTIVE and certificate.superseded_by is not None:
+        return trust.SUPERSEDED
+    return status
+
+
+@dataclass(frozen=True)
+class CertificateRow:
+    """A certificate as the tables hold it, in a form two sources can be compared in."""
+
+    certificate: trust.Certificate
+    recorded_status: str
+
+
+class CertificateIndex:
+    """The derived certificate tables of one database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._p = db.placeholder
+
+    # --- schema ------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self.db.has_table("derived_state")
+
+    def create(self, tx: Transaction) -> None:
+        """Create the tables (idempotent) and, if it has none, the row of their size."""
+        METADATA.create_all(tx, tables=list(TABLES))
+        if tx.exec_driver_sql("SELECT size FROM derived_state WHERE id = 1").first() is None:
+            tx.exec_driver_sql(f"INSERT INTO derived_state (id, size) VALUES (1, {self._p})", (0,))
+
+    def reset(self, tx: Transaction) -> None:
+        """Delete every derived row (before a rebuild, in the same transaction)."""
+        for table in ("certificate_events", "certificates", "trust_entries", "derived_state"):
+            tx.exec_driver_sql(f"DELETE FROM {table}")
+        tx.exec_driver_sql(f"INSERT INTO derived_state (id, size) VALUES (1, {self._p})", (0,))
+
+    # --- the writer's side ---------------------------------------------------------
+
+    def writer(self, tx: Transaction) -> SqlCertificates:
+        """A certificate store inside the writer's transaction ``tx``."""
+        return SqlCertificates(self, tx, writable=True)
+
+    def record_batch(
+        self, tx: Transaction, store: SqlCertificates, trust_indices: Sequence[int], size: int
+    ) -> None:
+        """Write what a batch changed, in the batch's own transaction."""
+        store.flush()
+        if trust_indices:
+            tx.exec_driver_sql(
+                f"INSERT INTO trust_entries (idx) VALUES ({self._p})",
+                [(i,) for i in trust_indices],
+            )
+        tx.exec_driver_sql(f"UPDATE derived_state SET size = {self._p} WHERE id = 1", (size,))
+
+    # --- reading -----------------------------------------------------------------
+
+    def reader(self, tx: Transaction) -> SqlCertificates:
+        """A read-only certificate store inside the read transaction ``tx``."""
+        return SqlCertificates(self, tx, writable=False)
+
+    def derived_size(self, tx: Transaction) -> int:
+        row = tx.exec_driver_sql("SELECT size FROM derived_state WHERE id = 1").first()
+        if row is None:
+            raise StorageError("the certificate tables are empty; run 'qiledger reindex'")
+        return int(row[0])
+
+    def trust_entries_from(self, tx: Transaction, start: int) -> Iterator[tuple[int, bytes]]:
+        """(index, leaf data) of the non-certificate entries from ``start``, in order."""
+        p = self._p
+        after = start - 1
+        while True:
+            rows = tx.exec_driver_sql(
+                "SELECT e.idx, e.data FROM trust_entries t JOIN entries e ON e.idx = t.idx "
+                f"WHERE t.idx > {p} ORDER BY t.idx LIMIT 1000",
+                (after,),
+            ).all()
+            for index, data in rows:
+                yield int(index), bytes(data)
+            if len(rows) < 1000:
+                return
+            after = rows[-1][0]
+
+    def certificates_page(
+        self, tx: Transaction, *, issuer_id: str | None, after_index: int, limit: int
+    ) -> list[trust.Certificate]:
+        """Certificates (of ``issuer_id``, or all) registered after log index
+        ``after_index``, in log order, at most ``limit``."""
+        p = self._p
+        where = f"first_index > {p}"
+        params: tuple[Any, ...] = (after_index,)
+        if issuer_id is not None:
+            where = f"issuer_id = {p} AND {where}"
+            params = (issuer_id, after_index)
+        rows = tx.exec_driver_sql(
+            f"SELECT {_CERT_COLUMNS} FROM certificates WHERE {where} "
+            f"ORDER BY first_index LIMIT {int(limit)}",
+            params,
+        ).all()
+        return _with_events(tx, self._p, [_certificate(row) for row in rows])
+
+    def iter_rows(self, tx: Transaction, batch: int = 2000) -> Iterator[CertificateRow]:
+        """Every certificate in log order, in pages of ``batch`` (for fsck)."""
+        after = -1
+        while True:
+            rows = tx.exec_driver_sql(
+                f"SELECT {_CERT_COLUMNS}, recorded_status FROM certificates "
+                f"WHERE first_index > {self._p} ORDER BY first_index LIMIT {int(batch)}",
+                (after,),
+            ).all()
+            certs = _with_events(tx, self._p, [_certificate(row) for row in rows])
+            for cert, row in zip(certs, rows, strict=True):
+                yield CertificateRow(cert, row[-1])
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    def iter_event_indices(self, tx: Transaction) -> Iterator[tuple[int, str]]:
+        """(index, certificate id) of every later event, in log order (for fsck)."""
+        yield from (
+            (int(i), c)
+            for i, c in tx.exec_driver_sql(
+                "SELECT idx, certificate_id FROM certificate_events ORDER BY idx"
+            )
+        )
+
+    def trust_indices(self, tx: Transaction) -> list[int]:
+        return [int(i) for (i,) in tx.exec_driver_sql("SELECT idx FROM trust_entries ORDER BY idx")]
+
+
+class ShortReads:
+    """A read-only :class:`verifier.trust.CertificateStore` whose every read is a
+    short transaction of its own (for a process's long-lived trust state)."""
+
+    def __init__(self, index: CertificateIndex) -> None:
+        self._index = index
+
+    def get(self, certificate_id: str) -> trust.Certificate | None:
+        with self._index.db.read() as tx:
+            return self._index.reader(tx).get(certificate_id)
+
+    def with_document(self, document_sha256: str) -> list[trust.Certificate]:
+        with self._index.db.read() as tx:
+            return self._index.reader(tx).with_document(document_sha256)
+
+    def add(self, certificate: trust.Certificate) -> None:
+        raise StorageError("certificates are recorded only inside a batch")
+
+    def add_event(self, certificate: trust.Certificate, event: trust.CertificateEvent) -> None:
+        raise StorageError("certificates are recorded only inside a batch")
+
+    def supersede(self, certificate: trust.Certificate, successor_id: str) -> None:
+        raise StorageError("certificates are recorded only inside a batch")
+
+
+class SqlCertificates:
+    """A :class:`verifier.trust.CertificateStore` over the derived tables, inside
+    one transaction. What it read or changed is kept for that transaction only
+    (a batch's worth), so memory never grows with the log."""
+
+    def __init__(self, index: CertificateIndex, tx: Transaction, *, writable: bool) -> None:
+        self._index = index
+        self._tx = tx
+        self._p = index.db.placeholder
+        self._writable = writable
+        self._by_id: dict[str, trust.Certificate | None] = {}
+        self._ids_by_digest: dict[str, list[str]] = {}
+        self._new: dict[str, trust.Certificate] = {}
+        self._changed: dict[str, trust.Certificate] = {}
+        self._events: list[tuple[str, trust.CertificateEvent]] = []
+
+    # --- CertificateStore -------------------------------------------------------------
+
+    def get(self, certificate_id: str) -> trust.Certificate | None:
+        if certificate_id not in self._by_id:
+            self.prefetch([certificate_id], ())
+        return self._by_id[certificate_id]
+
+    def with_document(self, document_sha256: str) -> list[trust.Certificate]:
+        if document_sha256 not in self._ids_by_digest:
+            self.prefetch((), [document_sha256])
+        found = (self.get(i) for i in self._ids_by_digest[document_sha256])
+        return [c for c in found if c is not None]
+
+    def add(self, certificate: trust.Certificate) -> None:
+        self._check_writable()
+        digest = certificate.document_sha256
+        ids = self.with_document(digest)  # loads the digest's earlier certificates first
+        self._by_id[certificate.certificate_id] = certificate
+        self._ids_by_digest[digest] = [c.certificate_id for c in ids] + [
+            certificate.certificate_id
+        ]
+        self._new[certificate.certificate_id] = certificate
+
+    def add_event(self, certificate: trust.Certificate, event: trust.CertificateEvent) -> None:
+        self._check_writable()
+        certificate.events.append(event)
+        self._events.append((certificate.certificate_id, event))
+        self._changed[certificate.certificate_id] = certificate
+
+    def supersede(self, certificate: trust.Certificate, successor_id: str) -> None:
+        self._check_writable()
+        certificate.superseded_by = successor_id
+        self._changed[certificate.certificate_id] = certificate
+
+    # --- reading ahead and writing back -------------------------------------------------
+
+    def prefetch(self, certificate_ids: Collection[str], digests: Collection[str]) -> None:
+        """Load these certificates (and those about these documents) in a few
+        queries, so a batch's admission checks do not query one by one."""
+        tx, p = self._tx, self._p
+        wanted_digests = [d for d in dict.fromkeys(digests) if d not in self._ids_by_digest]
+        rows: list[Any] = []
+        for chunk in _chunks(wanted_digests):
+            rows += tx.exec_driver_sql(
+                f"SELECT {_CERT_COLUMNS} FROM certificates "
+                f"WHERE document_sha256 IN ({','.join([p] * len(chunk))}) ORDER BY first_index",
+                tuple(chunk),
+            ).all()
+        for digest in wanted_digests:
+            self._ids_by_digest[digest] = []
+        digest_rows = len(rows)
+        wanted_ids = [i for i in dict.fromkeys(certificate_ids) if i not in self._by_id]
+        for chunk in _chunks(wanted_ids):
+            rows += tx.exec_driver_sql(
+                f"SELECT {_CERT_COLUMNS} FROM certificates "
+                f"WHERE certificate_id IN ({','.join([p] * len(chunk))})",
+                tuple(chunk),
+            ).all()
+        for certificate_id in wanted_ids:
+            self._by_id[certificate_id] = None
+        loaded = {}
+        for row in rows:
+            if row[1] not in loaded and self._by_id.get(row[1]) is None:
+                loaded[row[1]] = _certificate(row)
+        for cert in _with_events(tx, p, list(loaded.values())):
+            self._by_id[cert.certificate_id] = cert
+        # Rows by digest came in log order; a certificate is about one document.
+        for row in rows[:digest_rows]:
+            self._ids_by_digest[row[4]].append(row[1])
+
+    def flush(self) -> None:
+        """Write the certificates added and changed since the last flush, and forget
+        what was read (the next read goes to the tables, which now hold it)."""
+        self._check_writable()
+        tx, p = self._tx, self._p
+        if self._new:
+            tx.exec_driver_sql(
+                f"INSERT INTO certificates ({_CERT_COLUMNS}, recorded_status, last_index) "
+                f"VALUES ({', '.join([p] * 15)})",
+                [_row(c) for c in self._new.values()],
+            )
+        if self._events:
+            tx.exec_driver_sql(
+                f"INSERT INTO certificate_events ({_EVENT_COLUMNS}) "
+                f"VALUES ({', '.join([p] * 6)})",
+                [
+                    (e.index, cert_id, e.type, e.logged_at, e.key_id, e.reason)
+                    for cert_id, e in self._events
+                ],
+            )
+        changed = [c for i, c in self._changed.items() if i not in self._new]
+        if changed:
+            tx.exec_driver_sql(
+                f"UPDATE certificates SET superseded_by = {p}, recorded_status = {p}, "
+                f"last_index = {p} WHERE certificate_id = {p}",
+                [
+                    (c.superseded_by, recorded_status(c), _last_index(c), c.certificate_id)
+                    for c in changed
+                ],
+            )
+        self._by_id.clear()
+        self._ids_by_digest.clear()
+        self._new.clear()
+        self._changed.clear()
+        self._events.clear()
+
+    def _check_writable(self) -> None:
+        if not self._writable:
+            raise StorageError("a read transaction cannot change certificates")
+
+
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+def _certificate(row: Any) -> trust.Certificate:
+    (first, cert_id, issuer, kind, digest, until, successor, lab_name, lab_code) = row[:9]
+    first_type, logged_at, key_id, reason = row[9:13]
+    return trust.Certificate(
+        cert_id,
+        issuer,
+        kind,
+        digest,
+        None if until is None else parse_date(until),
+        [trust.CertificateEvent(int(first), first_type, logged_at, key_id, reason)],
+        successor,
+        None if lab_name is None and lab_code is None else (lab_name or "", lab_code or ""),
+    )
+
+
+def _with_events(
+    tx: Transaction, p: str, certificates: list[trust.Certificate]
+) -> list[trust.Certificate]:
+    """Add each certificate's later events (one query per 500 certificates)."""
+    by_id = {c.certificate_id: c for c in certificates}
+    ids = list(by_id)
+    for chunk in _chunks(ids):
+        for index, cert_id, type_, logged_at, key_id, reason in tx.exec_driver_sql(
+            f"SELECT {_EVENT_COLUMNS} FROM certificate_events "
+            f"WHERE certificate_id IN ({','.join([p] * len(chunk))}) ORDER BY idx",
+            tuple(chunk),
+        ):
+            by_id[cert_id].events.append(
+                trust.CertificateEvent(int(index), type_, logged_at, key_id, reason)
+            )
+    return certificates
+
+
+def _last_index(certificate: trust.Certificate) -> int:
+    return certificate.events[-1].index
+
+
+def _row(c: trust.Certificate) -> tuple[Any, ...]:
+    first = c.events[0]
+    lab_name, lab_code = (None, None) if c.laboratory is None else c.laboratory
+    return (
+        first.index,
+        c.certificate_id,
+        c.issuer_id,
+        c.kind,
+        c.document_sha256,
+        None if c.valid_until is None else c.valid_until.isoformat(),
+        c.superseded_by,
+        lab_name,
+        lab_code,
+        first.type,
+        first.logged_at,
+        first.key_id,
+        first.reason,
+        recorded_status(c),
+        _last_index(c),
+    )

@@ -1,0 +1,236 @@
+"""The certificate tables (registry.storage.certificate_index): derived from the
+log in the same transaction as its entries, equal to a full verifier replay
+after every kind of statement, rebuilt by reindex, checked by fsck.
+
+(A crash between batches is covered by tests/test_crash.py, whose fsck after
+every kill -9 now compares these tables with a full replay too.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from registry.config import Settings
+from registry.errors import IntegrityError
+from registry.fsck import fsck
+from registry.ledger import Ledger
+from tests.helpers import BODY_KEY, envelope_bytes
+from tests.test_trust_chain import K, World, acc_event, cert, make_world
+from verifier import statement, trust
+from verifier.entry import format_time
+
+TABLES = ("certificates", "certificate_events", "trust_entries", "derived_state")
+
+
+@pytest.fixture
+def world(settings: Settings) -> Iterator[World]:
+    w = make_world(settings)
+    yield w
+    w.ledger.close()
+
+
+def rows(ledger: Ledger) -> dict[str, list[tuple[Any, ...]]]:
+    with ledger.db.read() as tx:
+        return {
+            t: [tuple(r) for r in tx.exec_driver_sql(f"SELECT * FROM {t} ORDER BY 1")]  # noqa: S608
+            for t in TABLES
+        }
+
+
+def assert_tables_equal_replay(ledger: Ledger) -> None:
+    """fsck (a full, signature-checked replay compared row by row), and every
+    certificate's status read from the tables equals the replay's, now and later."""
+    report = fsck(ledger)
+    entries = [(e.index, e.data) for e in ledger.storage.iter_entries()]
+    replayed = trust.replay(ledger.identity.public_key, entries)
+    assert report.certificates == len(replayed.certificates)
+    now = ledger.clock()
+    with ledger.reading() as state:
+        assert state.size == len(entries)
+        for cert_id, want in replayed.certificates.items():
+            assert state.certificate(cert_id) == want
+            for at in (now, now + timedelta(days=3650)):
+                assert trust.certificate_status(state, cert_id, at) == trust.certificate_status(
+                    replayed, cert_id, at
+                )
+        for digest in {c.document_sha256 for c in replayed.certificates.values()}:
+            assert state.certificates_with_document(digest) == replayed.certificates_with_document(
+                digest
+            )
+
+
+def change(issuer: str, n: int, op: str, why: str) -> dict[str, Any]:
+    return statement.CERTIFICATE_CHANGES[op](
+        issuer_id=issuer, certificate_id=f"{issuer}/C-{n}", reason=why
+    ).to_json()
+
+
+def test_tables_equal_a_full_replay_after_every_kind_of_statement(world: World) -> None:
+    w = world
+    assert_tables_equal_replay(w.ledger)  # trust statements only so far
+    steps: list[tuple[dict[str, Any], Any]] = [
+        (cert("LAB-2", 1), K["lab2"]),
+        (cert("LAB-2", 2), K["lab2"]),
+        (change("LAB-2", 1, "suspend", "audit"), K["lab2"]),
+        (change("LAB-2", 1, "reinstate", "cleared"), K["lab2"]),
+        (change("LAB-2", 2, "withdraw", "error"), K["lab2"]),
+        (
+            statement.CertificateAmend(
+                issuer_id="LAB-2",
+                certificate_id="LAB-2/C-3",
+                supersedes="LAB-2/C-1",
+                kind="dcc",
+                document_sha256=cert("LAB-2", 3)["document_sha256"],
+                issued=cert("LAB-2", 3)["issued"],
+            ).to_json(),
+            K["lab2"],
+        ),
+        (cert("LAB-1", 1), K["lab1-new"]),
+        (acc_event("suspend", "LAB-2"), None),
+        (acc_event("restore", "LAB-2"), None),
+        (
+            statement.IssuerKeyRevoke(
+                issuer_id="LAB-1",
+                key_id=K["lab1-new"].public_key.key_id,
+                reason="stolen",
+                compromised_at=w.clock.now - timedelta(minutes=5),
+            ).to_json(),
+            K["lab1-new"],
+        ),
+    ]
+    for fields, key in steps:
+        w.clock.advance(minutes=1)
+        w.ok(fields, key or BODY_KEY)
+        assert_tables_equal_replay(w.ledger)
+    with w.ledger.reading() as state:
+        assert state.certificate("LAB-2/C-1").superseded_by == "LAB-2/C-3"  # type: ignore[union-attr]
+        at = w.clock.now
+        assert trust.certificate_status(state, "LAB-1/C-1", at).status == trust.INVALID
+
+
+def test_a_refused_batch_leaves_the_tables_as_they_were(world: World) -> None:
+    w = world
+    w.ok(cert("LAB-2", 1), K["lab2"])
+    before = rows(w.ledger)
+    # the same id for another document: refused
+    outcome = w.submit(cert("LAB-2", 1, document=b"another"), K["lab2"])
+    assert outcome.__class__.__name__ == "Refused"
+    assert rows(w.ledger) == before
+
+
+def test_reindex_rebuilds_the_same_rows(world: World) -> None:
+    w = world
+    for n in range(1, 4):
+        w.ok(cert("LAB-2", n), K["lab2"])
+    w.ok(change("LAB-2", 2, "suspend", "audit"), K["lab2"])
+    before = rows(w.ledger)
+    with w.ledger.db.write() as tx:
+        tx.exec_driver_sql("DELETE FROM certificate_events")
+        tx.exec_driver_sql("DELETE FROM certificates")
+    report = w.ledger.reindex()
+    assert (report.entries, report.certificates) == (w.ledger.storage.tail_size(), 3)
+    assert rows(w.ledger) == before
+    assert_tables_equal_replay(w.ledger)
+    w.ok(change("LAB-2", 2, "reinstate", "ok"), K["lab2"])  # and writing goes on
+    assert_tables_equal_replay(w.ledger)
+
+
+DAMAGE = {
+    "status": (
+        "UPDATE certificates SET recorded_status = 'withdrawn' WHERE certificate_id = 'LAB-2/C-1'",
+        "recorded_status",
+    ),
+    "issuer": (
+        "UPDATE certificates SET issuer_id = 'LAB-9' WHERE certificate_id = 'LAB-2/C-1'",
+        "issuer_id",
+    ),
+    "digest": (
+        "UPDATE certificates SET document_sha256 = 'ab' WHERE certificate_id = 'LAB-2/C-2'",
+        "document_sha256",
+    ),
+    "lost event": ("DELETE FROM certificate_events", "1 events stored, the log has 2"),
+    "lost row": (
+        "DELETE FROM certificates WHERE certificate_id = 'LAB-2/C-2'",
+        "LAB-2/C-2 (entry",
+    ),
+    "size": ("UPDATE derived_state SET size = size - 1", "reflect"),
+    "trust entry": ("DELETE FROM trust_entries WHERE idx = 0", "trust_entries lists"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_fsck_names_a_derived_row_that_disagrees_with_the_log(
+    sqlite_settings: Settings, damage: str
+) -> None:
+    w = make_world(sqlite_settings)
+    try:
+        w.ok(cert("LAB-2", 1), K["lab2"])
+        w.ok(cert("LAB-2", 2), K["lab2"])
+        w.ok(change("LAB-2", 1, "suspend", "audit"), K["lab2"])
+        sql, named = DAMAGE[damage]
+        with w.ledger.db.write() as tx:
+            tx.exec_driver_sql(sql)
+        with pytest.raises(IntegrityError) as caught:
+            fsck(w.ledger)
+        assert named in caught.value.message
+        assert "qiledger reindex" in caught.value.message
+        w.ledger.reindex()
+        assert_tables_equal_replay(w.ledger)
+    finally:
+        w.ledger.close()
+
+
+def test_a_ledger_from_before_the_tables_derives_them_when_opened(
+    sqlite_settings: Settings,
+) -> None:
+    w = make_world(sqlite_settings)
+    w.ok(cert("LAB-2", 1), K["lab2"])
+    w.ok(change("LAB-2", 1, "withdraw", "error"), K["lab2"])
+    before = rows(w.ledger)
+    with w.ledger.db.write() as tx:
+        for table in TABLES:
+            tx.exec_driver_sql(f"DROP TABLE {table}")
+    w.ledger.close()
+    again = Ledger.open(sqlite_settings, clock=w.clock)
+    try:
+        assert rows(again) == before
+        assert_tables_equal_replay(again)
+    finally:
+        again.close()
+
+
+@pytest.mark.postgres
+def test_two_ledgers_on_one_database_see_each_others_writes_at_once(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """Two registry processes share one PostgreSQL database: a status read in one
+    sees what the other committed, with no catch-up step in between."""
+    settings = Settings(data_dir=tmp_path / "a", database_url=postgres_url)
+    w = make_world(settings)
+    other = Ledger.open(settings, w.clock)  # its own engine and connections
+    try:
+        w.ok(cert("LAB-2", 1), K["lab2"])
+        with other.reading() as state:
+            status = trust.certificate_status(state, "LAB-2/C-1", w.clock.now)
+        assert status.status == trust.ACTIVE
+        w.clock.advance(minutes=1)
+        w.ok(change("LAB-2", 1, "suspend", "audit"), K["lab2"])
+        with other.reading() as state:
+            status = trust.certificate_status(state, "LAB-2/C-1", w.clock.now)
+        assert (status.status, status.reason) == (trust.SUSPENDED, "audit")
+        # and the other one writes on top of it
+        w.clock.advance(minutes=1)
+        reinstate = {
+            "signed_at": format_time(w.clock.now),
+            **change("LAB-2", 1, "reinstate", "ok"),
+        }
+        other.sequencer.submit(envelope_bytes(reinstate, K["lab2"]))
+        with w.ledger.reading() as state:
+            assert trust.certificate_status(state, "LAB-2/C-1", w.clock.now).status == "active"
+        assert_tables_equal_replay(w.ledger)
+    finally:
+        other.close()
+        w.ledger.close()
