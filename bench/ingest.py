@@ -508,6 +508,7 @@ def install_timers(ledger: Ledger) -> StageTimers:
     t.wrap(ledger.policy, "begin_batch", "read tail + dedup lookup + right edge")
     t.wrap(ledger.policy, "admit", "trust policy admit")
     t.wrap(ledger.policy, "record", "trust policy record")
+    t.wrap(ledger.policy, "end_batch", "certificate tables: insert rows and events")
     t.wrap(entry, "encode_spliced", "leaf data encoding (encode_spliced)")
     t.wrap(merkle, "leaf_hash", "Merkle hashing (leaf + nodes + root)")
     t.wrap(merkle, "node_hash", "Merkle hashing (leaf + nodes + root)")

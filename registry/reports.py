@@ -17,7 +17,15 @@ def certificate_report(
     cert = state.certificate(certificate_id)
     if cert is None:
         raise NotFoundError(f"no certificate {certificate_id} in this log")
-    status = trust.certificate_status(state, certificate_id, at)
+    return certificate_view(state, cert, at)
+
+
+def certificate_view(
+    state: trust.TrustState, cert: trust.Certificate, at: datetime
+) -> dict[str, Any]:
+    """What :func:`certificate_report` says, for a certificate already read."""
+    certificate_id = cert.certificate_id
+    status = trust.status_of(state, cert, at)
     return {
         "certificate_id": certificate_id,
         "status": IAF_STATUS[status.status],

@@ -234,3 +234,38 @@ def test_two_ledgers_on_one_database_see_each_others_writes_at_once(
     finally:
         other.close()
         w.ledger.close()
+
+
+def test_an_issuers_certificates_come_a_page_at_a_time_in_log_order(
+    sqlite_settings: Settings,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from registry.api.app import create_app
+
+    w = make_world(sqlite_settings)
+    try:
+        for n in range(1, 8):
+            w.ok(cert("LAB-2", n), K["lab2"])
+            w.ok(cert("LAB-1", n), K["lab1-new"])
+        w.ok(change("LAB-2", 3, "withdraw", "error"), K["lab2"])
+        with TestClient(create_app(w.ledger)) as client:
+            seen: list[dict[str, Any]] = []
+            cursor: str | None = None
+            while True:
+                params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
+                answer = client.get("/api/v1/issuers/LAB-2/certificates", params=params)
+                assert answer.status_code == 200, answer.text
+                body = answer.json()
+                seen += body["certificates"]
+                cursor = body["next"]
+                if cursor is None:
+                    break
+            assert [c["certificate_id"] for c in seen] == [f"LAB-2/C-{n}" for n in range(1, 8)]
+            assert [c["status"] for c in seen].count("Withdrawn") == 1
+            assert client.get("/api/v1/issuers/NOPE/certificates").status_code == 404
+            for bad in ({"limit": 0}, {"limit": 501}, {"cursor": "x"}, {"cursor": "-1"}):
+                answer = client.get("/api/v1/issuers/LAB-2/certificates", params=bad)
+                assert answer.status_code == 422, bad
+    finally:
+        w.ledger.close()

@@ -225,6 +225,7 @@ def _every_get_url(served: Served) -> dict[str, tuple[str, dict[str, str]]]:
         "/api/v1/documents/{certificate_id}": f"/api/v1/documents/{demo_id}",
         "/api/v1/issuers": "/api/v1/issuers",
         "/api/v1/issuers/{issuer_id}": "/api/v1/issuers/LAB-1",
+        "/api/v1/issuers/{issuer_id}/certificates": "/api/v1/issuers/LAB-1/certificates",
         "/api/v1/log": "/api/v1/log",
         "/api/v1/log/checkpoint": "/api/v1/log/checkpoint",
         "/api/v1/log/entries/{index}": "/api/v1/log/entries/1",

@@ -810,6 +810,13 @@ def certificate_status(state: TrustState, certificate_id: str, at: datetime) -> 
     cert = state.certificates.get(certificate_id)
     if cert is None:
         return CertificateStatus(certificate_id, INVALID, "no such certificate in the log", ())
+    return status_of(state, cert, at)
+
+
+def status_of(state: TrustState, cert: Certificate, at: datetime) -> CertificateStatus:
+    """Status of ``cert`` (read from ``state``) at ``at``, knowing only entries
+    logged by then."""
+    certificate_id = cert.certificate_id
     status, reason = _status(cert, state, at)
     events = tuple(e for e in cert.events if entry.parse_time(e.logged_at) <= at)
     return CertificateStatus(certificate_id, status, reason, events)

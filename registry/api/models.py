@@ -117,6 +117,13 @@ class CertificateStatus(CertificateView):
     tree_size: int = Field(description="the log size the answer reflects")
 
 
+class CertificatePage(BaseModel):
+    tree_size: int
+    issuer_id: str
+    certificates: list[CertificateView] = Field(description="in log order")
+    next: str | None = Field(description="the cursor of the next page (absent at the end)")
+
+
 class DigestLookup(BaseModel):
     tree_size: int
     digest: str

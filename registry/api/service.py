@@ -134,8 +134,8 @@ class RegistryService:
         """Queue a checked submission; the future resolves once it is durable (or
         refused). Re-registering the same document resolves at once with the entry
         that registered it."""
-        with self.state_lock:
-            registered = self.ledger.registered_certificate(submission)
+        self._refresh()  # keys at most read_staleness_s old
+        registered = self.ledger.registered_certificate(submission)  # waits for no batch
         if registered is not None:
             done: Future[Outcome] = Future()
             done.set_result(registered)
@@ -144,8 +144,7 @@ class RegistryService:
 
     def settle_certificate(self, submission: CertificateSubmission, outcome: Outcome) -> Accepted:
         """The accepted entry for a decided submission (see Ledger.settle_certificate)."""
-        with self.state_lock:
-            return self.ledger.settle_certificate(submission, outcome)
+        return self.ledger.settle_certificate(submission, outcome)
 
     def enqueue_statement(self, holder: TokenHolder, envelope: bytes) -> Future[Outcome]:
         stmt = plain_statement(envelope)

@@ -153,5 +153,7 @@ class TokenStore:
                 .where(tables.API_TOKENS.c.revoked_at.is_(None))
                 .values(revoked_at=format_time(now or datetime.now(UTC)))
             ).rowcount
+        # This process stops trusting it at once; others within CACHE_SECONDS.
+        self._checked.pop(token_id, None)
         if not done:
             raise NotFoundError(f"no active API token {token_id}")

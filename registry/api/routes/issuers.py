@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from registry.api import models, problems
 from registry.api.auth import Service
 from registry.errors import NotFoundError
-from registry.reports import issuer_report
+from registry.reports import certificate_view, issuer_report
 
 router = APIRouter(prefix="/api/v1/issuers", tags=["issuers"])
 
@@ -44,3 +44,38 @@ def get_issuer(
         if issuer is None:
             raise NotFoundError(f"no issuer {issuer_id} in this log")
         return JSONResponse({"tree_size": state.size, **issuer_report(state, issuer)})
+
+
+@router.get(
+    "/{issuer_id}/certificates",
+    summary="One issuer's certificates in log order, a page at a time",
+    response_model=models.CertificatePage,
+    responses=problems.responses(404),
+)
+def list_issuer_certificates(
+    service: Service,
+    issuer_id: Annotated[str, Path(min_length=1, max_length=200)],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[
+        str | None, Query(pattern=r"^[0-9]{1,19}$", description="'next' of the previous page")
+    ] = None,
+) -> JSONResponse:
+    now = service.ledger.clock()
+    after = -1 if cursor is None else int(cursor)
+    with service.trust_state() as state:
+        if issuer_id not in state.issuers:
+            raise NotFoundError(f"no issuer {issuer_id} in this log")
+        page = service.ledger.certificates_page(issuer_id=issuer_id, after_index=after, limit=limit)
+        views = [certificate_view(state, c, now) for c in page]
+        return JSONResponse(
+            {
+                "tree_size": state.size,
+                "issuer_id": issuer_id,
+                "certificates": [
+                    {**v, "checked_at": now.isoformat(timespec="seconds").replace("+00:00", "Z")}
+                    for v in views
+                ],
+                # The cursor is the log index of the page's last certificate.
+                "next": str(page[-1].events[0].index) if len(page) == limit else None,
+            }
+        )
