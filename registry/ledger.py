@@ -17,7 +17,7 @@ from registry.errors import ConfigError, DocumentRequiredError, NotFoundError
 from registry.keys import keyfile
 from registry.keys.demo_keys import DEMO_KEY_IDS
 from registry.keys.log_signer import LogSigner
-from registry.policy import RebuildReport, TrustChainPolicy
+from registry.policy import ReindexReport, TrustChainPolicy
 from registry.proofs import ProofBuilder
 from registry.sequencer import Accepted, Outcome, Refused, Sequencer, utc_now
 from registry.storage.certificate_index import CertificateIndex
@@ -39,9 +39,6 @@ if TYPE_CHECKING:
     from registry.documents.intake import DocumentReader
 
 log = logging.getLogger("qiledger.ledger")
-
-ReindexReport = RebuildReport
-"""What ``qiledger reindex`` did: entries replayed, certificates derived, seconds."""
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ class TrustPolicy(Protocol):
 
 
 @dataclass(frozen=True)
-class RebuildReport:
+class ReindexReport:
     entries: int
     certificates: int
     seconds: float
@@ -136,7 +136,7 @@ class TrustChainPolicy:
         if self.state.size - before >= long_lived.FREEZE_AFTER:
             long_lived.freeze_survivors()
 
-    def rebuild(self, tx: Transaction) -> RebuildReport:
+    def rebuild(self, tx: Transaction) -> ReindexReport:
         """Replace the derived tables with a replay of the whole log through the
         trust rules, inside the writer's transaction ``tx``."""
         started = time.perf_counter()
@@ -157,7 +157,7 @@ class TrustChainPolicy:
                     trust_indices = []
             self.index.record_batch(tx, store, trust_indices, state.size)
         self._reset()
-        return RebuildReport(state.size, certificates, time.perf_counter() - started)
+        return ReindexReport(state.size, certificates, time.perf_counter() - started)
 
     def candidate_keys(self, key_ids: Collection[KeyId]) -> dict[KeyId, PublicKey]:
         return self.sync().keys_for(key_ids)

@@ -11,6 +11,11 @@ from verifier import trust
 from verifier.certification import IAF_STATUS
 
 
+def checked_at(now: datetime) -> str:
+    """The moment a status was computed for, as answers name it (UTC, seconds)."""
+    return now.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def certificate_report(
     state: trust.TrustState, certificate_id: str, at: datetime
 ) -> dict[str, Any]:

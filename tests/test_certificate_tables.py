@@ -264,7 +264,16 @@ def test_an_issuers_certificates_come_a_page_at_a_time_in_log_order(
             assert [c["certificate_id"] for c in seen] == [f"LAB-2/C-{n}" for n in range(1, 8)]
             assert [c["status"] for c in seen].count("Withdrawn") == 1
             assert client.get("/api/v1/issuers/NOPE/certificates").status_code == 404
-            for bad in ({"limit": 0}, {"limit": 501}, {"cursor": "x"}, {"cursor": "-1"}):
+            beyond = client.get("/api/v1/issuers/LAB-2/certificates", params={"cursor": "9" * 18})
+            assert (beyond.status_code, beyond.json()["certificates"]) == (200, [])
+            bad_params: list[dict[str, Any]] = [
+                {"limit": 0},
+                {"limit": 501},
+                {"cursor": "x"},
+                {"cursor": "-1"},
+                {"cursor": "9" * 19},  # beyond a 64-bit index: refused, not a database error
+            ]
+            for bad in bad_params:
                 answer = client.get("/api/v1/issuers/LAB-2/certificates", params=bad)
                 assert answer.status_code == 422, bad
     finally:

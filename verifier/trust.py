@@ -41,6 +41,13 @@ refused as stale anyway, and the duplicate check needs only this recent window."
 GRANTED, SUSPENDED, WITHDRAWN = "granted", "suspended", "withdrawn"
 ACTIVE, EXPIRED, SUPERSEDED, INVALID = "active", "expired", "superseded", "invalid"
 
+STATUS_AFTER = {
+    "certificate.suspend": SUSPENDED,
+    "certificate.reinstate": ACTIVE,
+    "certificate.withdraw": WITHDRAWN,
+}
+"""A certificate's status after each of its later events."""
+
 
 @dataclass
 class Body:
@@ -780,11 +787,7 @@ def _status(cert: Certificate, state: TrustState, at: datetime | None) -> tuple[
     for event in events[1:]:
         if _compromised(state, event, at) is not None:
             continue  # a status change by a compromised key is ignored
-        status = {
-            "certificate.suspend": SUSPENDED,
-            "certificate.reinstate": ACTIVE,
-            "certificate.withdraw": WITHDRAWN,
-        }[event.type]
+        status = STATUS_AFTER[event.type]
         reason = event.reason
     if status == ACTIVE and cert.superseded_by is not None:
         successor = state.certificates.get(cert.superseded_by)

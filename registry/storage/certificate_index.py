@@ -97,18 +97,11 @@ _CERT_COLUMNS = (
 _EVENT_COLUMNS = "idx, certificate_id, type, logged_at, key_id, reason"
 _CHUNK = 500  # values per IN (...): bounded statement size on both engines
 
-_STATUS_AFTER = {
-    "certificate.suspend": trust.SUSPENDED,
-    "certificate.reinstate": trust.ACTIVE,
-    "certificate.withdraw": trust.WITHDRAWN,
-}
-
-
 def recorded_status(certificate: trust.Certificate) -> str:
     """The status the certificate's events alone give (no expiry, no compromise)."""
     status = trust.ACTIVE
     for event in certificate.events[1:]:
-        status = _STATUS_AFTER.get(event.type, status)
+        status = trust.STATUS_AFTER.get(event.type, status)
     if status == trust.ACTIVE and certificate.superseded_by is not None:
         return trust.SUPERSEDED
     return status
@@ -270,7 +263,6 @@ class SqlCertificates:
     (a batch's worth), so memory never grows with the log."""
 
     def __init__(self, index: CertificateIndex, tx: Transaction, *, writable: bool) -> None:
-        self._index = index
         self._tx = tx
         self._p = index.db.placeholder
         self._writable = writable

@@ -22,7 +22,7 @@ from registry.api.auth import Service, require
 from registry.api.outcomes import decided
 from registry.api.service import ForbiddenError, RegistryService
 from registry.documents.intake import CERTIFICATION_MEDIA_TYPE, DCC_MEDIA_TYPE, PDF_MEDIA_TYPE
-from registry.reports import certificate_report, issuer_report
+from registry.reports import certificate_report, checked_at, issuer_report
 from registry.sequencer import Accepted
 from registry.storage.tokens import TokenHolder
 from verifier import statement
@@ -187,5 +187,5 @@ def _public_view(state: TrustState, certificate_id: str, now: datetime) -> dict[
                 for a in summary["accreditations"]
             ],
         }
-    report["checked_at"] = now.isoformat(timespec="seconds").replace("+00:00", "Z")
+    report["checked_at"] = checked_at(now)
     return report

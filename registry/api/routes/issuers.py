@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from registry.api import models, problems
 from registry.api.auth import Service
 from registry.errors import NotFoundError
-from registry.reports import certificate_view, issuer_report
+from registry.reports import certificate_view, checked_at, issuer_report
 
 router = APIRouter(prefix="/api/v1/issuers", tags=["issuers"])
 
@@ -57,7 +57,7 @@ def list_issuer_certificates(
     issuer_id: Annotated[str, Path(min_length=1, max_length=200)],
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[
-        str | None, Query(pattern=r"^[0-9]{1,19}$", description="'next' of the previous page")
+        str | None, Query(pattern=r"^[0-9]{1,18}$", description="'next' of the previous page")
     ] = None,
 ) -> JSONResponse:
     now = service.ledger.clock()
@@ -66,14 +66,13 @@ def list_issuer_certificates(
         if issuer_id not in state.issuers:
             raise NotFoundError(f"no issuer {issuer_id} in this log")
         page = service.ledger.certificates_page(issuer_id=issuer_id, after_index=after, limit=limit)
-        views = [certificate_view(state, c, now) for c in page]
         return JSONResponse(
             {
                 "tree_size": state.size,
                 "issuer_id": issuer_id,
                 "certificates": [
-                    {**v, "checked_at": now.isoformat(timespec="seconds").replace("+00:00", "Z")}
-                    for v in views
+                    {**certificate_view(state, c, now), "checked_at": checked_at(now)}
+                    for c in page
                 ],
                 # The cursor is the log index of the page's last certificate.
                 "next": str(page[-1].events[0].index) if len(page) == limit else None,
