@@ -60,6 +60,36 @@ def assert_tables_equal_replay(ledger: Ledger) -> None:
             assert state.certificates_with_document(digest) == replayed.certificates_with_document(
                 digest
             )
+    assert_one_statement_reads_equal_replay(ledger, replayed, now)
+
+
+def assert_one_statement_reads_equal_replay(
+    ledger: Ledger, replayed: trust.TrustState, now: Any
+) -> None:
+    """The hot public reads (one statement per lookup, Ledger.reading_certificate)
+    see what the replay sees: each certificate with its events, each digest's
+    certificates in log order, the same statuses, the log's size."""
+    size = ledger.storage.tail_size()
+    for cert_id, want in replayed.certificates.items():
+        with ledger.reading_certificate(certificate_id=cert_id) as state:
+            assert state.size == size
+            assert state.certificate(cert_id) == want
+            for at in (now, now + timedelta(days=3650)):
+                assert trust.certificate_status(state, cert_id, at) == trust.certificate_status(
+                    replayed, cert_id, at
+                )
+    for digest in {c.document_sha256 for c in replayed.certificates.values()} | {"0" * 64}:
+        with ledger.reading_certificate(document_sha256=digest) as state:
+            assert state.size == size
+            found = state.certificates_with_document(digest)
+            assert found == replayed.certificates_with_document(digest)
+            for c in found:
+                assert trust.status_of(state, c, now) == trust.certificate_status(
+                    replayed, c.certificate_id, now
+                )
+    with ledger.reading_certificate(certificate_id="NOBODY/1") as state:
+        assert state.size == size
+        assert state.certificate("NOBODY/1") is None
 
 
 def change(issuer: str, n: int, op: str, why: str) -> dict[str, Any]:

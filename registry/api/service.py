@@ -219,11 +219,21 @@ class RegistryService:
         with self.trust_state() as state:
             return view(state)
 
-    async def read_async(self, view: Callable[[TrustState], T]) -> T:
-        """``view`` of the trust state, on the event loop: an indexed read of the
-        certificate tables costs less than a hop to a worker thread, and waits for
-        no batch (readers no longer share the writer's state lock)."""
-        return self.read(view)
+    def read_certificate(
+        self,
+        view: Callable[[TrustState], T],
+        *,
+        certificate_id: str | None = None,
+        document_sha256: str | None = None,
+    ) -> T:
+        """``view`` of the trust state with the certificate with this id (or those
+        about this document) read in one statement: the hot public reads, which
+        need no other certificate (see :meth:`Ledger.reading_certificate`)."""
+        self._refresh()
+        with self.ledger.reading_certificate(
+            certificate_id=certificate_id, document_sha256=document_sha256
+        ) as state:
+            return view(state)
 
     def document(self, certificate_id: str) -> StoredDocument:
         with self.trust_state() as state:

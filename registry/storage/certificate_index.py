@@ -97,6 +97,17 @@ _CERT_COLUMNS = (
 _EVENT_COLUMNS = "idx, certificate_id, type, logged_at, key_id, reason"
 _CHUNK = 500  # values per IN (...): bounded statement size on both engines
 
+
+def _read_now_sql(column: str, placeholder: str) -> str:
+    cert_columns = ", ".join(f"c.{name.strip()}" for name in _CERT_COLUMNS.split(","))
+    return (
+        f"SELECT ds.size, {cert_columns}, e.idx, e.type, e.logged_at, e.key_id, e.reason "
+        f"FROM derived_state ds LEFT JOIN certificates c ON c.{column} = {placeholder} "
+        "LEFT JOIN certificate_events e ON e.certificate_id = c.certificate_id "
+        "WHERE ds.id = 1 ORDER BY c.first_index, e.idx"
+    )
+
+
 def recorded_status(certificate: trust.Certificate) -> str:
     """The status the certificate's events alone give (no expiry, no compromise)."""
     status = trust.ACTIVE
@@ -121,6 +132,10 @@ class CertificateIndex:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._p = db.placeholder
+        self._read_now = {
+            column: _read_now_sql(column, self._p)
+            for column in ("certificate_id", "document_sha256")
+        }
 
     # --- schema ------------------------------------------------------------------
 
@@ -202,6 +217,25 @@ class CertificateIndex:
             params,
         ).all()
         return _with_events(tx, self._p, [_certificate(row) for row in rows])
+
+    def read_now(self, column: str, value: str) -> tuple[int, list[trust.Certificate]]:
+        """The size the tables reflect and the certificates whose ``column``
+        (``certificate_id`` or ``document_sha256``) is ``value``, in log order,
+        with all their events: one statement, so one snapshot on both engines,
+        outside any explicit transaction (the hot public reads)."""
+        rows = self.db.read_rows(self._read_now[column], (value,))
+        if not rows:
+            raise StorageError("the certificate tables are empty; run 'qiledger reindex'")
+        found: dict[int, trust.Certificate] = {}
+        for row in rows:
+            if row[1] is None:  # no such certificate: the size alone
+                continue
+            cert = found.get(row[1])
+            if cert is None:
+                cert = found[row[1]] = _certificate(row[1:14])
+            if row[14] is not None:
+                cert.events.append(trust.CertificateEvent(int(row[14]), *row[15:19]))
+        return int(rows[0][0]), list(found.values())
 
     def iter_rows(self, tx: Transaction, batch: int = 2000) -> Iterator[CertificateRow]:
         """Every certificate in log order, in pages of ``batch`` (for fsck)."""
