@@ -446,6 +446,20 @@ class Ledger:
     def entry(self, index: int) -> StoredEntry:
         return self.storage.entry(index)
 
+    def history_proofs(
+        self, indexes: Sequence[int]
+    ) -> tuple[StoredCheckpoint, list[tuple[StoredEntry, list[Hash]]]]:
+        """The latest checkpoint and, for each of ``indexes`` (a certificate's
+        history), its entry and inclusion proof under it: a few statements for the
+        lot. Read after the certificate, the checkpoint covers every entry it names."""
+        stored = self.latest_checkpoint()
+        proofs = self.proofs.inclusions(indexes, stored.size)
+        entries = self.storage.entries_at(indexes)
+        missing = [i for i in indexes if i not in entries]
+        if missing:
+            raise NotFoundError(f"no entry at index {missing[0]}")
+        return stored, [(entries[i], p) for i, p in zip(indexes, proofs, strict=True)]
+
     def document(self, digest: str) -> StoredDocument:
         """The stored document with this lowercase hex SHA-256."""
         return self.storage.document(digest)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from registry.errors import NotFoundError
 from registry.storage.protocol import LogStorage
 from verifier import merkle
@@ -18,6 +20,17 @@ class ProofBuilder:
             raise NotFoundError(f"entry {index} is not in a tree of size {tree_size}")
         plan = merkle.inclusion_plan(index, tree_size)
         return merkle.resolve_plan(plan, self.storage.read_nodes(merkle.plan_nodes(plan)))
+
+    def inclusions(self, indexes: Sequence[int], tree_size: int) -> list[list[Hash]]:
+        """:meth:`inclusion` of each of ``indexes``, from one read of the nodes
+        they need together (a certificate page proves its whole history)."""
+        for index in indexes:
+            if not 0 <= index < tree_size:
+                raise NotFoundError(f"entry {index} is not in a tree of size {tree_size}")
+        plans = [merkle.inclusion_plan(index, tree_size) for index in indexes]
+        needed = list(dict.fromkeys(n for plan in plans for n in merkle.plan_nodes(plan)))
+        nodes = self.storage.read_nodes(needed)
+        return [merkle.resolve_plan(plan, nodes) for plan in plans]
 
     def consistency(self, first_size: int, second_size: int) -> list[Hash]:
         """RFC 9162 consistency proof from ``first_size`` to ``second_size``."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.errors import NotFoundError
 from registry.ledger import Ledger
 from registry.sequencer import Accepted
 from registry.storage.protocol import LogStorage
@@ -34,6 +35,30 @@ def test_append_then_prove(ledger: Ledger, lab_key: SigningKey) -> None:
     merkle.verify_consistency(
         0, cp.size, ledger.consistency_proof(0, cp.size), empty.checkpoint.root, cp.root
     )
+
+
+def test_history_proofs_equal_one_proof_at_a_time(ledger: Ledger, lab_key: SigningKey) -> None:
+    """Ledger.history_proofs (one read of the nodes of every proof, one of the
+    entries) gives what inclusion_proof and entry give one index at a time, for
+    every single index and every ordered pair at each of several tree sizes."""
+    for n in range(6):
+        submit_with_documents(ledger.sequencer, [envelope_bytes(issue_statement(n), lab_key)])
+        latest = ledger.latest_checkpoint()
+        indexes = range(latest.size)
+        for wanted in [[i] for i in indexes] + [[i, j] for i in indexes for j in indexes]:
+            stored, proven = ledger.history_proofs(wanted)
+            assert stored == latest
+            assert [(e, h) for e, h in proven] == [
+                (ledger.entry(i), list(ledger.inclusion_proof(i, latest.size).hashes))
+                for i in wanted
+            ]
+        with pytest.raises(NotFoundError):
+            ledger.history_proofs([0, latest.size])
+    assert ledger.storage.entries_at([1, 10_000]) == {1: ledger.entry(1)}
+    size = ledger.latest_checkpoint().size
+    many = [*range(1200), *range(size)]  # three statements' worth, some twice, most absent
+    assert ledger.storage.entries_at(many) == {i: ledger.entry(i) for i in range(size)}
+    assert ledger.storage.entries_at([]) == {}
 
 
 REGISTRY = Path(__file__).resolve().parents[1] / "registry"

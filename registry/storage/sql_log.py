@@ -209,11 +209,7 @@ class SqlStorage:
             else:
                 result[node] = cached
         if missing:
-            if tx is None:
-                with self.db.read() as read_tx:
-                    fetched = self._fetch_nodes(read_tx, missing)
-            else:
-                fetched = self._fetch_nodes(tx, missing)
+            fetched = self._fetch_nodes(tx, missing)
             if len(cache) > self.NODE_CACHE_LIMIT:
                 cache.clear()
             for key, value in fetched:
@@ -228,11 +224,18 @@ class SqlStorage:
         with self.db.read() as tx:
             return {node_of(k): v for k, v in self._fetch_nodes(tx, [node_id(n) for n in nodes])}
 
-    def _fetch_nodes(self, tx: Transaction, keys: list[int]) -> list[tuple[int, bytes]]:
+    def _fetch_nodes(self, tx: Transaction | None, keys: list[int]) -> list[tuple[int, bytes]]:
+        """Outside a transaction each chunk is one statement of its own: nodes never
+        change once written, so chunks need no common snapshot."""
         out: list[tuple[int, bytes]] = []
         for start in range(0, len(keys), 128):
             chunk = keys[start : start + 128]
-            rows = tx.exec_driver_sql(self._sql_nodes[len(chunk)], tuple(chunk))
+            sql = self._sql_nodes[len(chunk)]
+            rows = (
+                self.db.read_rows(sql, chunk)
+                if tx is None
+                else tx.exec_driver_sql(sql, tuple(chunk)).all()
+            )
             out.extend((k, bytes(h)) for k, h in rows)
         return out
 
@@ -263,13 +266,26 @@ class SqlStorage:
             return self.tail(tx).size
 
     def entry(self, index: int) -> StoredEntry:
-        with self.db.read() as tx:
-            row = tx.exec_driver_sql(
-                f"SELECT {_ENTRY} FROM entries WHERE idx = {self.db.placeholder}", (index,)
-            ).first()
-        if row is None:
+        rows = self.db.read_rows(
+            f"SELECT {_ENTRY} FROM entries WHERE idx = {self.db.placeholder}", (index,)
+        )
+        if not rows:
             raise NotFoundError(f"no entry at index {index}")
-        return _entry(row)
+        return _entry(rows[0])
+
+    def entries_at(self, indexes: Collection[int]) -> dict[int, StoredEntry]:
+        """The entries at these indexes, one statement per 500; absent ones are
+        left out (entries never change once written: no common snapshot needed)."""
+        wanted = sorted(set(indexes))
+        found: dict[int, StoredEntry] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join([self.db.placeholder] * len(chunk))
+            for row in self.db.read_rows(
+                f"SELECT {_ENTRY} FROM entries WHERE idx IN ({marks})", chunk
+            ):
+                found[int(row[0])] = _entry(row)
+        return found
 
     def iter_entries(self, start: int = 0, batch: int = 1000) -> Iterator[StoredEntry]:
         for row in self._pages(_ENTRY, "entries", "idx", start - 1, batch):
@@ -290,13 +306,12 @@ class SqlStorage:
     # --- checkpoints -------------------------------------------------------------------
 
     def latest_checkpoint(self) -> StoredCheckpoint:
-        with self.db.read() as tx:
-            row = tx.exec_driver_sql(
-                f"SELECT {_CHECKPOINT} FROM checkpoints ORDER BY size DESC LIMIT 1"
-            ).first()
-        if row is None:
+        rows = self.db.read_rows(
+            f"SELECT {_CHECKPOINT} FROM checkpoints ORDER BY size DESC LIMIT 1", ()
+        )
+        if not rows:
             raise NotFoundError("the log has no checkpoint; run qiledger init")
-        return _checkpoint(row)
+        return _checkpoint(rows[0])
 
     def checkpoint(self, size: int) -> StoredCheckpoint:
         with self.db.read() as tx:
