@@ -274,12 +274,11 @@ class ShortReads:
         self._index = index
 
     def get(self, certificate_id: str) -> trust.Certificate | None:
-        with self._index.db.read() as tx:
-            return self._index.reader(tx).get(certificate_id)
+        _, found = self._index.read_now("certificate_id", certificate_id)
+        return found[0] if found else None
 
     def with_document(self, document_sha256: str) -> list[trust.Certificate]:
-        with self._index.db.read() as tx:
-            return self._index.reader(tx).with_document(document_sha256)
+        return self._index.read_now("document_sha256", document_sha256)[1]
 
     def add(self, certificate: trust.Certificate) -> None:
         raise StorageError("certificates are recorded only inside a batch")
