@@ -1,7 +1,9 @@
 """``qiledger fsck``: re-read everything stored and check it, streaming.
 
 Checks, in one pass over the entries in index order (memory: one batch of
-entries, the O(log n) right edge of the tree, and the replayed trust state):
+entries, the O(log n) right edge of the tree, and the replayed bodies, issuers
+and keys; the replayed certificates go to a scratch file,
+:mod:`registry.storage.scratch_certificates`):
 
 - indices run 0..n-1 without gaps;
 - each entry's leaf data is canonical JCS with the exact fields, and its stored
@@ -28,13 +30,16 @@ The first problem raises :class:`IntegrityError` naming where it is.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from registry.errors import IntegrityError
 from registry.ledger import Ledger
 from registry.storage.certificate_index import recorded_status
 from registry.storage.protocol import StoredCheckpoint, StoredEntry
+from registry.storage.scratch_certificates import ScratchCertificates
 from verifier import checkpoint, entry, merkle, statement, trust
 from verifier.errors import QILedgerError
 from verifier.merkle import Hash, Node
@@ -53,12 +58,32 @@ class FsckReport:
     certificates: int = 0
 
 
-def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> FsckReport:
+def fsck(
+    ledger: Ledger,
+    progress: Callable[[int, int], None] | None = None,
+    scratch_dir: Path | None = None,
+) -> FsckReport:
+    """Check everything stored (see the module). The replay's certificates go to
+    a scratch file in ``scratch_dir`` (default: the system's temporary directory,
+    ``TMPDIR``), deleted afterwards: memory stays bounded at any log size."""
+    with tempfile.TemporaryDirectory(prefix="qiledger-fsck-", dir=scratch_dir) as tmp:
+        replayed = ScratchCertificates(Path(tmp) / "replayed-certificates.db")
+        try:
+            return _fsck(ledger, replayed, progress)
+        finally:
+            replayed.close()
+
+
+def _fsck(
+    ledger: Ledger,
+    replayed: ScratchCertificates,
+    progress: Callable[[int, int], None] | None,
+) -> FsckReport:
     storage = ledger.storage
     total = storage.tail_size()
     checkpoints = storage.iter_checkpoints()
     next_cp = next(checkpoints, None)
-    state = trust.TrustState(ledger.identity.public_key)
+    state = trust.TrustState(ledger.identity.public_key, replayed)
     edge = merkle.RightEdge()
     prev = entry.GENESIS_PREV
     last_time = ""
@@ -130,7 +155,7 @@ def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> 
                 where=f"document {document.digest[:16]}",
             )
         documents += 1
-    certificates = _check_certificate_tables(ledger, state, trust_indices, total)
+    certificates = _check_certificate_tables(ledger, replayed, trust_indices, total)
     root = edge.root()
     return FsckReport(
         expected_index, stored_nodes, checked_checkpoints, root, documents, certificates
@@ -232,13 +257,12 @@ _REINDEX = "; the log is intact: 'qiledger reindex' rebuilds the tables from it"
 
 
 def _check_certificate_tables(
-    ledger: Ledger, state: trust.TrustState, trust_indices: list[int], total: int
+    ledger: Ledger, replayed: ScratchCertificates, trust_indices: list[int], total: int
 ) -> int:
     """The derived tables equal the replay's certificates, row by row, in log
-    order; returns how many certificates were compared."""
+    order (two sorted streams: memory stays bounded); returns how many
+    certificates were compared."""
     index = ledger.certificate_index
-    replayed = state.certificates
-    assert isinstance(replayed, trust.MemoryCertificates)  # fsck replays into memory
     with ledger.storage.read() as tx:
         size = index.derived_size(tx)
         if size != total:
@@ -257,7 +281,7 @@ def _check_certificate_tables(
                 f"has {len(trust_indices)} (first difference near entry {wrong}){_REINDEX}",
                 where="trust_entries",
             )
-        expected = iter(replayed.values())  # in log order, as the tables are read
+        expected = replayed.in_log_order()  # as the tables are read
         compared = 0
         for row in index.iter_rows(tx):
             cert = row.certificate
@@ -288,14 +312,24 @@ def _check_certificate_tables(
                 f"no row in the certificate tables{_REINDEX}",
                 where=f"certificate {missing.certificate_id}",
             )
-        later_events = {e.index for c in replayed.values() for e in c.events[1:]}
+        # Every row compared above holds the right events; here no event row is
+        # left over (one naming no certificate, or a certificate it is not about).
+        replayed_events = replayed.later_events()
         for event_index, cert_id in index.iter_event_indices(tx):
-            if event_index not in later_events:
+            want_event = next(replayed_events, None)
+            if want_event != (event_index, cert_id):
                 raise IntegrityError(
                     f"certificate_events row {event_index} ({cert_id}) is not a certificate "
                     f"event of the log{_REINDEX}",
                     where=f"certificate_events {event_index}",
                 )
+        missing_event = next(replayed_events, None)
+        if missing_event is not None:
+            raise IntegrityError(
+                f"certificate event {missing_event[0]} ({missing_event[1]}) has no row in "
+                f"certificate_events{_REINDEX}",
+                where=f"certificate_events {missing_event[0]}",
+            )
     return compared
 
 

@@ -186,6 +186,11 @@ DAMAGE = {
         "DELETE FROM certificates WHERE certificate_id = 'LAB-2/C-2'",
         "LAB-2/C-2 (entry",
     ),
+    "stray event": (
+        "INSERT INTO certificate_events VALUES (99999, 'NOBODY/1', 'certificate.withdraw', "
+        "'2026-01-01T00:00:00Z', 'k', 'x')",
+        "certificate_events row 99999 (NOBODY/1) is not a certificate event of the log",
+    ),
     "size": ("UPDATE derived_state SET size = size - 1", "reflect"),
     "trust entry": ("DELETE FROM trust_entries WHERE idx = 0", "trust_entries lists"),
 }
