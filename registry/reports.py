@@ -8,7 +8,7 @@ from typing import Any
 
 from registry.errors import NotFoundError
 from verifier import trust
-from verifier.certification import IAF_STATUS
+from verifier.trust import IAF_STATUS
 
 
 def checked_at(now: datetime) -> str:

@@ -31,16 +31,6 @@ must fit a 16 KiB statement field anyway (200 sites at most)."""
 _EXCERPT_CHARS = 100
 
 # IAF CertSearch status words, one to one with the log's replayed statuses.
-IAF_STATUS = {
-    "active": "Active",
-    "suspended": "Suspended",
-    "withdrawn": "Withdrawn",
-    "expired": "Expired",
-    "superseded": "Superseded",
-    "invalid": "Invalid",
-}
-
-
 class CertificationSchemaError(MalformedError):
     code = "schema_invalid"
 

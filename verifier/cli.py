@@ -62,20 +62,20 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from verifier import checkpoint, dsse, mark, merkle, statement
-from verifier import proof as tlog_proof
-from verifier.checkpoint_state import state_path
-from verifier.encoding import b64encode
 from verifier.errors import QILedgerError
-from verifier.keys import PublicKey
 from verifier.local_input import is_file, read_input
-from verifier.note import NoteVerifier
-from verifier.online import Registry
-from verifier.online_check import check_online
 from verifier.qr_image import qr_texts
 from verifier.verdict import EXIT_UNCHECKED, MEANING, Report, Stop
+
+# Each command imports the checking modules it uses when it runs: the keys bring
+# the cryptography libraries, online checks the HTTP client and the certification
+# schemas, so at the top they would make --help (and every command) start slowly
+# (tests/test_cli_startup.py).
+if TYPE_CHECKING:
+    from verifier.note import NoteVerifier
+    from verifier.online import Registry
 
 DEFAULT_MAX_REPLAY = 100_000
 """Entries ``document`` downloads to replay the trust rules over the whole log."""
@@ -86,6 +86,8 @@ DEFAULT_MAX_REPLAY = 100_000
 
 def _log_key(value: str) -> NoteVerifier:
     """A verifier-key string, or a file whose first line is one (else exit 3)."""
+    from verifier.note import NoteVerifier
+
     try:
         if "+" not in value or is_file(value):
             first = read_input(value).decode("utf-8", "replace").split("\n", 1)[0]
@@ -96,6 +98,8 @@ def _log_key(value: str) -> NoteVerifier:
 
 
 def _registry(url: str) -> Registry:
+    from verifier.online import Registry
+
     try:
         return Registry(url)
     except QILedgerError as exc:
@@ -106,6 +110,9 @@ def _registry(url: str) -> Registry:
 
 
 def cmd_checkpoint(args: argparse.Namespace, report: Report, now: datetime) -> None:
+    from verifier import checkpoint
+    from verifier.encoding import b64encode
+
     key, data = _log_key(args.log_key), read_input(args.checkpoint)
     cp = report.run("checkpoint signature", lambda: checkpoint.verify(data, key)).checkpoint
     report.facts.update(log=cp.origin, tree_size=cp.size)
@@ -113,6 +120,8 @@ def cmd_checkpoint(args: argparse.Namespace, report: Report, now: datetime) -> N
 
 
 def cmd_inclusion(args: argparse.Namespace, report: Report, now: datetime) -> None:
+    from verifier import proof as tlog_proof
+
     key, proof_data, leaf_data = (
         _log_key(args.log_key),
         read_input(args.proof),
@@ -126,6 +135,9 @@ def cmd_inclusion(args: argparse.Namespace, report: Report, now: datetime) -> No
 
 
 def cmd_consistency(args: argparse.Namespace, report: Report, now: datetime) -> None:
+    from verifier import checkpoint, merkle
+    from verifier import proof as tlog_proof
+
     key = _log_key(args.log_key)
     old_data, new_data, proof_data = (
         read_input(args.old),
@@ -147,6 +159,9 @@ def cmd_consistency(args: argparse.Namespace, report: Report, now: datetime) -> 
 
 
 def cmd_envelope(args: argparse.Namespace, report: Report, now: datetime) -> None:
+    from verifier import dsse, statement
+    from verifier.keys import PublicKey
+
     key_data, envelope_data = read_input(args.key), read_input(args.envelope)
     try:
         key = PublicKey.from_pem(key_data)
@@ -170,6 +185,8 @@ def cmd_envelope(args: argparse.Namespace, report: Report, now: datetime) -> Non
 
 def _mark_token(value: str, report: Report) -> str:
     """The token from an image, a mark URL or the token itself."""
+    from verifier import mark
+
     if is_file(value):
         texts = qr_texts(value)
         if not texts:
@@ -202,6 +219,8 @@ def _epoch_text(seconds: int) -> str:
 
 
 def cmd_mark(args: argparse.Namespace, report: Report, now: datetime) -> None:
+    from verifier import mark
+
     key = _log_key(args.log_key)
     registry = _registry(args.online) if args.online else None
     token = _mark_token(args.mark, report)
@@ -221,6 +240,9 @@ def cmd_mark(args: argparse.Namespace, report: Report, now: datetime) -> None:
         report.skip("live status", "offline: pass --online URL for status, proof and history")
         report.note = "the mark is the log's; its live status was not checked (offline)"
         return
+    from verifier.checkpoint_state import state_path
+    from verifier.online_check import check_online
+
     check_online(
         report,
         registry,
@@ -238,6 +260,9 @@ def cmd_mark(args: argparse.Namespace, report: Report, now: datetime) -> None:
 
 
 def cmd_document(args: argparse.Namespace, report: Report, now: datetime) -> None:
+    from verifier.checkpoint_state import state_path
+    from verifier.online_check import check_online
+
     key = _log_key(args.log_key)
     registry = _registry(args.registry)
     digest = hashlib.sha256(read_input(args.file)).hexdigest()

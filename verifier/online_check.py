@@ -12,16 +12,31 @@ from pathlib import Path
 from typing import Any
 
 from verifier import checkpoint, entry, merkle, statement, tiles, trust
-from verifier.certification import IAF_STATUS
 from verifier.checkpoint_state import check_state
 from verifier.encoding import b64decode
 from verifier.errors import MalformedError
 from verifier.note import NoteVerifier
 from verifier.online import Registry
 from verifier.online import field as json_field
-from verifier.verdict import EXIT_UNCHECKED, STATUS_EXIT, Report
+from verifier.trust import IAF_STATUS
+from verifier.verdict import (
+    EXIT_NOT_AUTHENTIC,
+    EXIT_NOT_VALID,
+    EXIT_UNCHECKED,
+    EXIT_VALID,
+    Report,
+)
 
 _IAF_TO_STATUS = {words: status for status, words in IAF_STATUS.items()}
+STATUS_EXIT = {
+    trust.ACTIVE: EXIT_VALID,
+    trust.SUSPENDED: EXIT_NOT_VALID,
+    trust.WITHDRAWN: EXIT_NOT_VALID,
+    trust.SUPERSEDED: EXIT_NOT_VALID,
+    trust.EXPIRED: EXIT_NOT_VALID,
+    trust.INVALID: EXIT_NOT_AUTHENTIC,
+}
+"""The exit code a certificate's status means."""
 
 
 def check_online(

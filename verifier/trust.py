@@ -48,6 +48,16 @@ STATUS_AFTER = {
 }
 """A certificate's status after each of its later events."""
 
+IAF_STATUS = {
+    ACTIVE: "Active",
+    SUSPENDED: "Suspended",
+    WITHDRAWN: "Withdrawn",
+    EXPIRED: "Expired",
+    SUPERSEDED: "Superseded",
+    INVALID: "Invalid",
+}
+"""The words answers use for each status (IAF CertSearch's)."""
+
 
 @dataclass
 class Body:

@@ -11,9 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
-from verifier import trust
 from verifier.errors import QILedgerError
-from verifier.online import NetworkError, NotFoundError, RegistryRefusedError
 
 EXIT_VALID, EXIT_NOT_VALID, EXIT_NOT_AUTHENTIC, EXIT_UNCHECKED = 0, 1, 2, 3
 MEANING = {
@@ -21,14 +19,6 @@ MEANING = {
     EXIT_NOT_VALID: "authentic but not valid",
     EXIT_NOT_AUTHENTIC: "not authentic or not found",
     EXIT_UNCHECKED: "could not check",
-}
-STATUS_EXIT = {
-    trust.ACTIVE: EXIT_VALID,
-    trust.SUSPENDED: EXIT_NOT_VALID,
-    trust.WITHDRAWN: EXIT_NOT_VALID,
-    trust.SUPERSEDED: EXIT_NOT_VALID,
-    trust.EXPIRED: EXIT_NOT_VALID,
-    trust.INVALID: EXIT_NOT_AUTHENTIC,
 }
 
 T = TypeVar("T")
@@ -85,11 +75,15 @@ class Report:
         the exit code its kind means (unreachable registry 3, anything else 2)."""
         try:
             value = action()
-        except (NetworkError, RegistryRefusedError) as exc:
-            self.fail(name, exc.message, EXIT_UNCHECKED)
-        except NotFoundError as exc:
-            self.fail(name, exc.message, not_found)
         except QILedgerError as exc:
+            # Imported only to classify a failure: verifier.online brings the HTTP
+            # client, which --help and the offline commands never need.
+            from verifier.online import NetworkError, NotFoundError, RegistryRefusedError
+
+            if isinstance(exc, NetworkError | RegistryRefusedError):
+                self.fail(name, exc.message, EXIT_UNCHECKED)
+            if isinstance(exc, NotFoundError):
+                self.fail(name, exc.message, not_found)
             self.fail(name, f"{exc.message} ({exc.code})")
         self.ok(name, detail(value) if callable(detail) else detail)
         return value

@@ -40,12 +40,11 @@ from registry.ledger import Ledger
 from registry.sequencer import Accepted, Outcome, Refused
 from verifier import checkpoint, dsse, jcs, merkle, statement
 from verifier import proof as tlog_proof
-from verifier.certification import IAF_STATUS
 from verifier.encoding import b64encode
 from verifier.errors import QILedgerError
 from verifier.keys import SigningKey
 from verifier.note import NoteVerifier
-from verifier.trust import certificate_status
+from verifier.trust import IAF_STATUS, certificate_status
 
 LAB, CB, BODY = "DEMO-LAB", "DEMO-CB", "CNAS-DEMO"
 # Key IDs and digests in refusal messages are cut to 16 hex digits: the error code
