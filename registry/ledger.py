@@ -19,7 +19,7 @@ from registry.keys.demo_keys import DEMO_KEY_IDS
 from registry.keys.log_signer import LogSigner
 from registry.policy import ReindexReport, TrustChainPolicy
 from registry.proofs import ProofBuilder
-from registry.sequencer import Accepted, Outcome, Refused, Sequencer, utc_now
+from registry.sequencer import Accepted, Checked, Outcome, Refused, Sequencer, utc_now
 from registry.storage.certificate_index import CertificateIndex
 from registry.storage.database import Database
 from registry.storage.protocol import LogStorage, StoredCheckpoint, StoredDocument, StoredEntry
@@ -58,6 +58,16 @@ class CertificateSubmission:
     envelope: bytes
     statement: statement.Statement
     document: StoredDocument
+    signed: dsse.VerifiedEnvelope | None = None
+    """The envelope as its signer check verified it, if that came first."""
+
+    @property
+    def queued(self) -> bytes | Checked:
+        """What the sequencer is handed: the parsed, verified envelope if there is
+        one (it need not parse it again), else the bytes."""
+        if self.signed is None:
+            return self.envelope
+        return Checked(self.signed, self.statement)
 
 
 class Ledger:
@@ -188,7 +198,9 @@ class Ledger:
             sequencer.verify_worker = verify_worker
 
     def submit_many(
-        self, envelopes: Sequence[bytes], documents: Mapping[int, StoredDocument] | None = None
+        self,
+        envelopes: Sequence[bytes | Checked],
+        documents: Mapping[int, StoredDocument] | None = None,
     ) -> list[Outcome]:
         """Append a batch as it comes (see :meth:`Sequencer.submit_many`): one outcome
         per envelope; ``documents`` maps positions to the documents they are about."""
@@ -255,21 +267,22 @@ class Ledger:
         signer first (:meth:`check_certificate_signer`), then that the statement is
         exactly what its document calls for (:meth:`check_document`)."""
         unverified, stmt = certificate_statement(envelope)
-        self.check_certificate_signer(self.trust_state(), unverified, stmt)
-        return self.check_document(envelope, stmt, document, record)
+        signed = self.check_certificate_signer(self.trust_state(), unverified, stmt)
+        return self.check_document(envelope, stmt, document, record, signed)
 
     def check_certificate_signer(
         self, state: TrustState, unverified: dsse.UnverifiedEnvelope, stmt: statement.Statement
-    ) -> None:
+    ) -> dsse.VerifiedEnvelope:
         """The envelope carries one signature, by a key of the issuer the statement
         names and usable now. Checked before the document is read: parsing and
         validating a document costs far more than a signature, so only an issuer's
         own key can make the registry spend that."""
         try:
-            signer = trust.signer_of(state, unverified).signed_by
+            signed = trust.signer_of(state, unverified)
         except UnknownKeyError:
             raise state.unknown_signer(stmt, {s.keyid for s in unverified.signatures}) from None
-        state.check_issuer_signer(stmt["issuer_id"], signer, self.clock())
+        state.check_issuer_signer(stmt["issuer_id"], signed.signed_by, self.clock())
+        return signed
 
     def check_document(
         self,
@@ -277,13 +290,15 @@ class Ledger:
         stmt: statement.Statement,
         document: bytes,
         record: bytes | None = None,
+        signed: dsse.VerifiedEnvelope | None = None,
     ) -> CertificateSubmission:
         """Check that a certificate statement is exactly what its document calls for
         (parsing, schema and signature of the document; no log state needed).
-        ``record``: the JSON record of a PDF certification certificate."""
+        ``record``: the JSON record of a PDF certification certificate; ``signed``:
+        the envelope as :meth:`check_certificate_signer` verified it."""
         checked = self.documents.check(stmt, document, self.clock(), record)
         stored = StoredDocument(stmt["document_sha256"], checked.media_type, document)
-        return CertificateSubmission(envelope, stmt, stored)
+        return CertificateSubmission(envelope, stmt, stored, signed)
 
     def registered_certificate(self, submission: CertificateSubmission) -> Accepted | None:
         """The entry that already registered this certificate with this document.
@@ -296,13 +311,19 @@ class Ledger:
         refuse it).
         """
         stmt = submission.statement
-        # One read of the certificate tables; no catch-up, no lock (the keys may be
-        # moments old: the sequencer decides anything not answered here).
-        with self.reading() as state:
+        # One statement reads the certificate (every submission asks); no catch-up,
+        # no lock (the keys may be moments old: the sequencer decides anything not
+        # answered here).
+        with self.reading_certificate(certificate_id=stmt["certificate_id"]) as state:
             existing = state.certificate(stmt["certificate_id"])
             if existing is None or existing.document_sha256 != stmt["document_sha256"]:
                 return None
-            self.check_certificate_signer(state, dsse.parse(submission.envelope), stmt)
+            unverified = (
+                dsse.parse(submission.envelope)
+                if submission.signed is None
+                else submission.signed.envelope
+            )
+            self.check_certificate_signer(state, unverified, stmt)
         first = self.entry(existing.events[0].index)
         size = self.latest_checkpoint().size
         return Accepted(first.index, first.leaf_hash, first.logged_at, True, size)
@@ -316,7 +337,7 @@ class Ledger:
         registered = self.registered_certificate(submission)
         if registered is not None:
             return registered
-        (outcome,) = self.sequencer.submit_many([envelope], {0: submission.document})
+        (outcome,) = self.sequencer.submit_many([submission.queued], {0: submission.document})
         return self.settle_certificate(submission, outcome)
 
     def settle_certificate(self, submission: CertificateSubmission, outcome: Outcome) -> Accepted:
@@ -426,6 +447,15 @@ class Ledger:
             near = self.storage.checkpoint_sizes_near(size)
             hint = f" (nearest signed sizes: {', '.join(map(str, near))})" if near else ""
             raise NotFoundError(f"no signed checkpoint at tree size {size}{hint}") from None
+
+    def accepted_proof(self, accepted: Accepted) -> TlogProof:
+        """The tlog-proof of an accepted entry under the checkpoint it was answered
+        with: from its batch's nodes in memory if that batch appended it, else read
+        (:meth:`inclusion_proof`)."""
+        batch = accepted.proofs
+        if batch is None or batch.size != accepted.checkpoint_size:
+            return self.inclusion_proof(accepted.index, accepted.checkpoint_size)
+        return TlogProof(accepted.index, tuple(batch.inclusion(accepted.index)), batch.note)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> TlogProof:
         """A C2SP tlog-proof for entry ``index`` under the checkpoint of ``size``."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from registry.errors import DocumentRequiredError
@@ -38,6 +38,23 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, eq=False)
+class BatchProofs:
+    """Inclusion proofs of a batch's entries under the checkpoint it signed, from
+    the nodes the batch held in memory (the old right edge and every node its
+    appends completed): a receipt needs no read of the tree. Shared, read-only,
+    by every outcome of the batch."""
+
+    size: int
+    note: bytes
+    nodes: Mapping[Node, bytes] = field(repr=False)
+
+    def inclusion(self, index: int) -> list[Hash]:
+        """RFC 9162 inclusion proof of ``index`` (an entry this batch appended)."""
+        (proof,) = merkle.inclusion_proofs([index], self.size, self.nodes)
+        return proof
+
+
 @dataclass(frozen=True)
 class Accepted:
     """The envelope is in the log at ``index`` (``duplicate``: it already was)."""
@@ -47,6 +64,21 @@ class Accepted:
     logged_at: str
     duplicate: bool
     checkpoint_size: int
+    proofs: BatchProofs | None = field(default=None, compare=False, repr=False)
+    """Set when the batch that answered appended ``index`` under ``checkpoint_size``."""
+
+
+@dataclass(frozen=True)
+class Checked:
+    """An envelope parsed and its one signature verified before it was queued (the
+    HTTP service checks the signer before it reads a document). The sequencer
+    parses it no second time and, if the key that verified it has the envelope's
+    key ID (its SHA-256), neither looks the key up nor checks the signature again:
+    any key the policy names for that ID is that key, and whether it may sign
+    the statement the policy's ``admit`` decides, as for any envelope."""
+
+    envelope: dsse.VerifiedEnvelope
+    statement: statement.Statement
 
 
 @dataclass(frozen=True)
@@ -101,10 +133,11 @@ class Sequencer:
 
     def submit_many(
         self,
-        envelopes: Sequence[bytes],
+        envelopes: Sequence[bytes | Checked],
         documents: Mapping[int, StoredDocument] | None = None,
     ) -> list[Outcome]:
-        """Append a batch; one outcome per envelope, in order.
+        """Append a batch; one outcome per envelope, in order (an envelope as bytes,
+        or already parsed and verified: :class:`Checked`).
 
         ``documents`` maps a position in the batch to the document its
         certificate statement is about; it is stored, by digest, in the same
@@ -145,7 +178,7 @@ class Sequencer:
     # --- before the lock -----------------------------------------------------
 
     def _verify_all(
-        self, envelopes: Sequence[bytes], outcomes: list[Outcome | None]
+        self, envelopes: Sequence[bytes | Checked], outcomes: list[Outcome | None]
     ) -> list[tuple[int, _Verified]]:
         """Parse every envelope and verify its signature against the policy's keys.
 
@@ -161,7 +194,13 @@ class Sequencer:
         looked_up: set[KeyId] = set()
         started: list[tuple[list[_Parsed], int | None]] = []
         chunk: list[_Parsed] = []
+        verified: list[tuple[int, _Verified]] = []
         for position, raw in enumerate(envelopes):
+            if isinstance(raw, Checked):
+                checked = self._recheck(raw, keys, looked_up, outcomes, position)
+                if checked is not None:
+                    verified.append((position, checked))
+                continue
             try:
                 unverified = dsse.parse(raw)
                 dsse.only_signature(unverified)
@@ -185,7 +224,6 @@ class Sequencer:
         if chunk:
             started.append((chunk, None))
 
-        verified: list[tuple[int, _Verified]] = []
         for parsed, ticket in started:
             verdicts = self._verdicts(ticket)
             flags = iter(verdicts if verdicts is not None else bytes(VERIFY_CHUNK * 8))
@@ -198,9 +236,40 @@ class Sequencer:
                 except QILedgerError as exc:
                     outcomes[position] = Refused(exc)
                     continue
-                checked = dsse.VerifiedEnvelope(unverified, pending[0].key)
-                verified.append((position, _Verified(checked, stmt, unverified.canonical_bytes())))
+                envelope = dsse.VerifiedEnvelope(unverified, pending[0].key)
+                verified.append((position, _Verified(envelope, stmt, unverified.canonical_bytes())))
+        verified.sort(key=lambda item: item[0])  # log order is batch order
         return verified
+
+    def _recheck(
+        self,
+        checked: Checked,
+        keys: dict[KeyId, PublicKey],
+        looked_up: set[KeyId],
+        outcomes: list[Outcome | None],
+        position: int,
+    ) -> _Verified | None:
+        """A :class:`Checked` envelope ready to sequence (None: refused, in
+        ``outcomes``). Verified by another key than its key ID names, it is checked
+        anew against the policy's key for that ID, as an envelope in bytes is."""
+        unverified = checked.envelope.envelope
+        stmt = checked.statement
+        try:
+            keyid = dsse.only_signature(unverified).keyid
+            if checked.envelope.signed_by.key_id == keyid:
+                return _Verified(checked.envelope, stmt, unverified.canonical_bytes())
+            if keyid not in looked_up:
+                keys.update(self.policy.candidate_keys({keyid}))
+                looked_up.add(keyid)
+            key = keys.get(keyid)
+            if key is None:
+                outcomes[position] = Refused(self.policy.unknown_signer(stmt, {keyid}))
+                return None
+            envelope = dsse.verify(unverified, {keyid: key})
+        except QILedgerError as exc:
+            outcomes[position] = Refused(exc)
+            return None
+        return _Verified(envelope, stmt, unverified.canonical_bytes())
 
     def _send_to_worker(
         self, worker: VerifyWorker | None, chunk: list[_Parsed], number: int
@@ -250,13 +319,13 @@ class Sequencer:
     ) -> None:
         pending: list[tuple[int, StoredEntry, bool]] = []
         try:
-            size = self._sequence_locked(prepared, outcomes, pending, documents)
+            size, proofs = self._sequence_locked(prepared, outcomes, pending, documents)
         except BaseException:
             self.policy.abort_batch()
             raise
         for position, stored, duplicate in pending:
             outcomes[position] = Accepted(
-                stored.index, stored.leaf_hash, stored.logged_at, duplicate, size
+                stored.index, stored.leaf_hash, stored.logged_at, duplicate, size, proofs
             )
 
     def _sequence_locked(
@@ -265,8 +334,9 @@ class Sequencer:
         outcomes: list[Outcome | None],
         pending: list[tuple[int, StoredEntry, bool]],
         documents: Mapping[int, StoredDocument],
-    ) -> int:
-        """Sequence under the writer lock; returns the new tree size."""
+    ) -> tuple[int, BatchProofs | None]:
+        """Sequence under the writer lock; returns the new tree size and, if the
+        batch appended, what proves its entries under its checkpoint."""
         with self.storage.write() as tx:
             tail = self.storage.tail(tx)
             self.policy.begin_batch(tx, tail.size, [v.statement for _, v in prepared])
@@ -312,6 +382,7 @@ class Sequencer:
                 edge.append(leaf, new_nodes)
                 prev = leaf
                 size += 1
+            proofs = None
             if new_entries:
                 root = edge.root()
                 note = self.signer.sign(size, root)
@@ -322,6 +393,9 @@ class Sequencer:
                     StoredCheckpoint(size, root, note, logged_at),
                     new_documents,
                 )
+                # Every node a new entry's proof names is on the old right edge or
+                # was completed by this batch (tests/test_merkle.py checks every batch shape).
+                proofs = BatchProofs(size, note, {**edge_hashes, **new_nodes})
             # The certificate tables, in the same transaction as the entries.
             self.policy.end_batch(tx, size)
-            return size
+            return size, proofs

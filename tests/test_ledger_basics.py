@@ -8,11 +8,17 @@ import pytest
 
 from registry.errors import NotFoundError
 from registry.ledger import Ledger
-from registry.sequencer import Accepted
+from registry.sequencer import Accepted, Checked, Refused
 from registry.storage.protocol import LogStorage
 from registry.storage.sql_log import SqlStorage
-from tests.helpers import envelope_bytes, issue_statement, submit_with_documents
-from verifier import checkpoint, merkle
+from tests.helpers import (
+    documents_for,
+    envelope_bytes,
+    issue_statement,
+    key_from,
+    submit_with_documents,
+)
+from verifier import checkpoint, dsse, merkle, statement
 from verifier import proof as tlog_proof
 from verifier.keys import SigningKey
 
@@ -59,6 +65,79 @@ def test_history_proofs_equal_one_proof_at_a_time(ledger: Ledger, lab_key: Signi
     many = [*range(1200), *range(size)]  # three statements' worth, some twice, most absent
     assert ledger.storage.entries_at(many) == {i: ledger.entry(i) for i in range(size)}
     assert ledger.storage.entries_at([]) == {}
+
+
+def test_batch_proofs_equal_stored_proofs(ledger: Ledger, lab_key: SigningKey) -> None:
+    """A batch hands back its entries' proofs from the nodes it held: for batches
+    of 1 to 9 new entries (plus an in-batch duplicate) each equals the proof read
+    from the stored nodes and verifies against the checkpoint it carries; an
+    entry of an earlier batch, answered as a duplicate, has its proof read."""
+    n = 0
+    for batch in range(1, 10):
+        envelopes = [envelope_bytes(issue_statement(n + i), lab_key) for i in range(batch)]
+        n += batch
+        outcomes = submit_with_documents(ledger.sequencer, [*envelopes, envelopes[-1]])
+        size = ledger.latest_checkpoint().size
+        assert outcomes[-1].index == outcomes[-2].index
+        assert outcomes[-1].duplicate
+        for outcome in outcomes:
+            assert isinstance(outcome, Accepted)
+            assert outcome.proofs is not None
+            assert outcome.checkpoint_size == size
+            proof = ledger.accepted_proof(outcome)
+            assert proof == ledger.inclusion_proof(outcome.index, size)
+            signed = tlog_proof.verify(
+                proof.to_bytes(), ledger.entry(outcome.index).data, ledger.identity.verifier
+            )
+            assert signed.checkpoint.size == size
+    (again,) = submit_with_documents(ledger.sequencer, [envelopes[0]])
+    assert isinstance(again, Accepted)
+    assert again.duplicate
+    assert again.proofs is None
+    assert ledger.accepted_proof(again) == ledger.inclusion_proof(
+        again.index, again.checkpoint_size
+    )
+
+
+def _checked(envelope: bytes, key: SigningKey) -> Checked:
+    unverified = dsse.parse(envelope)
+    verified = dsse.verify(unverified, {key.public_key.key_id: key.public_key})
+    return Checked(verified, statement.parse(unverified.payload))
+
+
+def test_checked_envelopes_are_sequenced_as_their_bytes(
+    ledger: Ledger, lab_key: SigningKey
+) -> None:
+    """An envelope parsed and verified before it was queued is logged, in its place
+    in the batch, with the entry its bytes would make; one whose key the policy
+    does not name is refused, and one verified by another key than the policy's
+    for its key ID has its signature checked again."""
+    base = ledger.latest_checkpoint().size
+    raw = [envelope_bytes(issue_statement(n), lab_key) for n in range(4)]
+    outsider = key_from("not-accredited")
+    unknown = envelope_bytes(issue_statement(9), outsider)
+    forged = dsse.parse(raw[3])
+    forged = dsse.UnverifiedEnvelope(
+        forged.payload_type,
+        forged.payload,
+        (dsse.Signature(forged.signatures[0].keyid, bytes(64)),),
+    )
+    batch = [
+        raw[0],
+        _checked(raw[1], lab_key),
+        raw[2],
+        _checked(unknown, outsider),
+        Checked(
+            dsse.VerifiedEnvelope(forged, outsider.public_key), statement.parse(forged.payload)
+        ),
+    ]
+    outcomes = ledger.sequencer.submit_many(batch, documents_for([*raw[:3], unknown, raw[3]]))
+    assert [o.index for o in outcomes[:3] if isinstance(o, Accepted)] == [base, base + 1, base + 2]
+    assert isinstance(outcomes[3], Refused)
+    assert isinstance(outcomes[4], Refused)
+    assert outcomes[4].error.code == "signature_invalid"
+    for n in range(3):
+        assert raw[n] in ledger.entry(base + n).data
 
 
 REGISTRY = Path(__file__).resolve().parents[1] / "registry"

@@ -577,3 +577,53 @@ def test_real_tree_proofs(n: int, data: st.DataObject) -> None:
     merkle.verify_inclusion(leaf_hashes(BIG)[index], index, n, inclusion, r2)
     consistency = merkle.resolve_plan(merkle.consistency_plan(m, n), nodes)
     merkle.verify_consistency(m, n, consistency, r1, r2)
+
+
+# --- batched proofs from a writer's nodes in memory ------------------------------
+
+
+def _appended_nodes(old: int, size: int) -> dict[Node, bytes]:
+    """What a writer holds after appending leaves ``old`` .. ``size-1`` to a tree of
+    ``old``: the old right edge and every node the appends completed."""
+    full = node_map(size)
+    edge_nodes = merkle.nodes_of_range(0, old)
+    held: dict[Node, bytes] = {n: full[n] for n in edge_nodes}
+    edge = merkle.RightEdge(old, [full[n] for n in edge_nodes])
+    for leaf in leaf_hashes(size)[old:]:
+        edge.append(leaf, held)
+    return held
+
+
+def _check_batch(old: int, size: int) -> None:
+    held = _appended_nodes(old, size)
+    indexes = list(range(old, size))
+    assert set(merkle.inclusion_nodes(indexes, size)) <= held.keys()
+    proofs = merkle.inclusion_proofs(indexes, size, held)
+    full = node_map(size)
+    root = merkle.root_from_leaf_hashes(leaf_hashes(size))
+    for index, batched in zip(indexes, proofs, strict=True):
+        assert merkle.inclusion_plan(index, size) == ref_path(index, 0, size)
+        assert batched == merkle.resolve_plan(merkle.inclusion_plan(index, size), full)
+        merkle.verify_inclusion(leaf_hashes(size)[index], index, size, batched, root)
+
+
+@pytest.mark.parametrize("size", range(1, 41))
+def test_batched_proofs_from_held_nodes_exhaustive(size: int) -> None:
+    """Every batch (old size, new size) up to 40 leaves: the proof of each appended
+    entry needs only nodes the writer holds, and equals the one-at-a-time proof
+    from all stored nodes and the RFC's PATH."""
+    for old in range(size):
+        _check_batch(old, size)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 3000), st.integers(1, 64))
+def test_batched_proofs_from_held_nodes_random(old: int, batch: int) -> None:
+    _check_batch(old, old + batch)
+
+
+def test_batched_proofs_name_a_missing_node() -> None:
+    held = _appended_nodes(5, 8)
+    with pytest.raises(ProofError, match="entry 2"):
+        merkle.inclusion_proofs([2], 8, held)  # an old entry's path leaves the edge
+    assert merkle.inclusion_proofs([], 8, held) == []

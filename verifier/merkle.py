@@ -302,3 +302,33 @@ class RightEdge:
         if not self._stack:
             return Hash(EMPTY_ROOT)
         return fold_nodes([h for _, h in self._stack])
+
+
+def inclusion_proofs(
+    indexes: Sequence[int], tree_size: int, node_hashes: Mapping[Node, bytes]
+) -> list[list[Hash]]:
+    """:func:`inclusion_plan` resolved for each of ``indexes`` from ``node_hashes``,
+    which must hold every node the plans name (see :func:`inclusion_nodes`).
+
+    A writer that has just appended holds those nodes in memory (the old right
+    edge and the nodes the append completed), so it proves its new entries
+    without reading anything back. A missing node raises :class:`ProofError`.
+    """
+    proofs: list[list[Hash]] = []
+    for index in indexes:
+        plan = inclusion_plan(index, tree_size)
+        try:
+            proofs.append(resolve_plan(plan, node_hashes))
+        except KeyError as exc:
+            raise ProofError(f"no hash of node {exc.args[0]} for entry {index}") from None
+    return proofs
+
+
+def inclusion_nodes(indexes: Iterable[int], tree_size: int) -> list[Node]:
+    """Every node the inclusion proofs of ``indexes`` in a tree of ``tree_size``
+    read, deduplicated, in first-use order."""
+    return list(
+        dict.fromkeys(
+            node for index in indexes for node in plan_nodes(inclusion_plan(index, tree_size))
+        )
+    )

@@ -11,7 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from registry.api.service import ForbiddenError, RegistryService
 from registry.storage.tokens import AuthenticationError, TokenHolder
 
-_bearer = HTTPBearer(auto_error=False, description="qiledger token create ...")
+# The Authorization scheme, shared by routes that check tokens in their own dependency.
+bearer = HTTPBearer(auto_error=False, description="qiledger token create ...")
 
 
 class MissingTokenError(AuthenticationError):
@@ -30,7 +31,7 @@ async def service_of(request: Request) -> RegistryService:
 
 def token_holder(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> TokenHolder:
     if credentials is None:
         raise MissingTokenError("this route needs an API token: Authorization: Bearer <token>")

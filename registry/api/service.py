@@ -30,7 +30,7 @@ from registry.ledger import (
     certificate_statement,
     plain_statement,
 )
-from registry.sequencer import Accepted, Outcome
+from registry.sequencer import Accepted, Checked, Outcome
 from registry.storage.protocol import StoredDocument
 from registry.storage.tokens import TokenHolder
 from verifier import dsse, mark, statement, trust
@@ -98,7 +98,7 @@ class RegistryService:
     # --- writing -----------------------------------------------------------------
 
     def _submit_batch(
-        self, envelopes: Sequence[bytes], documents: Mapping[int, StoredDocument]
+        self, envelopes: Sequence[bytes | Checked], documents: Mapping[int, StoredDocument]
     ) -> list[Outcome]:
         with self.state_lock:
             return self.ledger.submit_many(envelopes, documents)
@@ -111,10 +111,20 @@ class RegistryService:
         order, so a document is read only for a caller who may submit it."""
         unverified, stmt = certificate_statement(envelope)
         authorize(holder, stmt)
-        self._check_signer(unverified, stmt)
-        return self.ledger.check_document(envelope, stmt, document, record)
+        signed = self._check_signer(unverified, stmt)
+        return self.ledger.check_document(envelope, stmt, document, record, signed)
 
-    def _check_signer(self, unverified: dsse.UnverifiedEnvelope, stmt: statement.Statement) -> None:
+    def submit_certificate(
+        self, holder: TokenHolder, envelope: bytes, document: bytes, record: bytes | None = None
+    ) -> tuple[CertificateSubmission, Future[Outcome]]:
+        """:meth:`check_certificate`, then :meth:`enqueue_certificate`: one thread
+        hop for a request's work before it waits for its batch."""
+        submission = self.check_certificate(holder, envelope, document, record)
+        return submission, self.enqueue_certificate(submission)
+
+    def _check_signer(
+        self, unverified: dsse.UnverifiedEnvelope, stmt: statement.Statement
+    ) -> dsse.VerifiedEnvelope:
         """The signer check before a document is read, first without the state
         lock: a batch holds it for its whole commit, and waiting there would keep
         every upload from being read while the batch syncs to disk. The check only
@@ -123,12 +133,13 @@ class RegistryService:
         that is behind the log (another process appended), so it is made again on
         the caught-up state before it is final."""
         try:
-            self.ledger.check_certificate_signer(self.ledger.unsynced_trust_state, unverified, stmt)
-            return
+            return self.ledger.check_certificate_signer(
+                self.ledger.unsynced_trust_state, unverified, stmt
+            )
         except QILedgerError:
             pass
         with self.trust_state() as state:
-            self.ledger.check_certificate_signer(state, unverified, stmt)
+            return self.ledger.check_certificate_signer(state, unverified, stmt)
 
     def enqueue_certificate(self, submission: CertificateSubmission) -> Future[Outcome]:
         """Queue a checked submission; the future resolves once it is durable (or
@@ -140,7 +151,7 @@ class RegistryService:
             done: Future[Outcome] = Future()
             done.set_result(registered)
             return done
-        return self.queue.submit(submission.envelope, submission.document)
+        return self.queue.submit(submission.queued, submission.document)
 
     def settle_certificate(self, submission: CertificateSubmission, outcome: Outcome) -> Accepted:
         """The accepted entry for a decided submission (see Ledger.settle_certificate)."""
@@ -156,8 +167,9 @@ class RegistryService:
 
     def receipt(self, accepted: Accepted) -> dict[str, Any]:
         """A durable submission's answer: its entry, and its inclusion proof under
-        the signed checkpoint of the batch that logged it."""
-        proof = self.ledger.inclusion_proof(accepted.index, accepted.checkpoint_size)
+        the signed checkpoint of the batch that logged it (read from the database
+        only if that batch did not hold the proof: an earlier duplicate)."""
+        proof = self.ledger.accepted_proof(accepted)
         return {
             "index": accepted.index,
             "leaf_hash": b64encode(accepted.leaf_hash),
@@ -168,6 +180,11 @@ class RegistryService:
             "inclusion_proof": [b64encode(h) for h in proof.hashes],
             "tlog_proof": proof.to_bytes().decode("utf-8"),
         }
+
+    @staticmethod
+    def proves_in_memory(accepted: Accepted) -> bool:
+        """Whether :meth:`receipt` needs no database read for ``accepted``."""
+        return accepted.proofs is not None and accepted.proofs.size == accepted.checkpoint_size
 
     def mark_token(self, certificate_id: str, digest_hex: str, index: int, logged_at: str) -> str:
         """The mark of the certificate that the entry ``index`` (logged at

@@ -17,17 +17,17 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from registry.sequencer import Outcome
+from registry.sequencer import Checked, Outcome
 from registry.storage.protocol import StoredDocument
 
 log = logging.getLogger("qiledger.api")
 
-SubmitBatch = Callable[[Sequence[bytes], Mapping[int, StoredDocument]], list[Outcome]]
+SubmitBatch = Callable[[Sequence[bytes | Checked], Mapping[int, StoredDocument]], list[Outcome]]
 
 
 @dataclass(frozen=True)
 class _Job:
-    envelope: bytes
+    envelope: bytes | Checked
     document: StoredDocument | None
     future: Future[Outcome]
 
@@ -41,7 +41,9 @@ class SubmissionQueue:
         self._closed = False
         self._thread.start()
 
-    def submit(self, envelope: bytes, document: StoredDocument | None = None) -> Future[Outcome]:
+    def submit(
+        self, envelope: bytes | Checked, document: StoredDocument | None = None
+    ) -> Future[Outcome]:
         future: Future[Outcome] = Future()
         if self._closed:
             future.set_exception(RuntimeError("the registry is shutting down"))
