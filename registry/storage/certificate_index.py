@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, Table, Text
@@ -95,6 +96,7 @@ _CERT_COLUMNS = (
     "first_key_id, first_reason"
 )
 _EVENT_COLUMNS = "idx, certificate_id, type, logged_at, key_id, reason"
+_PREFIXED_CERT_COLUMNS = ", ".join(f"c.{name.strip()}" for name in _CERT_COLUMNS.split(","))
 _CHUNK = 500  # values per IN (...): bounded statement size on both engines
 
 
@@ -321,11 +323,10 @@ class SqlCertificates:
     def add(self, certificate: trust.Certificate) -> None:
         self._check_writable()
         digest = certificate.document_sha256
-        ids = self.with_document(digest)  # loads the digest's earlier certificates first
+        if digest not in self._ids_by_digest:
+            self.prefetch((), [digest])  # the digest's earlier certificates first
         self._by_id[certificate.certificate_id] = certificate
-        self._ids_by_digest[digest] = [c.certificate_id for c in ids] + [
-            certificate.certificate_id
-        ]
+        self._ids_by_digest[digest].append(certificate.certificate_id)
         self._new[certificate.certificate_id] = certificate
 
     def add_event(self, certificate: trust.Certificate, event: trust.CertificateEvent) -> None:
@@ -342,38 +343,52 @@ class SqlCertificates:
     # --- reading ahead and writing back -------------------------------------------------
 
     def prefetch(self, certificate_ids: Collection[str], digests: Collection[str]) -> None:
-        """Load these certificates (and those about these documents) in a few
-        queries, so a batch's admission checks do not query one by one."""
-        tx, p = self._tx, self._p
+        """Load these certificates (and those about these documents), each with its
+        events, in one statement per 500 ids and 500 digests (a batch's worth
+        usually), so a batch's admission checks do not query one by one."""
         wanted_digests = [d for d in dict.fromkeys(digests) if d not in self._ids_by_digest]
-        rows: list[Any] = []
-        for chunk in _chunks(wanted_digests):
-            rows += tx.exec_driver_sql(
-                f"SELECT {_CERT_COLUMNS} FROM certificates "
-                f"WHERE document_sha256 IN ({','.join([p] * len(chunk))}) ORDER BY first_index",
-                tuple(chunk),
-            ).all()
-        for digest in wanted_digests:
-            self._ids_by_digest[digest] = []
-        digest_rows = len(rows)
         wanted_ids = [i for i in dict.fromkeys(certificate_ids) if i not in self._by_id]
-        for chunk in _chunks(wanted_ids):
-            rows += tx.exec_driver_sql(
-                f"SELECT {_CERT_COLUMNS} FROM certificates "
-                f"WHERE certificate_id IN ({','.join([p] * len(chunk))})",
-                tuple(chunk),
-            ).all()
+        found: dict[int, trust.Certificate] = {}  # by first index
+        for ids, digest_chunk in zip_longest(
+            _chunks(wanted_ids), _chunks(wanted_digests), fillvalue=()
+        ):
+            earlier = set(found)  # a certificate both chunks name comes back twice
+            for row in self._tx.exec_driver_sql(
+                self._prefetch_sql(len(ids), len(digest_chunk)), (*ids, *digest_chunk)
+            ):
+                first = row[0]
+                if first in earlier:
+                    continue
+                cert = found.get(first)
+                if cert is None:
+                    cert = found[first] = _certificate(row[:13])
+                if row[13] is not None:  # rows come in event order
+                    cert.events.append(trust.CertificateEvent(int(row[13]), *row[14:19]))
         for certificate_id in wanted_ids:
             self._by_id[certificate_id] = None
-        loaded = {}
-        for row in rows:
-            if row[1] not in loaded and self._by_id.get(row[1]) is None:
-                loaded[row[1]] = _certificate(row)
-        for cert in _with_events(tx, p, list(loaded.values())):
-            self._by_id[cert.certificate_id] = cert
-        # Rows by digest came in log order; a certificate is about one document.
-        for row in rows[:digest_rows]:
-            self._ids_by_digest[row[4]].append(row[1])
+        for digest in wanted_digests:
+            self._ids_by_digest[digest] = []
+        wanted = set(wanted_digests)
+        for first in sorted(found):  # log order; a certificate is about one document
+            cert = found[first]
+            if self._by_id.get(cert.certificate_id) is None:  # never replace one held
+                self._by_id[cert.certificate_id] = cert
+            if cert.document_sha256 in wanted:
+                self._ids_by_digest[cert.document_sha256].append(cert.certificate_id)
+
+    def _prefetch_sql(self, ids: int, digests: int) -> str:
+        p = self._p
+        terms = []
+        if ids:
+            terms.append(f"c.certificate_id IN ({','.join([p] * ids)})")
+        if digests:
+            terms.append(f"c.document_sha256 IN ({','.join([p] * digests)})")
+        return (
+            f"SELECT {_PREFIXED_CERT_COLUMNS}, e.idx, e.type, e.logged_at, e.key_id, e.reason "
+            "FROM certificates c "
+            "LEFT JOIN certificate_events e ON e.certificate_id = c.certificate_id "
+            f"WHERE {' OR '.join(terms)} ORDER BY c.first_index, e.idx"
+        )
 
     def flush(self) -> None:
         """Write the certificates added and changed since the last flush, and forget

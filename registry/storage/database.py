@@ -6,14 +6,19 @@ Rules every caller can rely on:
   lock until it commits: ``BEGIN IMMEDIATE`` on SQLite, a transaction-scoped
   advisory lock on PostgreSQL — so sequencers in many processes never fork;
 - a write is durable when :meth:`Database.write` returns (SQLite WAL with
-  ``synchronous=FULL``; PostgreSQL's default synchronous commit);
+  ``synchronous=FULL``; PostgreSQL's default synchronous commit); on SQLite
+  the WAL is copied into the database file by a thread of its own, after the
+  commit, not by the commit (see :class:`_Checkpointer`);
 - log tables refuse UPDATE and DELETE (and TRUNCATE) by trigger.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
@@ -27,6 +32,19 @@ from registry.storage import tables
 SEQUENCER_LOCK_KEY = 0x51494C4544474552 & 0x7FFFFFFFFFFFFFFF
 SQLITE_BUSY_TIMEOUT_MS = 120_000
 READ_POOL_SIZE = 40  # FastAPI's (AnyIO's) default thread pool
+# The writer's page cache, in KiB. A batch dirties about one leaf page per
+# entry in each random-key index (statement hash, document digest twice), and
+# looks each up before inserting it: with SQLite's default 2 MiB the pages it
+# read are evicted before it writes them, and dirty pages spill to the WAL
+# mid-transaction. 64 MiB holds a batch's pages and every index's upper levels;
+# bounded, since one writer connection is kept (see WRITE_POOL_SIZE).
+WRITER_CACHE_KIB = 64 * 1024
+WRITE_POOL_SIZE = 1  # writes are serialised by the lock; extra connections are closed
+# Checkpoints run on a thread of their own (:class:`_Checkpointer`); a commit
+# checkpoints inline only if the WAL grew past this many pages (64 MiB)
+# meanwhile, so the WAL stays bounded even if that thread falls behind.
+WAL_FALLBACK_CHECKPOINT_PAGES = 16384
+CHECKPOINT_INTERVAL_S = 0.05  # at most this often: coalesces small commits
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -40,11 +58,82 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_engine(url: str, begin_sql: str, pool_size: int = 5) -> Engine:
+def _sqlite_writer_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+    cursor.execute("PRAGMA temp_store = MEMORY")
+    cursor.execute(f"PRAGMA wal_autocheckpoint = {WAL_FALLBACK_CHECKPOINT_PAGES}")
+    # When the WAL restarts, give back what a burst grew it by on disk.
+    cursor.execute(f"PRAGMA journal_size_limit = {WAL_FALLBACK_CHECKPOINT_PAGES * 4096}")
+    cursor.close()
+
+
+class _Checkpointer:
+    """Copies the WAL into the database file on a thread of its own.
+
+    A commit is durable once its WAL frames are fsynced (``synchronous=FULL``);
+    the checkpoint after it writes the same pages to random places in the
+    database file and fsyncs that too, which at a million entries costs more
+    than the rest of the batch. Here it overlaps the next batch instead of
+    delaying this one's return. PASSIVE never blocks readers or the writer;
+    what it does not finish, the next one (or a commit past the fallback) does.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._stop:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="qiledger-checkpoint", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            return  # commits keep checkpointing inline past the fallback
+        try:
+            _sqlite_pragmas(conn, None)
+            while True:
+                self._wake.wait()
+                if self._stop:
+                    return
+                self._wake.clear()
+                # Busy or gone: the next wake (or the fallback) retries.
+                with suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if self._stop:
+                    return
+                time.sleep(CHECKPOINT_INTERVAL_S)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join()
+
+
+def _sqlite_engine(url: str, begin_sql: str, pool_size: int = 5, *, writer: bool = False) -> Engine:
     engine = create_engine(
         url, connect_args={"check_same_thread": False}, pool_size=pool_size, max_overflow=10
     )
     event.listen(engine, "connect", _sqlite_pragmas)
+    if writer:
+        event.listen(engine, "connect", _sqlite_writer_pragmas)
 
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql(begin_sql)
@@ -68,12 +157,18 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._checkpointer: _Checkpointer | None = None
         try:
             if self.is_sqlite:
                 # Readers: as many pooled connections as the HTTP service has
                 # threads, so none is opened (with its PRAGMAs) per request.
                 self.read_engine = _sqlite_engine(url, "BEGIN", pool_size=READ_POOL_SIZE)
-                self.write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
+                self.write_engine = _sqlite_engine(
+                    url, "BEGIN IMMEDIATE", pool_size=WRITE_POOL_SIZE, writer=True
+                )
+                path = self.write_engine.url.database
+                if path and path != ":memory:" and "mode=memory" not in url:
+                    self._checkpointer = _Checkpointer(path)
             else:
                 self.read_engine = self.write_engine = create_engine(
                     url, pool_pre_ping=True, pool_size=10, max_overflow=20
@@ -105,6 +200,8 @@ class Database:
                 yield conn
         except OperationalError as exc:
             raise StorageError(f"database write failed: {exc.orig}") from None
+        if self._checkpointer is not None:
+            self._checkpointer.wake()  # after the commit: durable already
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -201,5 +298,7 @@ class Database:
         return statements
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.read_engine.dispose()
         self.write_engine.dispose()
