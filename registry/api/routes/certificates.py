@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from registry.api import models, problems
-from registry.api.auth import Service, bearer, require, token_holder
+from registry.api.auth import Service, bearer, require, service_for, token_holder
 from registry.api.outcomes import decided
 from registry.api.service import ForbiddenError, RegistryService
 from registry.documents.intake import CERTIFICATION_MEDIA_TYPE, DCC_MEDIA_TYPE, PDF_MEDIA_TYPE
@@ -125,11 +125,12 @@ def _certificate_receipt(
     response_model=models.DigestLookup,
 )
 async def find_by_digest(
-    service: Service,
+    request: Request,
     digest: Annotated[
         str, Query(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256:<64 lowercase hex>")
     ],
 ) -> JSONResponse:
+    service = service_for(request)
     now = service.ledger.clock()
     document_sha256 = digest.removeprefix("sha256:")
 
@@ -151,7 +152,8 @@ async def find_by_digest(
     response_model=models.CertificateStatus,
     responses=problems.responses(404),
 )
-async def get_certificate(service: Service, certificate_id: CertificateId) -> JSONResponse:
+async def get_certificate(request: Request, certificate_id: CertificateId) -> JSONResponse:
+    service = service_for(request)
     now = service.ledger.clock()
 
     def view(state: TrustState) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from registry.api import i18n
-from registry.api.auth import Service
+from registry.api.auth import Service, service_for
 from registry.api.service import RegistryService
 from registry.errors import NotFoundError
 from registry.reports import certificate_report, issuer_report
@@ -79,7 +79,8 @@ class Verdict:
 
 @router.get("/m/{token:path}", response_class=HTMLResponse)
 @router.get("/M/{token:path}", response_class=HTMLResponse)
-async def mark_page(request: Request, service: Service, token: str, lang: Lang = None) -> Response:
+async def mark_page(request: Request, token: str, lang: Lang = None) -> Response:
+    service = service_for(request)
     t = _translator(request, lang)
     try:
         claims = mark.verify(token, service.ledger.identity.verifier)
@@ -107,9 +108,8 @@ async def mark_page(request: Request, service: Service, token: str, lang: Lang =
 
 
 @router.get("/c/{certificate_id:path}", response_class=HTMLResponse)
-async def certificate_page(
-    request: Request, service: Service, certificate_id: str, lang: Lang = None
-) -> Response:
+async def certificate_page(request: Request, certificate_id: str, lang: Lang = None) -> Response:
+    service = service_for(request)
     t = _translator(request, lang)
     page = _certificate_page(service, certificate_id)
     if page is None:
