@@ -140,6 +140,45 @@ def test_checked_envelopes_are_sequenced_as_their_bytes(
         assert raw[n] in ledger.entry(base + n).data
 
 
+@pytest.mark.postgres
+def test_a_one_statement_read_outlives_a_connection_the_server_dropped(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """read_rows runs on autocommit connections without a ping: when the server
+    drops the one it would use, the read is made again on a fresh connection, and
+    it runs in no transaction (a SELECT is one round trip)."""
+    import psycopg
+
+    from registry.config import Settings
+
+    ledger = Ledger.init(
+        Settings(data_dir=tmp_path / "data", database_url=postgres_url),
+        origin="test.example/log",
+        passphrase=None,
+    )
+    try:
+        db = ledger.db
+        ((pid, status),) = db.read_rows(
+            "SELECT pg_backend_pid(), "
+            "(SELECT state FROM pg_stat_activity WHERE pid = pg_backend_pid())",
+            (),
+        )
+        assert status == "active"  # not "idle in transaction" afterwards either:
+        admin = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            (state,) = conn.execute(
+                "SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone()  # type: ignore[misc]
+            assert state == "idle"
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # LIFO: the dropped connection is the one handed out next.
+        assert ledger.latest_checkpoint().size == 0
+        ((again,),) = db.read_rows("SELECT pg_backend_pid()", ())
+        assert again != pid
+    finally:
+        ledger.close()
+
+
 REGISTRY = Path(__file__).resolve().parents[1] / "registry"
 LEDGER_PARTS = {"storage", "sequencer", "db", "policy", "proofs"}
 

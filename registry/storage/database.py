@@ -176,9 +176,21 @@ class Database:
                 path = self.write_engine.url.database
                 if path and path != ":memory:" and "mode=memory" not in url:
                     self._checkpointer = _Checkpointer(path)
+                self.rows_engine = self.read_engine  # autocommit at the driver already
             else:
                 self.read_engine = self.write_engine = create_engine(
                     url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_use_lifo=True
+                )
+                # read_rows: autocommit, so a SELECT is one round trip (no BEGIN, no
+                # ROLLBACK when the connection goes back, no ping before it: a
+                # connection the server dropped is replaced and the read retried).
+                self.rows_engine = create_engine(
+                    url,
+                    isolation_level="AUTOCOMMIT",
+                    pool_reset_on_return=None,
+                    pool_size=10,
+                    max_overflow=20,
+                    pool_use_lifo=True,
                 )
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StorageError(f"cannot use database {self.safe_url}: {exc}") from None
@@ -223,25 +235,38 @@ class Database:
         explicit transaction: one statement sees one consistent snapshot on both
         engines, so the hottest reads need no BEGIN and none of SQLAlchemy's
         per-statement work (about 10x cheaper than :meth:`read` for one lookup)."""
-        try:
-            conn = self.read_engine.raw_connection()
-        except OperationalError as exc:
-            raise StorageError(f"database read failed: {exc.orig}") from None
-        try:
-            cursor = conn.cursor()
+        for attempt in (1, 2):
             try:
-                cursor.execute(sql, tuple(params))
-                return list(cursor.fetchall())
+                conn = self.rows_engine.raw_connection()
+            except OperationalError as exc:
+                raise StorageError(f"database read failed: {exc.orig}") from None
+            try:
+                cursor = conn.cursor()
+                try:
+                    cursor.execute(sql, tuple(params))
+                    return list(cursor.fetchall())
+                finally:
+                    cursor.close()
+            except self._driver_operational_error as exc:
+                # Perhaps a connection the server closed (a restart): never reuse
+                # it, and read once more on a fresh one.
+                conn.invalidate()
+                if attempt == 2 or self.is_sqlite:
+                    raise StorageError(f"database read failed: {exc}") from None
+            except self._driver_error as exc:
+                raise StorageError(f"database read failed: {exc}") from None
             finally:
-                cursor.close()
-        except self._driver_error as exc:
-            raise StorageError(f"database read failed: {exc}") from None
-        finally:
-            conn.close()  # back to the pool, which rolls back what a driver began
+                conn.close()  # back to the pool (a no-op after invalidate)
+        raise AssertionError("unreachable")
+
+    @property
+    def _driver_operational_error(self) -> type[Exception]:
+        error: type[Exception] = self.rows_engine.dialect.loaded_dbapi.OperationalError
+        return error
 
     @property
     def _driver_error(self) -> type[Exception]:
-        error: type[Exception] = self.read_engine.dialect.loaded_dbapi.Error
+        error: type[Exception] = self.rows_engine.dialect.loaded_dbapi.Error
         return error
 
     def has_schema(self) -> bool:
@@ -309,3 +334,4 @@ class Database:
             self._checkpointer.stop()
         self.read_engine.dispose()
         self.write_engine.dispose()
+        self.rows_engine.dispose()
