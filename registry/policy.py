@@ -59,6 +59,10 @@ class TrustPolicy(Protocol):
         """Write what the batch's records derived, in ``tx``, before it commits."""
         ...
 
+    def commit_batch(self) -> None:
+        """The batch committed: what it recorded is now the log's."""
+        ...
+
     def abort_batch(self) -> None: ...
 
 
@@ -103,6 +107,8 @@ class TrustChainPolicy:
         self.state = self._new_state()
         self._batch: trust.TrustState | None = None
         self._batch_store: SqlCertificates | None = None
+        self._batch_detached = False
+        self._committing: trust.TrustState | None = None
         self._batch_trust_indices: list[int] = []
         self._batch_recorded = 0
 
@@ -189,6 +195,8 @@ class TrustChainPolicy:
         # transaction's.
         self._batch = self.state.reading(store)
         self._batch_store = store
+        self._batch_detached = False
+        self._committing = None
         self._batch_trust_indices = []
         self._batch_recorded = 0
 
@@ -203,7 +211,14 @@ class TrustChainPolicy:
     def record(
         self, index: int, verified: VerifiedEnvelope, statement: Statement, logged_at: str
     ) -> None:
-        self._in_batch().apply(index, verified.signed_by, statement, logged_at)
+        batch = self._in_batch()
+        if not statement.type.startswith("certificate.") and not self._batch_detached:
+            # Bodies, issuers and keys are shared with every reader: a batch that
+            # changes them changes a copy, which replaces them once it commits
+            # (readers never see a change the log may yet refuse to hold).
+            batch = self._batch = batch.detached(batch.certificates)
+            self._batch_detached = True
+        batch.apply(index, verified.signed_by, statement, logged_at)
         self._batch_recorded += 1
         if not statement.type.startswith("certificate."):
             self._batch_trust_indices.append(index)
@@ -215,7 +230,16 @@ class TrustChainPolicy:
             return
         if self._batch_recorded:
             self.index.record_batch(tx, store, self._batch_trust_indices, size)
-        self.state.skip_to(batch.size)
+        if self._batch_detached:
+            self._committing = batch  # the new bodies, issuers and keys, once committed
+        else:
+            self.state.skip_to(batch.size)
+
+    def commit_batch(self) -> None:
+        committed, self._committing = self._committing, None
+        if committed is not None:
+            committed.certificates = ShortReads(self.index)
+            self.state = committed  # one reference swap: a reader sees old or new
 
     def abort_batch(self) -> None:
         # The batch's records never reached the log: rebuild from the log next time.
@@ -223,4 +247,4 @@ class TrustChainPolicy:
 
     def _reset(self) -> None:
         self.state = self._new_state()
-        self._batch = self._batch_store = None
+        self._batch = self._batch_store = self._committing = None

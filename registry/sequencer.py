@@ -334,6 +334,7 @@ class Sequencer:
         except BaseException:
             self.policy.abort_batch()
             raise
+        self.policy.commit_batch()
         for position, stored, duplicate in pending:
             outcomes[position] = Accepted(
                 stored.index, stored.leaf_hash, stored.logged_at, duplicate, size, proofs

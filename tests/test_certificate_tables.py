@@ -313,3 +313,48 @@ def test_an_issuers_certificates_come_a_page_at_a_time_in_log_order(
                 assert answer.status_code == 422, bad
     finally:
         w.ledger.close()
+
+
+def _accreditation_of(state: trust.TrustState, issuer: str) -> str:
+    (accreditation,) = state.issuers[issuer].accreditations.values()
+    return accreditation.status
+
+
+@pytest.mark.parametrize("commits", [True, False])
+def test_readers_see_a_batchs_trust_changes_only_once_it_commits(
+    world: World, monkeypatch: pytest.MonkeyPatch, commits: bool
+) -> None:
+    """A batch that suspends an accreditation changes its own copy of bodies,
+    issuers and keys: readers (the long-lived state and a read view) still see the
+    accreditation granted inside the batch's transaction, see it suspended once
+    the batch commits, and never see it suspended if the commit fails."""
+    w = world
+    policy = w.ledger.policy
+    real_end_batch = policy.end_batch
+    seen: list[str] = []
+
+    def end_batch(tx: Any, size: int) -> None:
+        real_end_batch(tx, size)  # every record applied; the commit is next
+        seen.append(_accreditation_of(w.ledger.unsynced_trust_state, "LAB-2"))
+        with w.ledger.reading() as state:
+            seen.append(_accreditation_of(state, "LAB-2"))
+        if not commits:
+            raise OSError("disk full")  # the batch's transaction rolls back
+
+    monkeypatch.setattr(policy, "end_batch", end_batch)
+    size = w.ledger.storage.tail_size()
+    if commits:
+        w.ok(acc_event("suspend", "LAB-2"), BODY_KEY)
+    else:
+        with pytest.raises(OSError, match="disk full"):
+            w.submit(acc_event("suspend", "LAB-2"), BODY_KEY)
+    assert seen == [trust.GRANTED, trust.GRANTED]
+    monkeypatch.setattr(policy, "end_batch", real_end_batch)
+    after = trust.SUSPENDED if commits else trust.GRANTED
+    assert w.ledger.storage.tail_size() == size + commits
+    assert _accreditation_of(w.ledger.trust_state(), "LAB-2") == after
+    with w.ledger.reading() as state:
+        assert _accreditation_of(state, "LAB-2") == after
+    if not commits:
+        w.ok(cert("LAB-2", 7), K["lab2"])  # the refused batch left nothing behind
+    assert_tables_equal_replay(w.ledger)

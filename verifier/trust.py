@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from verifier import dsse, entry, statement
 from verifier.errors import QILedgerError, TrustError
@@ -268,6 +268,18 @@ class TrustState:
         view = copy.copy(self)
         view.certificates = certificates
         return view
+
+    def detached(self, certificates: CertificateStore) -> TrustState:
+        """A deep copy of bodies, issuers, keys and their indexes over another
+        certificate store: changing it leaves this state as it was (a batch
+        changes its own copy until it commits)."""
+        twin = copy.copy(self)
+        memo: dict[int, Any] = {}  # one memo: a key reachable two ways stays one object
+        for name, value in vars(self).items():
+            if name != "certificates":
+                setattr(twin, name, copy.deepcopy(value, memo))
+        twin.certificates = certificates
+        return twin
 
     def skip_to(self, size: int) -> None:
         """Move past entries ``self.size`` .. ``size - 1`` without replaying them:
