@@ -36,9 +36,7 @@ comparing with the targets):
 
 * each route served by one uvicorn process with every thread (event loop,
   sequencer, FastAPI's thread pool) under cProfile counting thread CPU time:
-  CPU per request by package, by registry function and by function, and for
-  the certificate read how often it was answered on the event loop
-  (``RegistryService.read_now``) rather than in the thread pool;
+  CPU per request by package, by registry function and by function;
 * the ASGI app called in this process without an HTTP server, one request at a
   time and ``--concurrency`` at once: CPU per request of ``/healthz`` and of the
   certificate read as served, of the read route's own work, and of the thread-pool
@@ -978,20 +976,6 @@ def print_profile(path: Path, requests: int, top: int) -> None:
     print("    own CPU time by package (us/request, share):")
     for area, tt in by_area.most_common(12):
         print(f"      {area:34} {tt / requests * 1e6:8.1f} {tt / total:6.1%}")
-    # The certificate read tries RegistryService.read_now on the event loop and
-    # falls back to RegistryService.read in the thread pool.
-    reads = {
-        name: nc
-        for (filename, _line, name), (_cc, nc, _tt, _ct, _callers) in raw.items()
-        if Path(filename).parts[-3:] == ("registry", "api", "service.py")
-        and name in ("read_now", "read")
-    }
-    if reads.get("read_now"):
-        print(
-            f"    certificate reads answered in the thread pool (read_now None, then read): "
-            f"{reads.get('read', 0):,} of {reads['read_now']:,} = "
-            f"{reads.get('read', 0) / reads['read_now']:.0%}"
-        )
     print("    registry and verifier functions by cumulative CPU time (us/request):")
     ours = [kv for kv in raw.items() if _area(kv[0][0]) in ("registry", "verifier")]
     for (filename, line, name), (_cc, nc, _tt, ct, _callers) in sorted(
@@ -1086,11 +1070,10 @@ async def asgi_costs(
     data_dir: Path, database_url: str | None, ids: list[str], args: argparse.Namespace
 ) -> None:
     """The app called in this process, no HTTP server: CPU per request of the routes
-    as served, of the certificate route's own work and of one thread-pool round trip;
-    and how many certificate reads the event loop could not answer (``read_now``
-    returned None: the state lock was taken or the state stale), which then paid
-    the round trip to ``service.read`` in the thread pool."""
+    as served, of the certificate route's own work and of one thread-pool round trip
+    (which the certificate read, answered on the event loop, does not pay)."""
     import anyio.to_thread
+    from starlette.requests import Request
 
     from registry.api.app import create_app
     from registry.api.service import ServiceOptions
@@ -1099,22 +1082,7 @@ async def asgi_costs(
     settings = Settings(data_dir=data_dir, database_url=database_url)
     app = create_app(Ledger.open(settings), ServiceOptions(rate_per_second=0))
     service = app.state.service
-    calls: Counter[str] = Counter()
-
-    def counting(name: str) -> Callable[..., Any]:
-        method = getattr(service, name)
-
-        def counted(*a: Any) -> Any:
-            calls[name] += 1
-            return method(*a)
-
-        return counted
-
-    # The route looks both up on the service object: count them there (those the
-    # service still has: the read side changes under this bench).
-    for name in ("read_now", "read"):
-        if hasattr(service, name):
-            setattr(service, name, counting(name))
+    route_request = Request({"type": "http", "app": app})  # all the route reads of it
     rng = random.Random(1)
 
     async def call(path: str) -> None:
@@ -1153,44 +1121,39 @@ async def asgi_costs(
         await call(f"/api/v1/certificates/{random_id()}")
 
     async def route_body() -> None:
-        await get_certificate(service, random_id())
+        await get_certificate(route_request, random_id())
 
     async def hop() -> None:
         await anyio.to_thread.run_sync(int)
 
-    async def cpu_per_call(fn: Callable[[], Awaitable[Any]], parallel: int) -> tuple[float, str]:
+    async def cpu_per_call(fn: Callable[[], Awaitable[Any]], parallel: int) -> float:
         async def worker(count: int) -> None:
             for _ in range(count):
                 await fn()
 
         await worker(min(200, n))
         gc.collect()
-        calls.clear()
         cpu0 = time.process_time()
         await asyncio.gather(*(worker(n // parallel) for _ in range(parallel)))
-        us = (time.process_time() - cpu0) / (n // parallel * parallel) * 1e6
-        pooled = f"{calls['read'] / calls['read_now']:.0%}" if calls["read_now"] else "-"
-        return us, pooled
+        return (time.process_time() - cpu0) / (n // parallel * parallel) * 1e6
 
     async def measure(label: str, fn: Callable[[], Awaitable[Any]]) -> None:
         # The best of three: on a shared (virtual) machine CPU time per call varies.
         alone = min([await cpu_per_call(fn, 1) for _ in range(3)])
         crowd = min([await cpu_per_call(fn, concurrency) for _ in range(3)])
-        print(f"    {label:70} {alone[0]:7.0f} {crowd[0]:7.0f} {alone[1]:>6} {crowd[1]:>6}")
+        print(f"    {label:70} {alone:7.0f} {crowd:7.0f}")
 
     print(
         f"\n== where a read's CPU goes: the ASGI app called in this process, no HTTP server, "
-        f"{n:,} requests one at a time and {concurrency} at once; 'pool' is the share of "
-        "certificate reads not answered on the event loop (read_now None: state lock "
-        "taken or state stale), answered by service.read in the thread pool"
+        f"{n:,} requests one at a time and {concurrency} at once"
     )
     x = "x" + str(concurrency)
-    print(f"    {'CPU us per request':70} {'alone':>7} {x:>7} {'pool':>6} {'pool ' + x:>6}")
+    print(f"    {'CPU us per request':70} {'alone':>7} {x:>7}")
     rows = [
         ("GET /healthz as served", healthz),
         ("GET /api/v1/certificates/{id} as served", certificate),
-        ("  await get_certificate(service, id) called directly (the route's work)", route_body),
-        ("one anyio.to_thread.run_sync(int) round trip (what a pool read adds)", hop),
+        ("  await get_certificate(request, id) called directly (the route's work)", route_body),
+        ("one anyio.to_thread.run_sync(int) round trip (what a read in the pool adds)", hop),
     ]
     wait_idle(args.wait_idle)
     for label, fn in rows:

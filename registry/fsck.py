@@ -58,15 +58,11 @@ class FsckReport:
     certificates: int = 0
 
 
-def fsck(
-    ledger: Ledger,
-    progress: Callable[[int, int], None] | None = None,
-    scratch_dir: Path | None = None,
-) -> FsckReport:
+def fsck(ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> FsckReport:
     """Check everything stored (see the module). The replay's certificates go to
-    a scratch file in ``scratch_dir`` (default: the system's temporary directory,
-    ``TMPDIR``), deleted afterwards: memory stays bounded at any log size."""
-    with tempfile.TemporaryDirectory(prefix="qiledger-fsck-", dir=scratch_dir) as tmp:
+    a scratch file in the system's temporary directory (``TMPDIR``), deleted
+    afterwards: memory stays bounded at any log size."""
+    with tempfile.TemporaryDirectory(prefix="qiledger-fsck-") as tmp:
         replayed = ScratchCertificates(Path(tmp) / "replayed-certificates.db")
         try:
             return _fsck(ledger, replayed, progress)

@@ -27,10 +27,8 @@ class ProofBuilder:
         for index in indexes:
             if not 0 <= index < tree_size:
                 raise NotFoundError(f"entry {index} is not in a tree of size {tree_size}")
-        plans = [merkle.inclusion_plan(index, tree_size) for index in indexes]
-        needed = list(dict.fromkeys(n for plan in plans for n in merkle.plan_nodes(plan)))
-        nodes = self.storage.read_nodes(needed)
-        return [merkle.resolve_plan(plan, nodes) for plan in plans]
+        nodes = self.storage.read_nodes(merkle.inclusion_nodes(indexes, tree_size))
+        return merkle.inclusion_proofs(indexes, tree_size, nodes)
 
     def consistency(self, first_size: int, second_size: int) -> list[Hash]:
         """RFC 9162 consistency proof from ``first_size`` to ``second_size``."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,8 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from registry.api.service import ForbiddenError, RegistryService
 from registry.storage.tokens import AuthenticationError, TokenHolder
 
-# The Authorization scheme, shared by routes that check tokens in their own dependency.
-bearer = HTTPBearer(auto_error=False, description="qiledger token create ...")
+_bearer = HTTPBearer(auto_error=False, description="qiledger token create ...")
 
 
 class MissingTokenError(AuthenticationError):
@@ -32,10 +31,13 @@ async def service_of(request: Request) -> RegistryService:
     return service_for(request)
 
 
-def token_holder(
+async def token_holder(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TokenHolder:
+    # async: a sync dependency costs a thread-pool round trip per request, and a
+    # token check is a cached digest comparison (a miss, once per token and cache
+    # period, is one indexed read).
     if credentials is None:
         raise MissingTokenError("this route needs an API token: Authorization: Bearer <token>")
     service = service_for(request)
@@ -44,10 +46,10 @@ def token_holder(
     return holder
 
 
-def require(*roles: str) -> Callable[..., TokenHolder]:
+def require(*roles: str) -> Callable[..., Awaitable[TokenHolder]]:
     """A dependency admitting tokens of these roles."""
 
-    def check(holder: Annotated[TokenHolder, Depends(token_holder)]) -> TokenHolder:
+    async def check(holder: Annotated[TokenHolder, Depends(token_holder)]) -> TokenHolder:
         if holder.role not in roles:
             raise ForbiddenError(f"a {holder.role} token cannot use this route")
         return holder

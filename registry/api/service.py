@@ -231,11 +231,6 @@ class RegistryService:
         finally:
             self.state_lock.release()
 
-    def read(self, view: Callable[[TrustState], T]) -> T:
-        """``view`` of the trust state (see :meth:`trust_state`)."""
-        with self.trust_state() as state:
-            return view(state)
-
     def read_certificate(
         self,
         view: Callable[[TrustState], T],

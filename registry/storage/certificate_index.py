@@ -29,7 +29,7 @@ expiry and compromised keys.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any
@@ -101,9 +101,9 @@ _CHUNK = 500  # values per IN (...): bounded statement size on both engines
 
 
 def _read_now_sql(column: str, placeholder: str) -> str:
-    cert_columns = ", ".join(f"c.{name.strip()}" for name in _CERT_COLUMNS.split(","))
     return (
-        f"SELECT ds.size, {cert_columns}, e.idx, e.type, e.logged_at, e.key_id, e.reason "
+        f"SELECT ds.size, {_PREFIXED_CERT_COLUMNS}, e.idx, e.type, e.logged_at, e.key_id, "
+        "e.reason "
         f"FROM derived_state ds LEFT JOIN certificates c ON c.{column} = {placeholder} "
         "LEFT JOIN certificate_events e ON e.certificate_id = c.certificate_id "
         "WHERE ds.id = 1 ORDER BY c.first_index, e.idx"
@@ -229,14 +229,7 @@ class CertificateIndex:
         if not rows:
             raise StorageError("the certificate tables are empty; run 'qiledger reindex'")
         found: dict[int, trust.Certificate] = {}
-        for row in rows:
-            if row[1] is None:  # no such certificate: the size alone
-                continue
-            cert = found.get(row[1])
-            if cert is None:
-                cert = found[row[1]] = _certificate(row[1:14])
-            if row[14] is not None:
-                cert.events.append(trust.CertificateEvent(int(row[14]), *row[15:19]))
+        _fold_rows((row[1:] for row in rows), found)  # no such certificate: the size alone
         return int(rows[0][0]), list(found.values())
 
     def iter_rows(self, tx: Transaction, batch: int = 2000) -> Iterator[CertificateRow]:
@@ -352,18 +345,11 @@ class SqlCertificates:
         for ids, digest_chunk in zip_longest(
             _chunks(wanted_ids), _chunks(wanted_digests), fillvalue=()
         ):
-            earlier = set(found)  # a certificate both chunks name comes back twice
-            for row in self._tx.exec_driver_sql(
+            rows = self._tx.exec_driver_sql(
                 self._prefetch_sql(len(ids), len(digest_chunk)), (*ids, *digest_chunk)
-            ):
-                first = row[0]
-                if first in earlier:
-                    continue
-                cert = found.get(first)
-                if cert is None:
-                    cert = found[first] = _certificate(row[:13])
-                if row[13] is not None:  # rows come in event order
-                    cert.events.append(trust.CertificateEvent(int(row[13]), *row[14:19]))
+            )
+            # A certificate that two chunks name comes back twice: keep the first.
+            _fold_rows(rows, found, skip=set(found))
         for certificate_id in wanted_ids:
             self._by_id[certificate_id] = None
         for digest in wanted_digests:
@@ -434,6 +420,25 @@ class SqlCertificates:
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(values), _CHUNK):
         yield values[start : start + _CHUNK]
+
+
+def _fold_rows(
+    rows: Iterable[Sequence[Any]],
+    found: dict[int, trust.Certificate],
+    skip: Collection[int] = (),
+) -> None:
+    """Add to ``found`` (by first index) the certificates of rows holding the
+    certificate columns then the event columns of a LEFT JOIN, in event order;
+    rows without a certificate and certificates in ``skip`` are passed over."""
+    for row in rows:
+        first = row[0]
+        if first is None or first in skip:
+            continue
+        cert = found.get(first)
+        if cert is None:
+            cert = found[first] = _certificate(row[:13])
+        if row[13] is not None:
+            cert.events.append(trust.CertificateEvent(int(row[13]), *row[14:19]))
 
 
 def _certificate(row: Any) -> trust.Certificate:

@@ -235,29 +235,33 @@ class Database:
         explicit transaction: one statement sees one consistent snapshot on both
         engines, so the hottest reads need no BEGIN and none of SQLAlchemy's
         per-statement work (about 10x cheaper than :meth:`read` for one lookup)."""
-        for attempt in (1, 2):
+        # On PostgreSQL a connection the server dropped (a restart) gets one more
+        # try on a fresh connection.
+        return self._rows_on_one_connection(sql, tuple(params), retry=not self.is_sqlite)
+
+    def _rows_on_one_connection(
+        self, sql: str, params: tuple[Any, ...], *, retry: bool
+    ) -> list[tuple[Any, ...]]:
+        try:
+            conn = self.rows_engine.raw_connection()
+        except OperationalError as exc:
+            raise StorageError(f"database read failed: {exc.orig}") from None
+        try:
+            cursor = conn.cursor()
             try:
-                conn = self.rows_engine.raw_connection()
-            except OperationalError as exc:
-                raise StorageError(f"database read failed: {exc.orig}") from None
-            try:
-                cursor = conn.cursor()
-                try:
-                    cursor.execute(sql, tuple(params))
-                    return list(cursor.fetchall())
-                finally:
-                    cursor.close()
-            except self._driver_operational_error as exc:
-                # Perhaps a connection the server closed (a restart): never reuse
-                # it, and read once more on a fresh one.
-                conn.invalidate()
-                if attempt == 2 or self.is_sqlite:
-                    raise StorageError(f"database read failed: {exc}") from None
-            except self._driver_error as exc:
-                raise StorageError(f"database read failed: {exc}") from None
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
             finally:
-                conn.close()  # back to the pool (a no-op after invalidate)
-        raise AssertionError("unreachable")
+                cursor.close()
+        except self._driver_operational_error as exc:
+            conn.invalidate()  # never hand this connection out again
+            if not retry:
+                raise StorageError(f"database read failed: {exc}") from None
+        except self._driver_error as exc:
+            raise StorageError(f"database read failed: {exc}") from None
+        finally:
+            conn.close()  # back to the pool (a no-op after invalidate)
+        return self._rows_on_one_connection(sql, params, retry=False)
 
     @property
     def _driver_operational_error(self) -> type[Exception]:

@@ -55,7 +55,6 @@ class ScratchCertificates:
         # At least three: one statement touches up to three certificates, which
         # must stay the objects the trust rules hold while it is applied.
         self._limit = max(hot, 3)
-        self._count = 0
 
     def close(self) -> None:
         self._db.close()
@@ -90,7 +89,6 @@ class ScratchCertificates:
             "INSERT INTO certificates (first_index, id, digest, data) VALUES (?, ?, ?, ?)",
             (first, certificate.certificate_id, certificate.document_sha256, encode(certificate)),
         )
-        self._count += 1
         self._keep(certificate)
 
     def add_event(self, certificate: trust.Certificate, event: trust.CertificateEvent) -> None:
@@ -106,9 +104,6 @@ class ScratchCertificates:
         self._changed_now(certificate)
 
     # --- reading it all back ------------------------------------------------------
-
-    def __len__(self) -> int:
-        return self._count
 
     def in_log_order(self) -> Iterator[trust.Certificate]:
         """Every certificate, as the replay left it, by the index that registered it."""

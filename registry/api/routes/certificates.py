@@ -16,10 +16,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials
 
 from registry.api import models, problems
-from registry.api.auth import Service, bearer, require, service_for, token_holder
+from registry.api.auth import Service, require, service_for
 from registry.api.outcomes import decided
 from registry.api.service import ForbiddenError, RegistryService
 from registry.documents.intake import CERTIFICATION_MEDIA_TYPE, DCC_MEDIA_TYPE, PDF_MEDIA_TYPE
@@ -37,19 +36,6 @@ DOCUMENT_TYPES = (DCC_MEDIA_TYPE, CERTIFICATION_MEDIA_TYPE, PDF_MEDIA_TYPE)
 BINARY = {"type": "string", "format": "binary"}
 
 CertificateId = Annotated[str, Path(min_length=3, max_length=300, pattern=r"^[^/]+/.+$")]
-
-_may_submit = require("issuer", "operator")
-
-
-async def _submitter(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> TokenHolder:
-    # On the event loop: the sync dependencies would cost two thread hops per
-    # registration, and a token check is a cached digest comparison (a miss, once
-    # per token and cache period, one indexed read).
-    return _may_submit(token_holder(request, credentials))
-
 
 @router.post(
     "/certificates",
@@ -73,7 +59,7 @@ async def _submitter(
 async def post_certificate(
     request: Request,
     service: Service,
-    holder: Annotated[TokenHolder, Depends(_submitter)],
+    holder: Annotated[TokenHolder, Depends(require("issuer", "operator"))],
     document: Annotated[bytes, File(description="the certificate document, exact bytes")],
     envelope: Annotated[bytes, File(description="the DSSE envelope (JSON)")],
     record: Annotated[

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from registry.api import i18n
-from registry.api.auth import Service, service_for
+from registry.api.auth import service_for
 from registry.api.service import RegistryService
 from registry.errors import NotFoundError
 from registry.reports import certificate_report, issuer_report
@@ -122,7 +122,8 @@ async def certificate_page(request: Request, certificate_id: str, lang: Lang = N
 
 
 @router.get("/verify", response_class=HTMLResponse)
-async def verify_page(request: Request, service: Service, lang: Lang = None) -> Response:
+async def verify_page(request: Request, lang: Lang = None) -> Response:
+    service = service_for(request)
     t = _translator(request, lang)
     context = {
         "registry_url": str(request.base_url).rstrip("/"),
