@@ -73,6 +73,7 @@ from ingest import (  # noqa: E402
 
 from registry import marks  # noqa: E402
 from registry.ledger import Ledger  # noqa: E402
+from registry.listing import CertificateListing  # noqa: E402
 from verifier import checkpoint, mark, merkle  # noqa: E402
 from verifier import proof as tlog_proof  # noqa: E402
 from verifier.errors import QILedgerError  # noqa: E402
@@ -132,13 +133,13 @@ def collect(ledger: Ledger) -> list[Evidence]:
     creating entry under the latest checkpoint, and that entry's leaf data."""
     state = ledger.trust_state()
     out = []
-    every = ledger.certificates_page(issuer_id=None, after_index=-1, limit=10**9)
-    for certificate in every:
-        claims = marks.claims_for(state, certificate.certificate_id)
+    every = ledger.list_certificates(CertificateListing(), after_index=-1, limit=10**9)
+    for certificate in every.certificates:
+        claims = marks.claims_for(state, certificate["certificate_id"])
         proof = ledger.inclusion_proof(claims.index).to_bytes()
         leaf = ledger.entry(claims.index).data
         token = ledger.sign_mark(claims)
-        out.append(Evidence(certificate.certificate_id, token, proof, leaf))
+        out.append(Evidence(certificate["certificate_id"], token, proof, leaf))
     return out
 
 

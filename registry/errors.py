@@ -23,7 +23,8 @@ class NotFoundError(QILedgerError):
 
 
 class RequestInvalidError(MalformedError):
-    """An HTTP request's parameters are well-formed but do not make sense together."""
+    """A request's parameters (HTTP or command line) are well-formed but do not make
+    sense together."""
 
     code = "request_invalid"
 

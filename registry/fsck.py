@@ -338,6 +338,7 @@ def _difference(stored: trust.Certificate, replayed: trust.Certificate) -> str |
         "valid_until",
         "superseded_by",
         "laboratory",
+        "issued",
     ):
         have, want = getattr(stored, name), getattr(replayed, name)
         if have != want:

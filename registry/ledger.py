@@ -17,12 +17,19 @@ from registry.errors import ConfigError, DocumentRequiredError, NotFoundError
 from registry.keys import keyfile
 from registry.keys.demo_keys import DEMO_KEY_IDS
 from registry.keys.log_signer import LogSigner
+from registry.listing import CertificateListing, ListedPage
 from registry.policy import ReindexReport, TrustChainPolicy
 from registry.proofs import ProofBuilder
 from registry.sequencer import Accepted, Checked, Outcome, Refused, Sequencer, utc_now
 from registry.storage.certificate_index import CertificateIndex
 from registry.storage.database import Database
-from registry.storage.protocol import LogStorage, StoredCheckpoint, StoredDocument, StoredEntry
+from registry.storage.protocol import (
+    LogStorage,
+    StoredCheckpoint,
+    StoredDocument,
+    StoredEntry,
+    Transaction,
+)
 from registry.storage.sql_log import SqlStorage
 from registry.storage.tokens import TokenStore
 from verifier import checkpoint, dsse, jcs, mark, merkle, statement, trust
@@ -33,7 +40,7 @@ from verifier.merkle import Hash
 from verifier.note import NoteVerifier
 from verifier.proof import TlogProof
 from verifier.statement import DOCUMENT_TYPES
-from verifier.trust import Certificate, TrustState
+from verifier.trust import TrustState
 
 if TYPE_CHECKING:
     from registry.documents.intake import DocumentReader
@@ -163,6 +170,9 @@ class Ledger:
         if not ledger.certificate_index.exists():
             # A ledger from before the certificate tables: derive them once.
             log.warning("deriving the certificate tables of %s from its log", db.safe_url)
+            ledger.reindex()
+        elif not ledger.certificate_index.is_current():
+            log.warning("rebuilding the certificate tables of %s (older layout)", db.safe_url)
             ledger.reindex()
         return ledger
 
@@ -376,10 +386,15 @@ class Ledger:
         (a consistent view: a certificate, its successor and its events together).
         Does not catch up bodies, issuers and keys (see :meth:`trust_state`); safe
         to use from any thread."""
+        with self._reading_in() as (_, view):
+            yield view
+
+    @contextmanager
+    def _reading_in(self) -> Iterator[tuple[Transaction, TrustState]]:
         with self.storage.read() as tx:
             view = self.policy.state.reading(self.certificate_index.reader(tx))
             view.size = self.certificate_index.derived_size(tx)
-            yield view
+            yield tx, view
 
     @contextmanager
     def reading_certificate(
@@ -407,19 +422,31 @@ class Ledger:
         view.size = size
         yield view
 
-    def certificates_page(
-        self, *, issuer_id: str | None, after_index: int, limit: int
-    ) -> list[Certificate]:
-        """Certificates (of one issuer, or all) registered after log index
-        ``after_index``, in log order."""
-        with self.storage.read() as tx:
-            return self.certificate_index.certificates_page(
-                tx, issuer_id=issuer_id, after_index=after_index, limit=limit
+    def list_certificates(
+        self, listing: CertificateListing, *, after_index: int, limit: int
+    ) -> ListedPage:
+        """A page of the certificates ``listing`` selects, registered after log
+        index ``after_index``, in log order, read in one snapshot; see
+        :mod:`registry.listing`. Like :meth:`reading`, does not catch up bodies,
+        issuers and keys (statuses depend on keys: call :meth:`trust_state` first,
+        or let the service do it)."""
+        with self._reading_in() as (tx, state):
+            return listing.page(
+                state,
+                lambda narrowed, after, count: self.certificate_index.certificates_page(
+                    tx, narrowed, after_index=after, limit=count
+                ),
+                after_index=after_index,
+                limit=limit,
+                now=self.clock(),
             )
 
     def reindex(self) -> ReindexReport:
         """Rebuild the certificate tables from the log alone, holding the writer lock."""
+        outdated = self.certificate_index.exists() and not self.certificate_index.is_current()
         with self.db.write() as tx:
+            if outdated:
+                self.certificate_index.drop(tx)
             self.certificate_index.create(tx)
             rebuilt = self.policy.rebuild(tx)
         return rebuilt

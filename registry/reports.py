@@ -38,6 +38,7 @@ def certificate_view(
         "issuer_id": cert.issuer_id,
         "kind": cert.kind,
         "document_sha256": cert.document_sha256,
+        "issued": cert.issued.isoformat() if cert.issued else None,
         "valid_until": cert.valid_until.isoformat() if cert.valid_until else None,
         "superseded_by": cert.superseded_by,
         # A DCC's own laboratory, as the document names it (beside the issuer).

@@ -150,6 +150,8 @@ class Certificate:
     laboratory: tuple[str, str] | None = None
     """A DCC's own calibration laboratory (name, code; either may be ""), shown
     beside the accredited issuer that registered it."""
+    issued: date | None = None
+    """The issue date its statement gives (what listings filter by)."""
 
 
 @dataclass(frozen=True)
@@ -753,6 +755,7 @@ class TrustState:
                     parse_date(until) if until is not None else None,
                     [event],
                     laboratory=_laboratory(stmt),
+                    issued=parse_date(stmt["issued"]),
                 )
             )
             if stmt.type == "certificate.amend":

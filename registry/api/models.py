@@ -103,6 +103,7 @@ class CertificateView(BaseModel):
     issuer_id: str
     kind: str = Field(description="dcc, management_system, product or person")
     document_sha256: str = Field(description="lowercase hex SHA-256 of the document")
+    issued: str | None = Field(description="the issue date its statement gives (YYYY-MM-DD)")
     valid_until: str | None
     superseded_by: str | None
     laboratory: Laboratory | None = Field(description="a DCC's laboratory as it names itself")
@@ -119,15 +120,19 @@ class CertificateStatus(CertificateView):
 
 class CertificatePage(BaseModel):
     tree_size: int
-    issuer_id: str
+    issuer_id: str | None = Field(description="the issuer filter, if any")
     certificates: list[CertificateView] = Field(description="in log order")
     next: str | None = Field(description="the cursor of the next page (absent at the end)")
 
 
-class DigestLookup(BaseModel):
+class CertificateList(BaseModel):
+    """A listing page, or (with ``digest``) the certificates about one document."""
+
     tree_size: int
-    digest: str
-    certificates: list[CertificateView]
+    certificates: list[CertificateView] = Field(description="in log order")
+    next: str | None = Field(description="the cursor of the next page (absent at the end)")
+    issuer_id: str | None = Field(default=None, description="the issuer filter, if any")
+    digest: str | None = Field(default=None, description="the document looked up, if any")
 
 
 # --- issuers --------------------------------------------------------------------------

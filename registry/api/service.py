@@ -30,6 +30,7 @@ from registry.ledger import (
     certificate_statement,
     plain_statement,
 )
+from registry.listing import CertificateListing, ListedPage
 from registry.sequencer import Accepted, Checked, Outcome
 from registry.storage.protocol import StoredDocument
 from registry.storage.tokens import TokenHolder
@@ -215,6 +216,14 @@ class RegistryService:
         self._refresh()
         with self.ledger.reading() as state:
             yield state
+
+    def list_certificates(
+        self, listing: CertificateListing, *, after_index: int, limit: int
+    ) -> ListedPage:
+        """A listing page (one snapshot), bodies, issuers and keys caught up as for
+        :meth:`trust_state`."""
+        self._refresh()
+        return self.ledger.list_certificates(listing, after_index=after_index, limit=limit)
 
     def _refresh(self) -> None:
         """Catch bodies, issuers and keys up with the log (one short query when

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from registry.cli import context, files
 from registry.cli import marks as cli_marks
@@ -12,10 +12,24 @@ from registry.cli.context import KeyOption
 from registry.cli.output import Output
 from registry.cli.parsing import Commands
 from registry.config import Settings
-from registry.errors import NotFoundError
+from registry.errors import NotFoundError, RequestInvalidError
 from registry.keys.keyfile import KeyRole
 
 ISSUER_KEY = KeyOption("--key", KeyRole.ISSUER)
+# The words a status filter takes (IAF CertSearch's, as answers print them); kept
+# here so building the parser imports no listing code.
+STATUS_WORDS = ("active", "suspended", "withdrawn", "expired", "superseded", "invalid")
+CERTIFICATE_KINDS = ("dcc", "management_system", "person", "product")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 10_000:
+        raise argparse.ArgumentTypeError(f"not a number from 1 to 10000: {value!r}")
+    return number
 
 
 def _issue_settings(args: argparse.Namespace) -> Settings:
@@ -109,6 +123,52 @@ def cmd_certificate(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def cmd_certificates(args: argparse.Namespace, out: Output) -> int:
+    from registry.listing import STATUSES, CertificateListing
+
+    if args.issued_from and args.issued_to and args.issued_from > args.issued_to:
+        raise RequestInvalidError(
+            f"--issued-from {args.issued_from} is after --issued-to {args.issued_to}"
+        )
+    ledger = context.ledger(args)
+    state = ledger.trust_state()
+    if args.issuer is not None and args.issuer not in state.issuers:
+        raise NotFoundError(f"no issuer {args.issuer} in this log")
+    listing = CertificateListing(
+        issuer_id=args.issuer,
+        status=None if args.status is None else STATUSES[args.status.lower()],
+        kind=args.kind,
+        issued_from=args.issued_from,
+        issued_to=args.issued_to,
+    )
+    page = ledger.list_certificates(listing, after_index=args.after, limit=args.limit)
+    lines = [
+        f"{c['history'][0]['index']:>8}  {c['status']:<10}  {c['issued'] or '-':<10}  "
+        f"{c['valid_until'] or '-':<10}  {c['kind']:<17}  {c['certificate_id']}"
+        for c in page.certificates
+    ]
+    if page.next_after is not None:
+        lines.append(f"(more: --after {page.next_after})")
+    elif not lines:
+        lines.append("no certificates match")
+    out.emit(
+        "\n".join(lines),
+        {
+            "tree_size": page.tree_size,
+            "certificates": page.certificates,
+            "next": page.next_after,
+        },
+    )
+    return 0
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
 def cmd_document(args: argparse.Namespace, out: Output) -> int:
     ledger = context.ledger(args)
     cert = ledger.trust_state().certificate(args.certificate_id)
@@ -152,6 +212,23 @@ def register(commands: Commands) -> None:
     ISSUER_KEY.add_to(p, metavar="KEY", help="the issuer's signing key file")
     p = commands.add("certificate", cmd_certificate, "a certificate's status and history")
     p.add_argument("certificate_id", metavar="CERT-ID", help="e.g. LAB-1/DCC-2026-0001")
+    p = commands.add(
+        "certificates", cmd_certificates, "list certificates in log order, with filters"
+    )
+    p.add_argument("--issuer", metavar="ID", help="only this issuer's")
+    p.add_argument(
+        "--status",
+        type=str.lower,
+        choices=sorted(STATUS_WORDS),
+        help="only those with this status now",
+    )
+    p.add_argument("--kind", choices=sorted(CERTIFICATE_KINDS), help="only this kind")
+    p.add_argument("--issued-from", type=_date, metavar="YYYY-MM-DD", help="issued on or after")
+    p.add_argument("--issued-to", type=_date, metavar="YYYY-MM-DD", help="issued on or before")
+    p.add_argument("--limit", type=_positive, default=100, metavar="N", help="at most N (100)")
+    p.add_argument(
+        "--after", type=int, default=-1, metavar="INDEX", help="after this log index (a cursor)"
+    )
     p = commands.add(
         "document", cmd_document, "write a certificate's document (exact bytes) to a file"
     )

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date
 from itertools import zip_longest
 from typing import Any
 
@@ -65,8 +66,12 @@ CERTIFICATES = Table(
     Column("first_reason", Text, nullable=False),
     Column("recorded_status", Text, nullable=False),
     Column("last_index", _Int64, nullable=False),
+    Column("issued", Text),
     Index("certificates_by_issuer", "issuer_id", "first_index"),
     Index("certificates_by_document", "document_sha256"),
+    # Listings filter by status and by issue date (in log order within them).
+    Index("certificates_by_status", "recorded_status", "first_index"),
+    Index("certificates_by_issued", "issued", "first_index"),
 )
 CERTIFICATE_EVENTS = Table(
     "certificate_events",
@@ -92,9 +97,10 @@ TABLES = (CERTIFICATES, CERTIFICATE_EVENTS, TRUST_ENTRIES, DERIVED_STATE)
 
 _CERT_COLUMNS = (
     "first_index, certificate_id, issuer_id, kind, document_sha256, valid_until, "
-    "superseded_by, laboratory_name, laboratory_code, first_type, first_logged_at, "
+    "superseded_by, laboratory_name, laboratory_code, issued, first_type, first_logged_at, "
     "first_key_id, first_reason"
 )
+_N_CERT_COLUMNS = 14
 _EVENT_COLUMNS = "idx, certificate_id, type, logged_at, key_id, reason"
 _PREFIXED_CERT_COLUMNS = ", ".join(f"c.{name.strip()}" for name in _CERT_COLUMNS.split(","))
 _CHUNK = 500  # values per IN (...): bounded statement size on both engines
@@ -121,6 +127,24 @@ def recorded_status(certificate: trust.Certificate) -> str:
 
 
 @dataclass(frozen=True)
+class Narrowing:
+    """What a listing's query keeps: every condition given must hold. The status
+    part is a superset of what a status filter shows (the exact status needs the
+    trust state: see ``Ledger.list_certificates``): certificates whose recorded
+    status is one of ``recorded_statuses`` (and, if given, expired or not on a
+    date), or any certificate of ``or_issuers``."""
+
+    issuer_id: str | None = None
+    kind: str | None = None
+    issued_from: date | None = None
+    issued_to: date | None = None
+    recorded_statuses: tuple[str, ...] | None = None
+    expired_on: date | None = None
+    unexpired_on: date | None = None
+    or_issuers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class CertificateRow:
     """A certificate as the tables hold it, in a form two sources can be compared in."""
 
@@ -143,6 +167,15 @@ class CertificateIndex:
 
     def exists(self) -> bool:
         return self.db.has_table("derived_state")
+
+    def is_current(self) -> bool:
+        """Whether the tables have every column this version writes (derived
+        tables from an older version are rebuilt from the log, not migrated)."""
+        return "issued" in self.db.column_names("certificates")
+
+    def drop(self, tx: Transaction) -> None:
+        """Drop the derived tables (before rebuilding tables of an older layout)."""
+        METADATA.drop_all(tx, tables=list(TABLES))
 
     def create(self, tx: Transaction) -> None:
         """Create the tables (idempotent) and, if it has none, the row of their size."""
@@ -203,20 +236,50 @@ class CertificateIndex:
             after = rows[-1][0]
 
     def certificates_page(
-        self, tx: Transaction, *, issuer_id: str | None, after_index: int, limit: int
+        self, tx: Transaction, narrowed: Narrowing, *, after_index: int, limit: int
     ) -> list[trust.Certificate]:
-        """Certificates (of ``issuer_id``, or all) registered after log index
+        """Certificates that ``narrowed`` lets through, registered after log index
         ``after_index``, in log order, at most ``limit``."""
         p = self._p
-        where = f"first_index > {p}"
-        params: tuple[Any, ...] = (after_index,)
-        if issuer_id is not None:
-            where = f"issuer_id = {p} AND {where}"
-            params = (issuer_id, after_index)
+        terms = [f"first_index > {p}"]
+        params: list[Any] = [after_index]
+
+        def term(sql: str, *values: Any) -> None:
+            terms.append(sql)
+            params.extend(values)
+
+        if narrowed.issuer_id is not None:
+            term(f"issuer_id = {p}", narrowed.issuer_id)
+        if narrowed.kind is not None:
+            term(f"kind = {p}", narrowed.kind)
+        # ISO dates compare as text.
+        if narrowed.issued_from is not None:
+            term(f"issued >= {p}", narrowed.issued_from.isoformat())
+        if narrowed.issued_to is not None:
+            term(f"issued <= {p}", narrowed.issued_to.isoformat())
+        if narrowed.recorded_statuses is not None:
+            either: list[str] = []  # "IN ()" is not SQL everywhere: only lists with values
+            values: list[Any] = []
+            if narrowed.recorded_statuses:
+                status = f"recorded_status IN ({', '.join([p] * len(narrowed.recorded_statuses))})"
+                values += narrowed.recorded_statuses
+                if narrowed.expired_on is not None:
+                    status += f" AND valid_until < {p}"
+                    values.append(narrowed.expired_on.isoformat())
+                elif narrowed.unexpired_on is not None:
+                    status += f" AND (valid_until IS NULL OR valid_until >= {p})"
+                    values.append(narrowed.unexpired_on.isoformat())
+                either.append(f"({status})")
+            if narrowed.or_issuers:
+                either.append(f"issuer_id IN ({', '.join([p] * len(narrowed.or_issuers))})")
+                values += narrowed.or_issuers
+            if not either:
+                return []
+            term(f"({' OR '.join(either)})", *values)
         rows = tx.exec_driver_sql(
-            f"SELECT {_CERT_COLUMNS} FROM certificates WHERE {where} "
+            f"SELECT {_CERT_COLUMNS} FROM certificates WHERE {' AND '.join(terms)} "
             f"ORDER BY first_index LIMIT {int(limit)}",
-            params,
+            tuple(params),
         ).all()
         return _with_events(tx, self._p, [_certificate(row) for row in rows])
 
@@ -384,7 +447,7 @@ class SqlCertificates:
         if self._new:
             tx.exec_driver_sql(
                 f"INSERT INTO certificates ({_CERT_COLUMNS}, recorded_status, last_index) "
-                f"VALUES ({', '.join([p] * 15)})",
+                f"VALUES ({', '.join([p] * (_N_CERT_COLUMNS + 2))})",
                 [_row(c) for c in self._new.values()],
             )
         if self._events:
@@ -436,14 +499,15 @@ def _fold_rows(
             continue
         cert = found.get(first)
         if cert is None:
-            cert = found[first] = _certificate(row[:13])
-        if row[13] is not None:
-            cert.events.append(trust.CertificateEvent(int(row[13]), *row[14:19]))
+            cert = found[first] = _certificate(row[:_N_CERT_COLUMNS])
+        event = row[_N_CERT_COLUMNS:]
+        if event[0] is not None:
+            cert.events.append(trust.CertificateEvent(int(event[0]), *event[1:6]))
 
 
 def _certificate(row: Any) -> trust.Certificate:
-    (first, cert_id, issuer, kind, digest, until, successor, lab_name, lab_code) = row[:9]
-    first_type, logged_at, key_id, reason = row[9:13]
+    (first, cert_id, issuer, kind, digest, until, successor, lab_name, lab_code, issued) = row[:10]
+    first_type, logged_at, key_id, reason = row[10:14]
     return trust.Certificate(
         cert_id,
         issuer,
@@ -453,6 +517,7 @@ def _certificate(row: Any) -> trust.Certificate:
         [trust.CertificateEvent(int(first), first_type, logged_at, key_id, reason)],
         successor,
         None if lab_name is None and lab_code is None else (lab_name or "", lab_code or ""),
+        None if issued is None else parse_date(issued),
     )
 
 
@@ -491,6 +556,7 @@ def _row(c: trust.Certificate) -> tuple[Any, ...]:
         c.superseded_by,
         lab_name,
         lab_code,
+        None if c.issued is None else c.issued.isoformat(),
         first.type,
         first.logged_at,
         first.key_id,

@@ -156,6 +156,7 @@ def encode(certificate: trust.Certificate) -> str:
             [[e.index, e.type, e.logged_at, e.key_id, e.reason] for e in certificate.events],
             certificate.superseded_by,
             None if certificate.laboratory is None else list(certificate.laboratory),
+            None if certificate.issued is None else certificate.issued.isoformat(),
         ],
         ensure_ascii=False,
         separators=(",", ":"),
@@ -164,7 +165,7 @@ def encode(certificate: trust.Certificate) -> str:
 
 def decode(data: str) -> trust.Certificate:
     fields: list[Any] = json.loads(data)
-    cert_id, issuer, kind, digest, until, events, successor, laboratory = fields
+    cert_id, issuer, kind, digest, until, events, successor, laboratory, issued = fields
     return trust.Certificate(
         cert_id,
         issuer,
@@ -174,4 +175,5 @@ def decode(data: str) -> trust.Certificate:
         [trust.CertificateEvent(i, t, at, KeyId(k), r) for i, t, at, k, r in events],
         successor,
         None if laboratory is None else (laboratory[0], laboratory[1]),
+        None if issued is None else date.fromisoformat(issued),
     )

@@ -17,11 +17,12 @@ from fastapi import APIRouter, Depends, File, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from registry.api import models, problems
+from registry.api import listings, models, problems
 from registry.api.auth import Service, require, service_for
 from registry.api.outcomes import decided
 from registry.api.service import ForbiddenError, RegistryService
 from registry.documents.intake import CERTIFICATION_MEDIA_TYPE, DCC_MEDIA_TYPE, PDF_MEDIA_TYPE
+from registry.errors import RequestInvalidError
 from registry.reports import certificate_report, checked_at, issuer_report
 from registry.sequencer import Accepted
 from registry.storage.tokens import TokenHolder
@@ -36,6 +37,7 @@ DOCUMENT_TYPES = (DCC_MEDIA_TYPE, CERTIFICATION_MEDIA_TYPE, PDF_MEDIA_TYPE)
 BINARY = {"type": "string", "format": "binary"}
 
 CertificateId = Annotated[str, Path(min_length=3, max_length=300, pattern=r"^[^/]+/.+$")]
+
 
 @router.post(
     "/certificates",
@@ -107,16 +109,46 @@ def _certificate_receipt(
 
 @router.get(
     "/certificates",
-    summary="Look certificates up by the SHA-256 of their document",
-    response_model=models.DigestLookup,
+    summary="List certificates in log order (filters, a page at a time), or look them up "
+    "by the SHA-256 of their document (digest=)",
+    response_model=models.CertificateList,
+    responses=problems.responses(422),
 )
-async def find_by_digest(
+async def list_certificates(
     request: Request,
     digest: Annotated[
-        str, Query(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256:<64 lowercase hex>")
-    ],
+        str | None,
+        Query(
+            pattern=r"^sha256:[0-9a-f]{64}$",
+            description="sha256:<64 lowercase hex>: the certificates about this document "
+            "(no other parameter)",
+        ),
+    ] = None,
+    issuer: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="issuer id")
+    ] = None,
+    status: listings.Status = None,
+    kind: listings.Kind = None,
+    issued_from: listings.IssuedFrom = None,
+    issued_to: listings.IssuedTo = None,
+    limit: listings.Limit = 100,
+    cursor: listings.Cursor = None,
 ) -> JSONResponse:
     service = service_for(request)
+    if digest is not None:
+        if request.query_params.keys() - {"digest"}:
+            raise RequestInvalidError("digest= looks one document up; it takes no other parameter")
+        return _find_by_digest(service, digest)
+    selected = listings.listing(
+        issuer_id=issuer, status=status, kind=kind, issued_from=issued_from, issued_to=issued_to
+    )
+    page = await run_in_threadpool(
+        service.list_certificates, selected, after_index=listings.after_index(cursor), limit=limit
+    )
+    return JSONResponse(listings.page_body(page, issuer))
+
+
+def _find_by_digest(service: RegistryService, digest: str) -> JSONResponse:
     now = service.ledger.clock()
     document_sha256 = digest.removeprefix("sha256:")
 
@@ -126,6 +158,7 @@ async def find_by_digest(
             "tree_size": state.size,
             "digest": digest,
             "certificates": [_public_view(state, c.certificate_id, now) for c in found],
+            "next": None,
         }
 
     # One indexed statement, like the status read: answered on the event loop.

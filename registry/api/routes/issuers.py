@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
-from registry.api import models, problems
+from registry.api import listings, models, problems
 from registry.api.auth import Service
 from registry.errors import NotFoundError
-from registry.reports import certificate_view, checked_at, issuer_report
+from registry.reports import issuer_report
 
 router = APIRouter(prefix="/api/v1/issuers", tags=["issuers"])
 
@@ -55,26 +55,23 @@ def get_issuer(
 def list_issuer_certificates(
     service: Service,
     issuer_id: Annotated[str, Path(min_length=1, max_length=200)],
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[
-        str | None, Query(pattern=r"^[0-9]{1,18}$", description="'next' of the previous page")
-    ] = None,
+    limit: listings.Limit = 100,
+    cursor: listings.Cursor = None,
+    status: listings.Status = None,
+    kind: listings.Kind = None,
+    issued_from: listings.IssuedFrom = None,
+    issued_to: listings.IssuedTo = None,
 ) -> JSONResponse:
-    now = service.ledger.clock()
-    after = -1 if cursor is None else int(cursor)
-    with service.trust_state() as state:
-        if issuer_id not in state.issuers:
-            raise NotFoundError(f"no issuer {issuer_id} in this log")
-        page = service.ledger.certificates_page(issuer_id=issuer_id, after_index=after, limit=limit)
-        return JSONResponse(
-            {
-                "tree_size": state.size,
-                "issuer_id": issuer_id,
-                "certificates": [
-                    {**certificate_view(state, c, now), "checked_at": checked_at(now)}
-                    for c in page
-                ],
-                # The cursor is the log index of the page's last certificate.
-                "next": str(page[-1].events[0].index) if len(page) == limit else None,
-            }
-        )
+    selected = listings.listing(
+        issuer_id=issuer_id,
+        status=status,
+        kind=kind,
+        issued_from=issued_from,
+        issued_to=issued_to,
+    )
+    page = service.list_certificates(
+        selected, after_index=listings.after_index(cursor), limit=limit
+    )
+    if issuer_id not in service.ledger.unsynced_trust_state.issuers:  # caught up by the page
+        raise NotFoundError(f"no issuer {issuer_id} in this log")
+    return JSONResponse(listings.page_body(page, issuer_id))
