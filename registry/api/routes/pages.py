@@ -10,6 +10,7 @@ page embeds. A hostile token or id gets a page with a verdict, never an error.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +24,7 @@ from registry.api.auth import service_for
 from registry.api.service import RegistryService
 from registry.errors import NotFoundError
 from registry.reports import certificate_report, issuer_report
-from verifier import entry, mark, statement
+from verifier import mark
 from verifier.encoding import b64encode
 from verifier.errors import QILedgerError
 from verifier.trust import TrustState
@@ -32,6 +33,9 @@ router = APIRouter(include_in_schema=False)
 
 API_DIR = Path(__file__).resolve().parent.parent
 TEMPLATES = Jinja2Templates(directory=API_DIR / "templates")
+# Package data, never edited under a running server: no stat() of each template
+# on every render.
+TEMPLATES.env.auto_reload = False
 STATIC_DIR = API_DIR / "static"
 MAX_CERTIFICATE_ID = 300
 """As the API's certificate id path parameter: longer ids are not looked up."""
@@ -176,7 +180,6 @@ def _certificate_page(service: RegistryService, certificate_id: str) -> dict[str
         }
         for event, (stored, hashes) in zip(report["history"], proven, strict=True)
     ]
-    report["issued"] = _issued_date(proven[0][0].data)
     report["verdict"] = Verdict(
         report["status"].lower(), (report["reason"],) if report["reason"] else ()
     )
@@ -192,17 +195,6 @@ def _certificate_page(service: RegistryService, certificate_id: str) -> dict[str
         "consistency_url": "/api/v1/log/proof/consistency",
     }
     return report
-
-
-def _issued_date(leaf_data: bytes) -> str | None:
-    """The issue date the certificate's first statement gives (the log's own
-    entry, so this cannot fail for a logged certificate; None just in case)."""
-    try:
-        stmt = statement.parse(entry.parse(leaf_data).envelope.payload)
-    except QILedgerError:
-        return None
-    issued = stmt.get("issued")
-    return issued if isinstance(issued, str) else None
 
 
 # --- rendering ----------------------------------------------------------------------
@@ -223,6 +215,12 @@ BROWSER_MESSAGES = (
 )
 
 
+@functools.cache
+def _browser_messages(lang: str) -> dict[str, str]:
+    t = i18n.translator(lang)
+    return {k: t(k) for k in BROWSER_MESSAGES}
+
+
 def _translator(request: Request, lang: str | None) -> i18n.Translate:
     return i18n.translator(
         i18n.choose(lang, request.cookies.get(i18n.COOKIE), request.headers.get("accept-language"))
@@ -239,7 +237,7 @@ def _render(
 ) -> Response:
     other = "zh" if t.lang == "en" else "en"
     switched = request.url.include_query_params(lang=other)  # a relative link: path and query
-    browser_messages = {k: t(k) for k in BROWSER_MESSAGES}
+    browser_messages = _browser_messages(t.lang)
     response = TEMPLATES.TemplateResponse(
         request,
         template,
