@@ -9,6 +9,7 @@ settings to the server's worker processes as environment variables
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -126,22 +127,36 @@ class ServerSettings:
     """Requests an API token may make at once before the rate applies.
     Env QILEDGER_RATE_BURST."""
 
+    witnesses: tuple[str, ...] = ()
+    """C2SP tlog-witnesses asked to cosign each checkpoint, each ``URL=VKEY`` (its
+    submission URL prefix and cosignature verifier key; parsed by
+    :class:`registry.witnessing.WitnessEndpoint`). Flag --witness (repeatable);
+    env QILEDGER_WITNESSES, separated by spaces or commas."""
+
     @classmethod
-    def from_env(cls, public_url: str | None = None) -> ServerSettings:
+    def from_env(
+        cls, public_url: str | None = None, witnesses: Sequence[str] | None = None
+    ) -> ServerSettings:
         env = os.environ
         url = public_url or env.get("QILEDGER_PUBLIC_URL") or None
         if url is not None and not url.startswith(("http://", "https://")):
             raise ConfigError(f"QILEDGER_PUBLIC_URL must be an http(s) URL, not {url!r}")
+        if not witnesses:
+            witnesses = env.get("QILEDGER_WITNESSES", "").replace(",", " ").split()
         return cls(
             public_url=url,
             rate_per_second=_number("QILEDGER_RATE_LIMIT", float),
             rate_burst=_number("QILEDGER_RATE_BURST", int),
+            witnesses=tuple(witnesses),
         )
 
     def worker_env(self) -> dict[str, str | None]:
-        """The variable a flag may have chosen (the rates come from the environment
+        """The variables a flag may have chosen (the rates come from the environment
         the workers inherit)."""
-        return {"QILEDGER_PUBLIC_URL": self.public_url}
+        return {
+            "QILEDGER_PUBLIC_URL": self.public_url,
+            "QILEDGER_WITNESSES": " ".join(self.witnesses) or None,
+        }
 
 
 def _number(name: str, kind: type[_N]) -> _N | None:

@@ -32,11 +32,37 @@ def _check_key_name(name: str) -> None:
         raise MalformedError(f"invalid note key name {name!r}")
 
 
-def key_id(name: str, public_key: PublicKey) -> bytes:
-    """The 4-byte C2SP key ID of an Ed25519 note key."""
-    return hashlib.sha256(
-        name.encode("utf-8") + b"\n" + bytes([ALG_ED25519]) + public_key.raw
-    ).digest()[:4]
+def key_id(name: str, public_key: PublicKey, alg: int = ALG_ED25519) -> bytes:
+    """The 4-byte C2SP key ID of an Ed25519 key; ``alg`` is the signature type byte
+    (0x01 note signatures, 0x04 tlog-cosignature/v1)."""
+    return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([alg]) + public_key.raw).digest()[
+        :4
+    ]
+
+
+def split_verifier_key(vkey: str, alg: int) -> tuple[str, bytes, PublicKey]:
+    """Name, claimed 4-byte ID and Ed25519 key of ``<name>+<hex8>+<base64(alg ‖ pubkey)>``;
+    the ID is checked to match."""
+    if not isinstance(vkey, str):
+        raise MalformedError("verifier key must be a string")
+    parts = vkey.strip().split("+", 2)
+    if len(parts) != 3:
+        raise MalformedError("verifier key must look like name+hex8+base64")
+    name, hex_id, b64_key = parts
+    _check_key_name(name)
+    if len(hex_id) != 8 or hex_id.lower() != hex_id:
+        raise MalformedError("verifier key ID must be 8 lowercase hex digits")
+    try:
+        claimed_id = bytes.fromhex(hex_id)
+    except ValueError:
+        raise MalformedError("verifier key ID must be 8 lowercase hex digits") from None
+    key_bytes = b64decode(b64_key, "verifier key")
+    if len(key_bytes) != 33 or key_bytes[0] != alg:
+        raise MalformedError(f"verifier key is not an Ed25519 (type 0x{alg:02x}) key")
+    public_key = PublicKey.from_raw(key_bytes[1:])
+    if key_id(name, public_key, alg) != claimed_id:
+        raise MalformedError("verifier key ID does not match its name and key")
+    return name, claimed_id, public_key
 
 
 @dataclass(frozen=True)
@@ -55,26 +81,7 @@ class NoteVerifier:
     @classmethod
     def parse(cls, vkey: str) -> NoteVerifier:
         """Parse ``<name>+<hex8>+<base64(0x01 ‖ pubkey)>``; the ID must match."""
-        if not isinstance(vkey, str):
-            raise MalformedError("verifier key must be a string")
-        parts = vkey.strip().split("+", 2)
-        if len(parts) != 3:
-            raise MalformedError("verifier key must look like name+hex8+base64")
-        name, hex_id, b64_key = parts
-        _check_key_name(name)
-        if len(hex_id) != 8 or hex_id.lower() != hex_id:
-            raise MalformedError("verifier key ID must be 8 lowercase hex digits")
-        try:
-            claimed_id = bytes.fromhex(hex_id)
-        except ValueError:
-            raise MalformedError("verifier key ID must be 8 lowercase hex digits") from None
-        key_bytes = b64decode(b64_key, "verifier key")
-        if len(key_bytes) != 33 or key_bytes[0] != ALG_ED25519:
-            raise MalformedError("verifier key is not an Ed25519 (type 0x01) key")
-        public_key = PublicKey.from_raw(key_bytes[1:])
-        if key_id(name, public_key) != claimed_id:
-            raise MalformedError("verifier key ID does not match its name and key")
-        return cls(name, claimed_id, public_key)
+        return cls(*split_verifier_key(vkey, ALG_ED25519))
 
     def __str__(self) -> str:
         return (

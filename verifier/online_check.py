@@ -7,12 +7,14 @@ log time, and the status the registry claimed)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from verifier import checkpoint, entry, merkle, statement, tiles, trust
+from verifier import checkpoint, cosignature, entry, merkle, statement, tiles, trust
 from verifier.checkpoint_state import check_state
+from verifier.cosignature import CosignatureVerifier
 from verifier.encoding import b64decode
 from verifier.errors import MalformedError
 from verifier.note import NoteVerifier
@@ -50,6 +52,8 @@ def check_online(
     *,
     mark_index: int | None,
     max_replay: int,
+    witnesses: Sequence[CosignatureVerifier] = (),
+    min_witnesses: int = 0,
 ) -> None:
     view = report.run(
         "certificate in registry",
@@ -62,12 +66,19 @@ def check_online(
     for name in ("issuer_id", "kind", "valid_until"):
         if isinstance(view.get(name), str):  # shown as context; the checks below use the log
             report.facts[name] = view[name]
+
     # Read after the certificate, so this checkpoint covers every entry it listed.
+    def fetch() -> bytes:
+        # With a witness policy, the C2SP /checkpoint: it carries the cosignatures.
+        return registry.get("/checkpoint") if witnesses else registry.checkpoint()
+
     signed = report.run(
         "checkpoint signature",
-        lambda: checkpoint.verify(registry.checkpoint(), key),
+        lambda: checkpoint.verify(fetch(), key),
         lambda s: f"size {s.checkpoint.size} signed by {key.name}",
     )
+    if witnesses:
+        check_witnesses(report, signed.note, key, witnesses, min_witnesses, now)
     cp = signed.checkpoint
     report.facts["tree_size"] = cp.size
     check_state(report, registry, key, cp, signed.note, state_path)
@@ -140,6 +151,30 @@ def check_online(
     if cp.size <= max_replay:
         report.ok("status", IAF_STATUS[status] + (f" ({reason})" if reason else ""))
     report.code = STATUS_EXIT[status]
+
+
+def check_witnesses(
+    report: Report,
+    note: bytes,
+    key: NoteVerifier,
+    witnesses: Sequence[CosignatureVerifier],
+    min_witnesses: int,
+    now: datetime,
+) -> None:
+    """The witness policy: at least ``min_witnesses`` of ``witnesses`` cosigned (else
+    exit 2, "not authentic": nobody independent vouches this is the one history)."""
+    cosigned = report.run(
+        "witness cosignatures",
+        lambda: cosignature.require_cosignatures(
+            note, key, witnesses, min_witnesses, now=int(now.timestamp())
+        ),
+        lambda c: (
+            f"{len(c.witnesses)} of {len(witnesses)} trusted witnesses cosigned "
+            f"(policy: at least {min_witnesses})"
+            + (f": {', '.join(name for name, _ in c.witnesses)}" if c.witnesses else "")
+        ),
+    )
+    report.facts["witnesses"] = [name for name, _ in cosigned.witnesses]
 
 
 def _history(view: dict[str, Any]) -> list[tuple[int, str]]:

@@ -20,13 +20,15 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     import uvicorn
 
     from registry.ledger import Ledger
+    from registry.witnessing import parse_witnesses
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {args.workers}")
     # A bad setting is one clear error here, not one per worker; and no prompt:
     # the workers could not be given what was typed.
-    server = ServerSettings.from_env(args.public_url)
+    server = ServerSettings.from_env(args.public_url, args.witness)
     cli_marks.configured_public_url(server.public_url)  # marks must be able to live under it
+    parse_witnesses(server.witnesses)  # a bad witness is refused here, once
     settings = replace(context.settings(args), passphrase_prompt=False)
     ledger = Ledger.open(settings)  # fail here, clearly, before uvicorn starts
     ledger.load_log_key()
@@ -125,6 +127,13 @@ def register(commands: Commands) -> None:
         "--public-url",
         help="scheme://host[:port] of the public verifier, for QR mark URLs "
         "(env QILEDGER_PUBLIC_URL; default: the host each request was made to)",
+    )
+    p.add_argument(
+        "--witness",
+        action="append",
+        metavar="URL=VKEY",
+        help="a C2SP tlog-witness to ask for cosignatures of each checkpoint: its URL "
+        "and verifier key (repeatable; env QILEDGER_WITNESSES)",
     )
     p.add_argument(
         "--log-level",

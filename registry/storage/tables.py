@@ -77,6 +77,27 @@ API_TOKENS = Table(
 """An API token: only the SHA-256 of its secret is stored. Not part of the log
 (revoking sets ``revoked_at``), so not append-only."""
 
+CHECKPOINT_COSIGNATURES = Table(
+    "checkpoint_cosignatures",
+    METADATA,
+    Column("size", _Int64, primary_key=True, autoincrement=False),
+    Column("witness_key", String, primary_key=True),
+    Column("line", String, nullable=False),
+    Column("gathered_at", String, nullable=False),
+)
+"""A witness's C2SP cosignature line on the checkpoint of ``size`` (``witness_key``:
+its verifier key string). Gathered after the log, not part of it: only inserted,
+the first line per witness and size kept (each one is checked before it is stored,
+and every reader checks it again)."""
+
 APPEND_ONLY_TABLES = ("log_meta", "entries", "tree_nodes", "checkpoints", "documents")
 
-ALL_TABLES = (LOG_META, ENTRIES, TREE_NODES, CHECKPOINTS, DOCUMENTS, API_TOKENS)
+ALL_TABLES = (
+    LOG_META,
+    ENTRIES,
+    TREE_NODES,
+    CHECKPOINTS,
+    DOCUMENTS,
+    API_TOKENS,
+    CHECKPOINT_COSIGNATURES,
+)

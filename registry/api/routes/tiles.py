@@ -60,7 +60,7 @@ def _binary(description: str) -> dict[int | str, dict[str, Any]]:
     },
 )
 def get_checkpoint(service: Service) -> Response:
-    note = service.ledger.latest_checkpoint().note
+    note = service.ledger.cosigned_checkpoint()  # with the witnesses' cosignatures
     return Response(note, media_type=CHECKPOINT_MEDIA_TYPE, headers={"Cache-Control": "no-cache"})
 
 
