@@ -22,7 +22,9 @@ and keys; the replayed certificates go to a scratch file,
 - every stored document's bytes hash to the digest it is stored under;
 - the certificate tables (:mod:`registry.storage.certificate_index`) hold
   exactly what the replay derived: every certificate row and event, the list of
-  non-certificate entries, and the size they reflect.
+  non-certificate entries, and the size they reflect; every link and standard
+  row is the one its certificate's statement gives (compared per batch of
+  entries, so memory stays bounded), and no row names an entry beyond the log.
 
 The first problem raises :class:`IntegrityError` naming where it is.
 """
@@ -42,6 +44,7 @@ from registry.storage.protocol import StoredCheckpoint, StoredEntry
 from registry.storage.scratch_certificates import ScratchCertificates
 from verifier import checkpoint, entry, merkle, statement, trust
 from verifier.errors import QILedgerError
+from verifier.links import standard_key
 from verifier.merkle import Hash, Node
 from verifier.statement import DOCUMENT_TYPES
 
@@ -105,6 +108,8 @@ def _fsck(
     for chunk in _chunks(storage.iter_entries(0, BATCH), BATCH):
         computed: dict[Node, bytes] = {}
         documents_needed: dict[str, int] = {}
+        link_rows: list[tuple[object, ...]] = []
+        standard_rows: list[tuple[object, ...]] = []
         for stored in chunk:
             where = f"entry {stored.index}"
             if stored.index != expected_index:
@@ -115,6 +120,7 @@ def _fsck(
             parsed, stmt = _check_entry(stored, prev, last_time, state, where)
             if stmt.type in DOCUMENT_TYPES:
                 documents_needed.setdefault(stmt["document_sha256"], stored.index)
+                _expected_references(stored.index, stmt, link_rows, standard_rows)
             if not stmt.type.startswith("certificate."):
                 trust_indices.append(stored.index)
             prev = stored.leaf_hash
@@ -124,6 +130,7 @@ def _fsck(
             check_checkpoints_at(expected_index)
         _check_nodes(ledger, computed)
         _check_documents_stored(ledger, documents_needed)
+        _check_references(ledger, chunk[0].index, chunk[-1].index, link_rows, standard_rows)
         expected_nodes += len(computed)
         if progress is not None:
             progress(expected_index, total)
@@ -266,6 +273,13 @@ def _check_certificate_tables(
                 f"the certificate tables reflect {size} entries, the log has {total}{_REINDEX}",
                 where="certificate tables",
             )
+        beyond = index.reference_rows_from(tx, total)
+        if beyond:
+            raise IntegrityError(
+                f"{beyond} certificate_links/certificate_standards rows name entries beyond "
+                f"the log's {total}{_REINDEX}",
+                where="certificate_links",
+            )
         stored_trust = index.trust_indices(tx)
         if stored_trust != trust_indices:
             wrong = next(
@@ -327,6 +341,71 @@ def _check_certificate_tables(
                 where=f"certificate_events {missing_event[0]}",
             )
     return compared
+
+
+def _expected_references(
+    index: int,
+    stmt: statement.Statement,
+    link_rows: list[tuple[object, ...]],
+    standard_rows: list[tuple[object, ...]],
+) -> None:
+    """The link and standard rows a certificate.issue/amend statement calls for,
+    read from its fields here (not by the tables' own writer)."""
+    cert_id = stmt["certificate_id"]
+    for position, link in enumerate(stmt.get("links", ())):
+        sha256 = link.get("sha256")
+        digest, procedure = (
+            (sha256, "SHA-256") if sha256 is not None else (link["digest"], link["procedure"])
+        )
+        link_rows.append(
+            (index, position, cert_id, link["certificate_id"], digest, procedure, link["role"])
+        )
+    standard_rows.extend(
+        sorted((standard_key(ref), index, ref, cert_id) for ref in stmt.get("standards", ()))
+    )
+
+
+def _check_references(
+    ledger: Ledger,
+    first: int,
+    last: int,
+    link_rows: list[tuple[object, ...]],
+    standard_rows: list[tuple[object, ...]],
+) -> None:
+    """The link and standard rows of entries ``first`` .. ``last`` are exactly
+    those their statements call for (one read per batch of entries)."""
+    with ledger.storage.read() as tx:
+        stored_links, stored_standards = ledger.certificate_index.reference_rows_between(
+            tx, first, last
+        )
+    for table, stored, wanted, describe in (
+        ("certificate_links", stored_links, link_rows, _describe_link),
+        ("certificate_standards", stored_standards, standard_rows, _describe_standard),
+    ):
+        if stored == wanted:
+            continue
+        place = next(
+            (i for i, (a, b) in enumerate(zip(stored, wanted, strict=False)) if a != b),
+            min(len(stored), len(wanted)),
+        )
+        have = describe(stored[place]) if place < len(stored) else "no row"
+        want = describe(wanted[place]) if place < len(wanted) else "no row"
+        row = stored[place] if place < len(stored) else wanted[place]
+        raise IntegrityError(
+            f"{table} row of {row[2] if table == 'certificate_links' else row[3]}: "
+            f"stored {have}, the log says {want}{_REINDEX}",
+            where=f"{table} entry {row[0] if table == 'certificate_links' else row[1]}",
+        )
+
+
+def _describe_link(row: tuple[object, ...]) -> str:
+    index, position, _, to_cert, digest, procedure, role = row
+    return f"link {position} of entry {index} to {to_cert!r} ({role}, {procedure} {digest})"
+
+
+def _describe_standard(row: tuple[object, ...]) -> str:
+    _, index, ref, _ = row
+    return f"standard {ref!r} of entry {index}"
 
 
 def _difference(stored: trust.Certificate, replayed: trust.Certificate) -> str | None:

@@ -10,10 +10,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from registry import traceability
 from registry.config import Settings
-from registry.errors import ConfigError, DocumentRequiredError, NotFoundError
+from registry.errors import ConfigError, DocumentRequiredError, NotFoundError, StorageError
 from registry.keys import keyfile
 from registry.keys.demo_keys import DEMO_KEY_IDS
 from registry.keys.log_signer import LogSigner
@@ -32,8 +33,9 @@ from registry.storage.protocol import (
 )
 from registry.storage.sql_log import SqlStorage
 from registry.storage.tokens import TokenStore
-from verifier import checkpoint, dsse, jcs, mark, merkle, statement, trust
+from verifier import checkpoint, cosignature, dsse, jcs, mark, merkle, statement, trust
 from verifier.entry import format_time
+from verifier.entry import parse_time as entry_time
 from verifier.errors import MalformedError, QILedgerError, UnknownKeyError
 from verifier.keys import PublicKey, SigningKey
 from verifier.merkle import Hash
@@ -102,6 +104,8 @@ class Ledger:
         self._sequencer: Sequencer | None = None
         self._documents: DocumentReader | None = None
         self._tokens: TokenStore | None = None
+        self.after_append: Callable[[], None] | None = None
+        """Called after each batch :meth:`submit_many` appended (the witness gatherer's wake-up)."""
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -214,7 +218,10 @@ class Ledger:
     ) -> list[Outcome]:
         """Append a batch as it comes (see :meth:`Sequencer.submit_many`): one outcome
         per envelope; ``documents`` maps positions to the documents they are about."""
-        return self.sequencer.submit_many(envelopes, documents)
+        outcomes = self.sequencer.submit_many(envelopes, documents)
+        if self.after_append is not None:
+            self.after_append()
+        return outcomes
 
     def sign_mark(self, claims: mark.MarkClaims) -> str:
         """A QR mark token (v2, COSE_Sign1) for ``claims``, signed by the log key."""
@@ -441,6 +448,44 @@ class Ledger:
                 now=self.clock(),
             )
 
+    def traceability(self, certificate_id: str) -> dict[str, Any]:
+        """What the certificate is traced to (:mod:`registry.traceability`), read
+        in one snapshot. Like :meth:`reading`, does not catch up bodies, issuers
+        and keys."""
+        with self._reading_in() as (tx, state):
+            return traceability.trace_view(
+                self.certificate_index, tx, state, certificate_id, self.clock()
+            )
+
+    def dependents(
+        self, certificate_id: str, *, offset: int, limit: int, max_depth: int
+    ) -> dict[str, Any]:
+        """A page of the certificates tracing to this one (:mod:`registry.traceability`)."""
+        with self._reading_in() as (tx, state):
+            return traceability.dependents_view(
+                self.certificate_index,
+                tx,
+                state,
+                certificate_id,
+                self.clock(),
+                offset=offset,
+                limit=limit,
+                max_depth=max_depth,
+            )
+
+    def standard(self, reference: str, *, after_index: int, limit: int) -> dict[str, Any]:
+        """A page of the certificates naming a standard (:mod:`registry.traceability`)."""
+        with self._reading_in() as (tx, state):
+            return traceability.standard_view(
+                self.certificate_index,
+                tx,
+                state,
+                reference,
+                self.clock(),
+                after_index=after_index,
+                limit=limit,
+            )
+
     def reindex(self) -> ReindexReport:
         """Rebuild the certificate tables from the log alone, holding the writer lock."""
         outdated = self.certificate_index.exists() and not self.certificate_index.is_current()
@@ -461,6 +506,13 @@ class Ledger:
 
     def latest_checkpoint(self) -> StoredCheckpoint:
         return self.storage.latest_checkpoint()
+
+    def cosigned_checkpoint(self) -> bytes:
+        """The latest signed checkpoint with the witness cosignatures kept for its
+        size appended as more signature lines (still a valid note for the log key)."""
+        stored = self.latest_checkpoint()
+        lines = [line for _, line in self.storage.cosignature_lines(stored.size)]
+        return cosignature.add_lines(stored.note, lines) if lines else stored.note
 
     def verified_checkpoint(self, size: int | None = None) -> checkpoint.SignedCheckpoint:
         stored = self.latest_checkpoint() if size is None else self.checkpoint_at(size)
@@ -520,6 +572,86 @@ class Ledger:
     def document(self, digest: str) -> StoredDocument:
         """The stored document with this lowercase hex SHA-256."""
         return self.storage.document(digest)
+
+    # --- audit exports (registry.export reads the log through these) ------------
+
+    def trust_entries(self, size: int) -> Iterator[tuple[int, bytes]]:
+        """(index, leaf data) of every non-certificate entry below ``size``, in order."""
+        with self.storage.read() as tx:
+            for index, data in self.certificate_index.trust_entries_from(tx, 0):
+                if index >= size:
+                    return
+                yield index, data
+
+    def entries_at(self, indexes: Sequence[int]) -> dict[int, StoredEntry]:
+        """The stored entries at ``indexes``; NotFoundError if one is missing."""
+        found = self.storage.entries_at(indexes)
+        missing = [i for i in indexes if i not in found]
+        if missing:
+            raise NotFoundError(f"no entry at index {missing[0]}")
+        return found
+
+    def inclusion_proofs(self, indexes: Sequence[int], size: int) -> list[list[Hash]]:
+        """Inclusion proofs of ``indexes`` in the tree of ``size``, from one read of nodes
+        that bypasses the node cache (an export reads every node once: through the
+        cache it would evict what the public reads keep there)."""
+        wanted = merkle.inclusion_nodes(indexes, size)
+        nodes = self.storage.read_nodes_uncached(wanted)
+        if len(nodes) != len(set(wanted)):
+            raise StorageError(f"tree nodes missing from storage under size {size}")
+        return merkle.inclusion_proofs(indexes, size, nodes)
+
+    def issuer_entry_indices(self, issuer_id: str, after: int, size: int, limit: int) -> list[int]:
+        """A page of the indices of ``issuer_id``'s certificate entries below ``size``."""
+        return self.storage.issuer_entry_indices(issuer_id, after, size, limit)
+
+    def certificate_entry_indices(self, certificate_id: str, size: int) -> list[int]:
+        """Indices below ``size`` of the entries a certificate's history needs: its own,
+        the amendment superseding it, and those of the certificates it amends."""
+        return [i for i in self.storage.certificate_entry_indices(certificate_id) if i < size]
+
+    def range_context_indices(self, start: int, end: int) -> list[int]:
+        """Indices below ``start`` of the earlier entries about the certificates with an
+        entry in [``start``, ``end``) (and those they amend)."""
+        return self.storage.range_context_indices(start, end)
+
+    def certificates_by_id(self, certificate_ids: Sequence[str]) -> dict[str, trust.Certificate]:
+        """The certificates with these ids (as the tables hold them now), in few reads."""
+        with self.storage.read() as tx:
+            reader = self.certificate_index.reader(tx)
+            reader.prefetch(certificate_ids, ())
+            found = {i: reader.get(i) for i in certificate_ids}
+        return {i: c for i, c in found.items() if c is not None}
+
+    def first_index_logged(self, moment: datetime, size: int, *, after: bool) -> int:
+        """The first index below ``size`` logged at or after ``moment`` (``after``: strictly
+        after), else ``size``; ``logged_at`` never goes backwards along the log."""
+        low, high = 0, size
+        while low < high:
+            middle = (low + high) // 2
+            logged = entry_time(self.storage.entry(middle).logged_at)
+            if logged > moment or (logged == moment and not after):
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def checkpoint_around(self, size: int, *, at_or_after: bool) -> StoredCheckpoint:
+        """The signed checkpoint of ``size`` if there is one, else the nearest one below
+        (or, ``at_or_after``, above) it."""
+        try:
+            return self.storage.checkpoint(size)
+        except NotFoundError:
+            below, above = None, None
+            for near in self.storage.checkpoint_sizes_near(size):
+                if near < size:
+                    below = near
+                else:
+                    above = near
+            chosen = above if at_or_after else below
+            if chosen is None:
+                raise NotFoundError(f"no signed checkpoint around tree size {size}") from None
+            return self.storage.checkpoint(chosen)
 
     # C2SP tiles read these (a Ledger is a registry.tiles.TileSource).
 

@@ -35,6 +35,7 @@ from verifier import trust
 from verifier.dsse import VerifiedEnvelope
 from verifier.errors import QILedgerError
 from verifier.keys import KeyId, PublicKey
+from verifier.links import DocumentLinks, statement_references
 from verifier.statement import DOCUMENT_TYPES, Statement
 
 
@@ -111,6 +112,7 @@ class TrustChainPolicy:
         self._committing: trust.TrustState | None = None
         self._batch_trust_indices: list[int] = []
         self._batch_recorded = 0
+        self._batch_references: list[tuple[int, str, DocumentLinks]] = []
 
     def _new_state(self) -> trust.TrustState:
         # Outside a batch its certificates are read in short transactions of their own.
@@ -150,18 +152,20 @@ class TrustChainPolicy:
         store = self.index.writer(tx)
         state = trust.TrustState(self.log_key, store, remember_recent=False)
         trust_indices: list[int] = []
+        references: list[tuple[int, str, DocumentLinks]] = []
         certificates = 0
         with long_lived.collector_paused():
             for stored in self.storage.entries_from(tx, 0):
                 stmt = trust.replay_one(state, stored.index, stored.data, trust_append_checks=True)
                 if stmt.type.startswith("certificate."):
                     certificates += stmt.type in DOCUMENT_TYPES
+                    _note_references(references, stored.index, stmt)
                 else:
                     trust_indices.append(stored.index)
                 if state.size % REBUILD_FLUSH == 0:
-                    self.index.record_batch(tx, store, trust_indices, state.size)
-                    trust_indices = []
-            self.index.record_batch(tx, store, trust_indices, state.size)
+                    self.index.record_batch(tx, store, trust_indices, state.size, references)
+                    trust_indices, references = [], []
+            self.index.record_batch(tx, store, trust_indices, state.size, references)
         self._reset()
         return ReindexReport(state.size, certificates, time.perf_counter() - started)
 
@@ -199,6 +203,7 @@ class TrustChainPolicy:
         self._committing = None
         self._batch_trust_indices = []
         self._batch_recorded = 0
+        self._batch_references = []
 
     def _in_batch(self) -> trust.TrustState:
         if self._batch is None:
@@ -222,6 +227,8 @@ class TrustChainPolicy:
         self._batch_recorded += 1
         if not statement.type.startswith("certificate."):
             self._batch_trust_indices.append(index)
+        else:
+            _note_references(self._batch_references, index, statement)
 
     def end_batch(self, tx: Transaction, size: int) -> None:
         batch, store = self._batch, self._batch_store
@@ -229,7 +236,9 @@ class TrustChainPolicy:
         if batch is None or store is None:
             return
         if self._batch_recorded:
-            self.index.record_batch(tx, store, self._batch_trust_indices, size)
+            self.index.record_batch(
+                tx, store, self._batch_trust_indices, size, self._batch_references
+            )
         if self._batch_detached:
             self._committing = batch  # the new bodies, issuers and keys, once committed
         else:
@@ -248,3 +257,12 @@ class TrustChainPolicy:
     def _reset(self) -> None:
         self.state = self._new_state()
         self._batch = self._batch_store = self._committing = None
+        self._batch_references = []
+
+
+def _note_references(
+    references: list[tuple[int, str, DocumentLinks]], index: int, stmt: Statement
+) -> None:
+    """Add what a certificate.issue/amend statement links to (if anything)."""
+    if stmt.type in DOCUMENT_TYPES and ("links" in stmt.fields or "standards" in stmt.fields):
+        references.append((index, stmt["certificate_id"], statement_references(stmt.fields)))

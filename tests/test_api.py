@@ -27,7 +27,17 @@ from fastapi.testclient import TestClient
 
 from registry.api.app import create_app
 from registry.api.limits import CERTIFICATE_REQUEST_LIMIT, OTHER_REQUEST_LIMIT
-from registry.api.routes import certificates, issuers, log, marks, schemas, statements, tiles
+from registry.api.routes import (
+    certificates,
+    export,
+    issuers,
+    log,
+    marks,
+    schemas,
+    statements,
+    tiles,
+    traceability,
+)
 from registry.api.service import RegistryService, ServiceOptions
 from registry.config import Settings
 from registry.demo import DEMO_DOCUMENTS
@@ -1391,7 +1401,9 @@ def test_openapi_lists_every_route(api: Api) -> None:
     assert paths == {
         "/api/v1/certificates": ["get", "post"],
         "/api/v1/certificates/{certificate_id}": ["get"],
+        "/api/v1/dependents/{certificate_id}": ["get"],
         "/api/v1/documents/{certificate_id}": ["get"],
+        "/api/v1/export": ["get"],
         "/api/v1/issuers": ["get"],
         "/api/v1/issuers/{issuer_id}": ["get"],
         "/api/v1/issuers/{issuer_id}/certificates": ["get"],
@@ -1402,16 +1414,28 @@ def test_openapi_lists_every_route(api: Api) -> None:
         "/api/v1/log/proof/inclusion": ["get"],
         "/api/v1/marks/{image_format}/{certificate_id}": ["get"],
         "/api/v1/schemas/certification-certificate.schema.json": ["get"],
+        "/api/v1/standards": ["get"],
         "/api/v1/statements": ["post"],
         "/api/v1/statements/prepare": ["post"],
         "/checkpoint": ["get"],
         "/healthz": ["get"],
         "/tile/entries/{path}": ["get"],
         "/tile/{path}": ["get"],
+        "/api/v1/traceability/{certificate_id}": ["get"],
     }
     routed = {
         route.path.replace(":path}", "}")
-        for module in (certificates, issuers, log, marks, schemas, statements, tiles)
+        for module in (
+            certificates,
+            issuers,
+            log,
+            marks,
+            schemas,
+            statements,
+            tiles,
+            export,
+            traceability,
+        )
         for route in module.router.routes
         if isinstance(route, APIRoute)
     }

@@ -51,6 +51,11 @@ statements a certificate depends on).
 each log in a small JSON state file (``--state``; default
 ``$XDG_STATE_HOME/qiverify/checkpoints.json``) and require every later checkpoint
 to be consistent with it, so a registry cannot show this user a forked history.
+
+``--witness VKEY`` (repeatable) and ``--min-witnesses K`` (``checkpoint``, ``mark``,
+``document``) are a witness policy: the checkpoint must carry valid C2SP
+tlog-cosignatures by at least K of those witnesses (default: all given), else exit
+2. Online the checkpoint is then read from ``/checkpoint``, which carries them.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NoReturn
 
+from verifier import audit_cli, monitor_cli, witness_cli
 from verifier.errors import QILedgerError
 from verifier.local_input import is_file, read_input
 from verifier.qr_image import qr_texts
@@ -74,6 +80,7 @@ from verifier.verdict import EXIT_UNCHECKED, MEANING, Report, Stop
 # schemas, so at the top they would make --help (and every command) start slowly
 # (tests/test_cli_startup.py).
 if TYPE_CHECKING:
+    from verifier.cosignature import CosignatureVerifier
     from verifier.note import NoteVerifier
     from verifier.online import Registry
 
@@ -97,6 +104,27 @@ def _log_key(value: str) -> NoteVerifier:
         raise Stop(EXIT_UNCHECKED, f"the log key {value!r} is not usable: {exc.message}") from None
 
 
+def _witness_policy(args: argparse.Namespace) -> tuple[list[CosignatureVerifier], int]:
+    """The trusted witness keys (strings or files) and how many must cosign (exit 3
+    if a key is malformed or the count cannot be met)."""
+    from verifier.cosignature import CosignatureVerifier
+
+    witnesses = []
+    for value in args.witness or ():
+        try:
+            if "+" not in value or is_file(value):
+                value = read_input(value).decode("utf-8", "replace").split("\n", 1)[0]
+            witnesses.append(CosignatureVerifier.parse(value))
+        except QILedgerError as exc:
+            raise Stop(
+                EXIT_UNCHECKED, f"--witness {value!r} is not usable: {exc.message}"
+            ) from None
+    count = len(witnesses) if args.min_witnesses is None else args.min_witnesses
+    if not 0 <= count <= len(witnesses):
+        raise Stop(EXIT_UNCHECKED, f"--min-witnesses {count} needs as many --witness keys")
+    return witnesses, count
+
+
 def _registry(url: str) -> Registry:
     from verifier.online import Registry
 
@@ -114,8 +142,18 @@ def cmd_checkpoint(args: argparse.Namespace, report: Report, now: datetime) -> N
     from verifier.encoding import b64encode
 
     key, data = _log_key(args.log_key), read_input(args.checkpoint)
+    witnesses, min_witnesses = _witness_policy(args)
     cp = report.run("checkpoint signature", lambda: checkpoint.verify(data, key)).checkpoint
     report.facts.update(log=cp.origin, tree_size=cp.size)
+    if witnesses:
+        from verifier.online_check import check_witnesses
+
+        check_witnesses(report, data, key, witnesses, min_witnesses, now)
+        names = ", ".join(report.facts["witnesses"]) or "none"
+        report.lines.append(
+            f"OK: cosigned by {len(report.facts['witnesses'])} of the "
+            f"{len(witnesses)} trusted witnesses ({names})"
+        )
     report.lines.append(f"OK: checkpoint of {cp.origin}, size {cp.size}, root {b64encode(cp.root)}")
 
 
@@ -222,6 +260,7 @@ def cmd_mark(args: argparse.Namespace, report: Report, now: datetime) -> None:
     from verifier import mark
 
     key = _log_key(args.log_key)
+    witnesses, min_witnesses = _witness_policy(args)
     registry = _registry(args.online) if args.online else None
     token = _mark_token(args.mark, report)
     claims = report.run(
@@ -253,6 +292,8 @@ def cmd_mark(args: argparse.Namespace, report: Report, now: datetime) -> None:
         now,
         mark_index=claims.index,
         max_replay=args.max_replay,
+        witnesses=witnesses,
+        min_witnesses=min_witnesses,
     )
 
 
@@ -264,6 +305,7 @@ def cmd_document(args: argparse.Namespace, report: Report, now: datetime) -> Non
     from verifier.online_check import check_online
 
     key = _log_key(args.log_key)
+    witnesses, min_witnesses = _witness_policy(args)
     registry = _registry(args.registry)
     digest = hashlib.sha256(read_input(args.file)).hexdigest()
     report.facts.update(document_sha256=digest, log=key.name)
@@ -290,6 +332,8 @@ def cmd_document(args: argparse.Namespace, report: Report, now: datetime) -> Non
         now,
         mark_index=None,
         max_replay=args.max_replay,
+        witnesses=witnesses,
+        min_witnesses=min_witnesses,
     )
 
 
@@ -318,8 +362,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     log_key_help = "the log's verifier key string, or a file whose first line is it"
     state_help = "checkpoint state file (default: $XDG_STATE_HOME/qiverify/checkpoints.json)"
+    witness = _Parser(add_help=False)  # the witness policy (C2SP tlog-cosignature)
+    witness.add_argument(
+        "--witness",
+        action="append",
+        metavar="VKEY",
+        help="a trusted witness's cosignature verifier key string, or a file whose first "
+        "line is it (repeatable)",
+    )
+    witness.add_argument(
+        "--min-witnesses",
+        type=int,
+        metavar="K",
+        help="refuse a checkpoint cosigned by fewer than K of them (default: all given)",
+    )
 
-    p = sub.add_parser("mark", parents=[common], help="verify a QR mark (image, URL or token)")
+    p = sub.add_parser(
+        "mark", parents=[common, witness], help="verify a QR mark (image, URL or token)"
+    )
     p.add_argument("mark", metavar="PNG|URL|TOKEN")
     p.add_argument("--log-key", required=True, help=log_key_help)
     p.add_argument("--online", metavar="URL", help="also ask this registry: status and proofs")
@@ -333,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_mark)
 
-    p = sub.add_parser("document", parents=[common], help="verify a certificate document file")
+    p = sub.add_parser(
+        "document", parents=[common, witness], help="verify a certificate document file"
+    )
     p.add_argument("file", metavar="FILE")
     p.add_argument("--registry", required=True, metavar="URL", help="the registry's base URL")
     p.add_argument("--log-key", required=True, help=log_key_help)
@@ -347,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_document)
 
-    p = sub.add_parser("checkpoint", parents=[common], help="verify a signed checkpoint")
+    p = sub.add_parser("checkpoint", parents=[common, witness], help="verify a signed checkpoint")
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("--log-key", required=True, help=log_key_help)
     p.set_defaults(func=cmd_checkpoint)
@@ -375,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("envelope", metavar="ENVELOPE.json")
     p.add_argument("--key", required=True, metavar="PUBKEY.pem")
     p.set_defaults(func=cmd_envelope)
+    witness_cli.add_parser(sub, common)
+    audit_cli.add_parser(sub, common)
+    monitor_cli.add_parser(sub, common)
     return parser
 
 

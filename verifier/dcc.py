@@ -496,6 +496,12 @@ def _optional_date(root: Any, path: str) -> date | None:
 
 def read_dcc(data: bytes, schemas: DccSchemas | None) -> DccCoreData:
     """Parse, validate (when ``schemas`` is given) and extract a DCC's core data."""
+    return read_dcc_tree(data, schemas)[0]
+
+
+def read_dcc_tree(data: bytes, schemas: DccSchemas | None) -> tuple[DccCoreData, Any]:
+    """What :func:`read_dcc` gives, and the parsed root element (for reading
+    more of it without a second parse, e.g. :func:`verifier.links.read_links`)."""
     tree = parse_xml(data, "DCC")
     root = tree.getroot()
     if root.tag != f"{{{DCC_NS}}}digitalCalibrationCertificate":
@@ -520,7 +526,7 @@ def read_dcc(data: bytes, schemas: DccSchemas | None) -> DccCoreData:
         calibrationLaboratoryCode=laboratory_code,
         replacedUniqueIdentifier=replaces,
     )
-    return DccCoreData(
+    read = DccCoreData(
         schema_version=version,
         unique_identifier=unique_identifier,
         begin_performance_date=_to_date(_text(root, begin), begin),
@@ -534,3 +540,4 @@ def read_dcc(data: bytes, schemas: DccSchemas | None) -> DccCoreData:
         has_signature=root.find("ds:Signature", _NS) is not None,
         schema_validated=schemas is not None,
     )
+    return read, root

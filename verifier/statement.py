@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from datetime import date, datetime
+from itertools import pairwise
 from typing import Any, ClassVar
 
 from verifier import jcs
@@ -157,6 +158,85 @@ def _date(value: Any) -> None:
     parse_date(value)
 
 
+MAX_LINKS = 64
+"""Links one certificate statement may record (a log entry holds at most 64 KiB)."""
+MAX_STANDARDS = 32
+"""Standards one certificate statement may name."""
+LINK_REFERENCE_CHARS = 128
+LINK_PROCEDURE_CHARS = 32
+LINK_DIGEST_CHARS = 128
+STANDARD_CHARS = 200
+LINK_ROLES = frozenset({"equipment", "previous_report"})
+_ANY_HEX64_RE = re.compile(r"[0-9A-Fa-f]{64}")
+
+
+def is_sha256_procedure(procedure: str) -> bool:
+    """Whether a DCC digest ``procedure`` names SHA-256 (``SHA256``, ``sha-256``...)."""
+    return "".join(c for c in procedure.casefold() if c.isalnum()) == "sha256"
+
+
+def _trimmed_text(value: Any, max_len: int) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= max_len
+        and " ".join(value.split()) == value
+        and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    )
+
+
+def _link(value: Any) -> bytes:
+    if not isinstance(value, dict) or value.keys() not in (
+        {"certificate_id", "role", "sha256"},
+        {"certificate_id", "role", "procedure", "digest"},
+    ):
+        raise _fail(
+            "items must be objects of certificate_id, role and sha256 "
+            "(or procedure and digest)"
+        )
+    reference = value["certificate_id"]
+    if not _trimmed_text(reference, LINK_REFERENCE_CHARS):
+        raise _fail(
+            f"certificate_id must be text of 1 to {LINK_REFERENCE_CHARS} characters, "
+            "white space collapsed"
+        )
+    if value["role"] not in LINK_ROLES:
+        raise _fail(f"role must be one of {', '.join(sorted(LINK_ROLES))}")
+    if "sha256" in value:
+        _SHA256(value["sha256"])
+    else:
+        procedure, digest = value["procedure"], value["digest"]
+        if not _trimmed_text(procedure, LINK_PROCEDURE_CHARS) or not _trimmed_text(
+            digest, LINK_DIGEST_CHARS
+        ):
+            raise _fail(
+                f"procedure and digest must be trimmed text of at most {LINK_PROCEDURE_CHARS} "
+                f"and {LINK_DIGEST_CHARS} characters"
+            )
+        if is_sha256_procedure(procedure) and _ANY_HEX64_RE.fullmatch("".join(digest.split())):
+            raise _fail("a SHA-256 digest in hex must be given as sha256 (lowercase hex)")
+    return jcs.canonical_bytes(value)
+
+
+def _links(value: Any) -> None:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_LINKS:
+        raise _fail(f"must be a list of 1 to {MAX_LINKS} links (leave it out for none)")
+    keys = [_link(v) for v in value]
+    if any(a >= b for a, b in pairwise(keys)):
+        raise _fail("must be unique and ordered by their canonical bytes")
+
+
+def _standards(value: Any) -> None:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_STANDARDS:
+        raise _fail(f"must be a list of 1 to {MAX_STANDARDS} standards (leave it out for none)")
+    if not all(_trimmed_text(v, STANDARD_CHARS) for v in value):
+        raise _fail(
+            f"must hold standard references of 1 to {STANDARD_CHARS} characters, "
+            "white space collapsed"
+        )
+    if any(a >= b for a, b in pairwise(value)):
+        raise _fail("must be unique and sorted")
+
+
 # type -> {field: (required, check)}; "type" and "signed_at" are common to all.
 _CERT_COMMON = {"issuer_id": (True, _ID), "certificate_id": (True, _CERT_ID)}
 _CERT_DOCUMENT = {
@@ -169,6 +249,8 @@ _CERT_DOCUMENT = {
     "schema_validated": (False, _bool),
     "supersedes": (False, _CERT_ID),
     "fields": (False, _public_fields),
+    "links": (False, _links),
+    "standards": (False, _standards),
 }
 _ACCREDITATION_EVENT = {
     "body_id": (True, _ID),
@@ -434,6 +516,10 @@ class CertificateDocument(StatementBuilder):
     schema_validated: bool | None = None
     fields: Mapping[str, Any] | None = None
     """Kind-specific public fields (a JSON object)."""
+    links: tuple[Mapping[str, Any], ...] | None = None
+    """Certificates it is traced to (:mod:`verifier.links`), in canonical order."""
+    standards: tuple[str, ...] | None = None
+    """Standards it names, sorted."""
 
 
 @dataclass(frozen=True, kw_only=True)

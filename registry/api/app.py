@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -19,6 +19,7 @@ from registry.api.cors import PublicReadsCors
 from registry.api.limits import BodySizeLimit
 from registry.api.routes import (
     certificates,
+    export,
     issuers,
     log,
     marks,
@@ -26,15 +27,29 @@ from registry.api.routes import (
     schemas,
     statements,
     tiles,
+    traceability,
 )
 from registry.api.service import RegistryService, ServiceOptions
 from registry.config import ServerSettings, Settings
 from registry.ledger import Ledger
+from registry.witnessing import CosignatureGatherer, WitnessEndpoint, parse_witnesses
 
 # Routes are matched in order, each costing a few microseconds to pass over, so
 # the hot public reads come first: status reads, scan pages, tiles.
 ROUTERS = tuple(
-    m.router for m in (certificates, pages, tiles, marks, log, statements, issuers, schemas)
+    m.router
+    for m in (
+        certificates,
+        pages,
+        tiles,
+        marks,
+        log,
+        statements,
+        issuers,
+        schemas,
+        traceability,
+        export,
+    )
 )
 
 DESCRIPTION = """\
@@ -46,15 +61,25 @@ problem details with a stable `code`.
 
 
 def create_app(
-    ledger: Ledger, options: ServiceOptions | None = None, *, owns_ledger: bool = False
+    ledger: Ledger,
+    options: ServiceOptions | None = None,
+    *,
+    owns_ledger: bool = False,
+    witnesses: Sequence[WitnessEndpoint] = (),
 ) -> FastAPI:
     """The application over ``ledger``; at shutdown it answers queued submissions
-    and, if ``owns_ledger``, closes the ledger."""
+    and, if ``owns_ledger``, closes the ledger. ``witnesses`` are asked to cosign
+    each new checkpoint while the application runs."""
     service = RegistryService(ledger, options)
+    gatherer = CosignatureGatherer(ledger, witnesses)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if witnesses:
+            ledger.after_append = gatherer.notify
+            gatherer.start()
         yield
+        gatherer.close()
         service.close()
         if owns_ledger:
             ledger.close()
@@ -130,8 +155,11 @@ def app_from_env() -> FastAPI:
     (``qiledger serve`` puts its options there). It never prompts for the log
     key's passphrase: that comes from the environment or a passphrase file."""
     settings = Settings.from_env()
-    options = service_options(ServerSettings.from_env())
-    app = create_app(Ledger.open(settings), options, owns_ledger=True)
+    server = ServerSettings.from_env()
+    witnesses = parse_witnesses(server.witnesses)
+    app = create_app(
+        Ledger.open(settings), service_options(server), owns_ledger=True, witnesses=witnesses
+    )
     # The replayed trust state lives as long as the process: keep the cyclic
     # garbage collector from re-scanning it in every full collection.
     gc.collect()

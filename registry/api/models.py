@@ -296,3 +296,71 @@ def prepared_statement(
             f"{MAX_STATEMENT_AGE.days} days before it is logged (prepare again after).",
         ],
     }
+
+
+# --- traceability ---------------------------------------------------------------------
+
+
+class TracedLink(BaseModel):
+    from_: str = Field(alias="from", description="the certificate holding the link")
+    to: str = Field(description="the certificate id as the linking document gives it")
+    role: str = Field(description="equipment (an instrument's calibration) or previous_report")
+    depth: int = Field(description="1: the certificate's own links; 2: theirs; ...")
+    registered: bool = Field(description="whether this log holds the certificate linked to")
+    status: str = Field(description="its status now, or 'External, unverified'")
+    procedure: str = Field(description="the digest procedure (SHA-256 when checkable)")
+    digest: str
+    digest_check: str = Field(description="match, mismatch, unchecked or external")
+
+
+class Traceability(BaseModel):
+    tree_size: int
+    certificate_id: str
+    status: str
+    traceability_at_risk: bool = Field(
+        description="a certificate it depends on (transitively) is suspended, withdrawn "
+        "or invalid; derived when read"
+    )
+    at_risk_because: list[str]
+    links: list[TracedLink] = Field(description="every link met, level by level")
+    ends: list[str] = Field(description="registered certificates where the chain ends")
+    cycles: list[list[str]] = Field(description="certificates that trace to one another")
+    truncated: bool
+    checked_at: str
+
+
+class DependentView(BaseModel):
+    certificate_id: str
+    depth: int = Field(description="1: links to the certificate itself; 2: to one of those...")
+    via: str = Field(description="the certificate it links to")
+    digest_check: str
+    status: str
+
+
+class Dependents(BaseModel):
+    tree_size: int
+    certificate_id: str
+    status: str
+    max_depth: int
+    dependents: list[DependentView] = Field(description="level by level")
+    next: str | None = Field(description="the cursor of the next page (absent at the end)")
+    checked_at: str
+
+
+class StandardCertificate(BaseModel):
+    certificate_id: str
+    as_written: str = Field(description="the standard's reference as the certificate gives it")
+    issuer_id: str
+    kind: str
+    status: str
+
+
+class StandardPage(BaseModel):
+    tree_size: int
+    standard: str
+    counts_by_recorded_status: dict[str, int] = Field(
+        description="certificates naming it, by the status their events give (no expiry)"
+    )
+    certificates: list[StandardCertificate] = Field(description="in log order")
+    next: str | None
+    checked_at: str

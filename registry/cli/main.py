@@ -42,11 +42,13 @@ import sys
 from collections.abc import Sequence
 
 from registry.cli import certificates as cli_certificates
+from registry.cli import export as cli_export
 from registry.cli import log as cli_log
 from registry.cli import marks as cli_marks
 from registry.cli import service as cli_service
 from registry.cli import statements as cli_statements
 from registry.cli import tiles as cli_tiles
+from registry.cli import traceability as cli_traceability
 from registry.cli import trust as cli_trust
 from registry.cli.output import (
     EXIT_FAILED,
@@ -134,6 +136,8 @@ def build_parser() -> Parser:
     cli_marks.register(commands)
     cli_tiles.register(commands)
     cli_statements.register(commands)
+    cli_export.register(commands)
+    cli_traceability.register(commands)
     return parser
 
 

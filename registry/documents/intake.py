@@ -17,7 +17,7 @@ from typing import Any
 
 from registry.config import Settings
 from registry.errors import ConfigError, SchemaUnavailableError
-from verifier import certification, dcc, dcc_signature
+from verifier import certification, dcc, dcc_signature, links
 from verifier.dcc import MAX_DOCUMENT_SIZE
 from verifier.errors import DocumentTooLargeError, MalformedError
 from verifier.statement import (
@@ -147,7 +147,8 @@ class DocumentReader:
                 "schema validation is required (QILEDGER_REQUIRE_SCHEMA) but no DCC schema "
                 "folder is configured (QILEDGER_DCC_SCHEMAS)"
             )
-        core = dcc.read_dcc(data, schemas)
+        core, root = dcc.read_dcc_tree(data, schemas)
+        linked = links.read_links(root)
         public: dict[str, Any] = {
             "begin_performance_date": core.begin_performance_date.isoformat(),
             "end_performance_date": core.end_performance_date.isoformat(),
@@ -170,6 +171,9 @@ class DocumentReader:
             "schema_version": core.schema_version,
             "schema_validated": core.schema_validated,
             "fields": public,
+            # What the DCC is traced to (ids and digests) and the norms it names.
+            "links": linked.links_json(),
+            "standards": linked.standards_json(),
         }
         built: CertificateDocument
         if core.replaces:
@@ -224,4 +228,5 @@ class DocumentReader:
             issued=cert.issue_date,
             valid_until=cert.expiry_date,
             fields=public,
+            standards=(links.normalise_standard(cert.fields["standard"]),),
         ).to_json()

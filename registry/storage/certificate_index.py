@@ -19,7 +19,13 @@ Tables (not append-only: a status change updates a row; they are not the log):
   keys): a start-up replays just those into the in-memory
   :class:`verifier.trust.TrustState`;
 - ``derived_state``: the log size the tables reflect (equal to the log's,
-  since both commit together).
+  since both commit together);
+- ``certificate_links``: each certificate's outgoing links (:mod:`verifier.links`:
+  the certificate it names, its digest and procedure, the role), keyed by the
+  linking certificate's first index and the link's place; indexed by the
+  linking certificate and by the certificate linked to;
+- ``certificate_standards``: the standards each certificate names, by standard
+  (compared case and spacing aside) and by certificate.
 
 ``recorded_status`` is the status the events alone give (active, suspended,
 withdrawn, superseded), for filters; what a reader is told is always derived
@@ -41,6 +47,7 @@ from registry.errors import StorageError
 from registry.storage.database import Database
 from registry.storage.protocol import Transaction
 from verifier import trust
+from verifier.links import DocumentLinks, Link, standard_key
 from verifier.statement import parse_date
 
 # SQLite only makes an INTEGER PRIMARY KEY the rowid (the fast B-tree key).
@@ -93,7 +100,39 @@ DERIVED_STATE = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("size", _Int64, nullable=False),
 )
-TABLES = (CERTIFICATES, CERTIFICATE_EVENTS, TRUST_ENTRIES, DERIVED_STATE)
+CERTIFICATE_LINKS = Table(
+    "certificate_links",
+    METADATA,
+    Column("from_index", _Int64, primary_key=True, autoincrement=False),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("from_certificate", Text, nullable=False),
+    Column("to_certificate", Text, nullable=False),
+    Column("to_digest", Text, nullable=False),
+    Column("procedure", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Index("certificate_links_by_from", "from_certificate", "position"),
+    Index("certificate_links_by_to", "to_certificate", "from_index"),
+)
+CERTIFICATE_STANDARDS = Table(
+    "certificate_standards",
+    METADATA,
+    Column("standard_key", Text, primary_key=True),
+    Column("first_index", _Int64, primary_key=True, autoincrement=False),
+    Column("standard_ref", Text, primary_key=True),
+    Column("certificate_id", Text, nullable=False),
+    # The other way: a certificate's standards by its first index (fsck reads ranges).
+    Index("certificate_standards_by_entry", "first_index", "standard_key", "standard_ref"),
+)
+TABLES = (
+    CERTIFICATES,
+    CERTIFICATE_EVENTS,
+    TRUST_ENTRIES,
+    DERIVED_STATE,
+    CERTIFICATE_LINKS,
+    CERTIFICATE_STANDARDS,
+)
+_LINK_COLUMNS = "from_index, position, from_certificate, to_certificate, to_digest, procedure, role"
+_STANDARD_COLUMNS = "standard_key, first_index, standard_ref, certificate_id"
 
 _CERT_COLUMNS = (
     "first_index, certificate_id, issuer_id, kind, document_sha256, valid_until, "
@@ -171,7 +210,9 @@ class CertificateIndex:
     def is_current(self) -> bool:
         """Whether the tables have every column this version writes (derived
         tables from an older version are rebuilt from the log, not migrated)."""
-        return "issued" in self.db.column_names("certificates")
+        return "issued" in self.db.column_names("certificates") and all(
+            self.db.has_table(t) for t in ("certificate_links", "certificate_standards")
+        )
 
     def drop(self, tx: Transaction) -> None:
         """Drop the derived tables (before rebuilding tables of an older layout)."""
@@ -185,7 +226,14 @@ class CertificateIndex:
 
     def reset(self, tx: Transaction) -> None:
         """Delete every derived row (before a rebuild, in the same transaction)."""
-        for table in ("certificate_events", "certificates", "trust_entries", "derived_state"):
+        for table in (
+            "certificate_events",
+            "certificates",
+            "trust_entries",
+            "derived_state",
+            "certificate_links",
+            "certificate_standards",
+        ):
             tx.exec_driver_sql(f"DELETE FROM {table}")
         tx.exec_driver_sql(f"INSERT INTO derived_state (id, size) VALUES (1, {self._p})", (0,))
 
@@ -196,10 +244,30 @@ class CertificateIndex:
         return SqlCertificates(self, tx, writable=True)
 
     def record_batch(
-        self, tx: Transaction, store: SqlCertificates, trust_indices: Sequence[int], size: int
+        self,
+        tx: Transaction,
+        store: SqlCertificates,
+        trust_indices: Sequence[int],
+        size: int,
+        references: Sequence[tuple[int, str, DocumentLinks]] = (),
     ) -> None:
-        """Write what a batch changed, in the batch's own transaction."""
+        """Write what a batch changed, in the batch's own transaction
+        (``references``: (first index, certificate id, what it links to) of the
+        certificates it registered)."""
         store.flush()
+        link_rows, standard_rows = reference_rows(references)
+        if link_rows:
+            tx.exec_driver_sql(
+                f"INSERT INTO certificate_links ({_LINK_COLUMNS}) "
+                f"VALUES ({', '.join([self._p] * 7)})",
+                link_rows,
+            )
+        if standard_rows:
+            tx.exec_driver_sql(
+                f"INSERT INTO certificate_standards ({_STANDARD_COLUMNS}) "
+                f"VALUES ({', '.join([self._p] * 4)})",
+                standard_rows,
+            )
         if trust_indices:
             tx.exec_driver_sql(
                 f"INSERT INTO trust_entries (idx) VALUES ({self._p})",
@@ -322,6 +390,128 @@ class CertificateIndex:
 
     def trust_indices(self, tx: Transaction) -> list[int]:
         return [int(i) for (i,) in tx.exec_driver_sql("SELECT idx FROM trust_entries ORDER BY idx")]
+
+
+    # --- links and standards -------------------------------------------------------
+
+    def links_from(self, tx: Transaction, certificate_ids: Sequence[str]) -> dict[str, list[Link]]:
+        """The outgoing links of these certificates, in their statements' order
+        (a certificate without links is absent); one query per 500 ids."""
+        found: dict[str, list[Link]] = {}
+        for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
+            for cert_id, to_cert, digest, procedure, role in tx.exec_driver_sql(
+                "SELECT from_certificate, to_certificate, to_digest, procedure, role "
+                "FROM certificate_links "
+                f"WHERE from_certificate IN ({','.join([self._p] * len(chunk))}) "
+                "ORDER BY from_index, position",
+                tuple(chunk),
+            ):
+                found.setdefault(cert_id, []).append(Link(role, to_cert, procedure, digest))
+        return found
+
+    def links_to(
+        self, tx: Transaction, certificate_ids: Sequence[str], roles: Collection[str]
+    ) -> list[tuple[str, str, Link]]:
+        """(linked-to id, linking certificate id, link) of the links with one of
+        ``roles`` naming these certificates, by linked-to id then log order of the
+        linking certificate; one query per 500 ids."""
+        found: list[tuple[str, str, Link]] = []
+        role_list = sorted(roles)
+        if not role_list:
+            return found
+        for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
+            found.extend(
+                (to_cert, cert_id, Link(role, to_cert, procedure, digest))
+                for cert_id, to_cert, digest, procedure, role in tx.exec_driver_sql(
+                    "SELECT from_certificate, to_certificate, to_digest, procedure, role "
+                    "FROM certificate_links "
+                    f"WHERE to_certificate IN ({','.join([self._p] * len(chunk))}) "
+                    f"AND role IN ({','.join([self._p] * len(role_list))}) "
+                    "ORDER BY to_certificate, from_index, position",
+                    (*chunk, *role_list),
+                )
+            )
+        return found
+
+    def standard_page(
+        self, tx: Transaction, reference: str, *, after_index: int, limit: int
+    ) -> list[tuple[int, str, str]]:
+        """(first index, certificate id, the reference as it wrote it) of each
+        certificate naming this standard (case and spacing aside), registered
+        after ``after_index``, in log order, at most ``limit``."""
+        return [
+            (int(first), cert_id, ref)
+            for first, cert_id, ref in tx.exec_driver_sql(
+                "SELECT first_index, certificate_id, MIN(standard_ref) "
+                "FROM certificate_standards "
+                f"WHERE standard_key = {self._p} AND first_index > {self._p} "
+                f"GROUP BY first_index, certificate_id ORDER BY first_index LIMIT {int(limit)}",
+                (standard_key(reference), after_index),
+            )
+        ]
+
+    def standard_counts(self, tx: Transaction, reference: str) -> dict[str, int]:
+        """How many certificates name this standard, by recorded status."""
+        return {
+            str(status): int(count)
+            for status, count in tx.exec_driver_sql(
+                "SELECT c.recorded_status, COUNT(DISTINCT c.first_index) "
+                "FROM certificate_standards s JOIN certificates c ON c.first_index = s.first_index "
+                f"WHERE s.standard_key = {self._p} GROUP BY c.recorded_status",
+                (standard_key(reference),),
+            )
+        }
+
+    def reference_rows_between(
+        self, tx: Transaction, first: int, last: int
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The link and standard rows of certificates registered by entries
+        ``first`` .. ``last`` (for fsck), in key order."""
+        p = self._p
+        links = tx.exec_driver_sql(
+            f"SELECT {_LINK_COLUMNS} FROM certificate_links "
+            f"WHERE from_index >= {p} AND from_index <= {p} ORDER BY from_index, position",
+            (first, last),
+        ).all()
+        standards = tx.exec_driver_sql(
+            f"SELECT {_STANDARD_COLUMNS} FROM certificate_standards "
+            f"WHERE first_index >= {p} AND first_index <= {p} "
+            "ORDER BY first_index, standard_key, standard_ref",
+            (first, last),
+        ).all()
+        return [_plain(r) for r in links], [_plain(r) for r in standards]
+
+    def reference_rows_from(self, tx: Transaction, start: int) -> int:
+        """How many link and standard rows name an entry at or after ``start`` (fsck)."""
+        total = 0
+        for sql in (
+            f"SELECT COUNT(*) FROM certificate_links WHERE from_index >= {self._p}",
+            f"SELECT COUNT(*) FROM certificate_standards WHERE first_index >= {self._p}",
+        ):
+            total += int(tx.exec_driver_sql(sql, (start,)).scalar_one())
+        return total
+
+
+def reference_rows(
+    references: Iterable[tuple[int, str, DocumentLinks]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The ``certificate_links`` and ``certificate_standards`` rows of these
+    certificates (first index, id, what their statement links to), in key order."""
+    link_rows: list[tuple[Any, ...]] = []
+    standard_rows: list[tuple[Any, ...]] = []
+    for first, cert_id, refs in references:
+        link_rows.extend(
+            (first, position, cert_id, link.certificate_id, link.digest, link.procedure, link.role)
+            for position, link in enumerate(refs.links)
+        )
+        standard_rows.extend(
+            sorted((standard_key(ref), first, ref, cert_id) for ref in refs.standards)
+        )
+    return link_rows, standard_rows
+
+
+def _plain(row: Any) -> tuple[Any, ...]:
+    return tuple(int(v) if isinstance(v, int) else v for v in row)
 
 
 class ShortReads:

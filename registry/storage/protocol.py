@@ -135,6 +135,22 @@ class LogStorage(Protocol):
         """Leaf data of entries ``start`` .. ``end - 1`` in order."""
         ...
 
+    # --- what an audit export includes (registry.export) ----------------------------
+
+    def issuer_entry_indices(self, issuer_id: str, after: int, size: int, limit: int) -> list[int]:
+        """Indices of ``issuer_id``'s certificate entries in (``after``, ``size``), in order."""
+        ...
+
+    def certificate_entry_indices(self, certificate_id: str) -> list[int]:
+        """Indices of the entries about a certificate, the amendment superseding it
+        and the certificates it amends (transitively), in order."""
+        ...
+
+    def range_context_indices(self, start: int, end: int) -> list[int]:
+        """Indices below ``start`` of the entries about the certificates with an entry
+        in [``start``, ``end``) and those they amend, in order."""
+        ...
+
     # --- checkpoints ------------------------------------------------------------
 
     def latest_checkpoint(self) -> StoredCheckpoint: ...
@@ -150,3 +166,18 @@ class LogStorage(Protocol):
     def document(self, digest: str) -> StoredDocument: ...
     def stored_document_digests(self, digests: Collection[str]) -> set[str]: ...
     def iter_documents(self) -> Iterator[StoredDocument]: ...
+
+    # --- witness cosignatures (not part of the log) -------------------------------
+
+    def ensure_cosignature_table(self) -> None: ...
+    def add_cosignature(self, size: int, witness_key: str, line: str, gathered_at: str) -> None:
+        """Keep a cosignature line for ``size`` unless one of this witness is kept."""
+        ...
+
+    def cosignature_lines(self, size: int) -> list[tuple[str, str]]:
+        """(witness key, line) of the cosignatures kept for ``size``."""
+        ...
+
+    def cosigned_sizes(self) -> dict[str, int]:
+        """The largest size each witness's kept cosignatures are for."""
+        ...

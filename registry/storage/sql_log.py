@@ -14,7 +14,11 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError as SQLAlchemyIntegrityError
+from sqlalchemy.exc import SQLAlchemyError
+
 from registry.errors import NotFoundError, StorageError
+from registry.storage import tables
 from registry.storage.database import Database
 from registry.storage.node_keys import node_id, node_of
 from registry.storage.protocol import (
@@ -303,6 +307,59 @@ class SqlStorage:
             raise StorageError(f"entries missing from storage: indices [{start}, {end})")
         return [bytes(row[0]) for row in rows]
 
+    # --- what an audit export includes (reads the derived certificate tables) ---------
+
+    def issuer_entry_indices(self, issuer_id: str, after: int, size: int, limit: int) -> list[int]:
+        """Indices of the certificate entries of ``issuer_id`` (registrations and later
+        events) above ``after`` and below ``size``, in order, at most ``limit``."""
+        p = self.db.placeholder
+        rows = self.db.read_rows(
+            "SELECT idx FROM (SELECT first_index AS idx FROM certificates "
+            f"WHERE issuer_id = {p} UNION ALL SELECT e.idx FROM certificate_events e "
+            "JOIN certificates c ON c.certificate_id = e.certificate_id "
+            f"WHERE c.issuer_id = {p}) AS i WHERE idx > {p} AND idx < {p} "
+            f"ORDER BY idx LIMIT {int(limit)}",
+            (issuer_id, issuer_id, after, size),
+        )
+        return [int(i) for (i,) in rows]
+
+    def certificate_entry_indices(self, certificate_id: str) -> list[int]:
+        """Indices of every entry about the certificate, of the amendment superseding
+        it, and of every entry about the certificates it amends (transitively), in order."""
+        p = self.db.placeholder
+        rows = self.db.read_rows(
+            "WITH RECURSIVE chain(cid) AS ("
+            f"SELECT certificate_id FROM certificates WHERE certificate_id = {p} "
+            "UNION SELECT c.certificate_id FROM certificates c "
+            "JOIN chain ON c.superseded_by = chain.cid) "
+            "SELECT first_index FROM certificates WHERE certificate_id IN (SELECT cid FROM chain) "
+            "UNION SELECT idx FROM certificate_events "
+            "WHERE certificate_id IN (SELECT cid FROM chain) "
+            "UNION SELECT s.first_index FROM certificates s JOIN certificates x "
+            f"ON x.superseded_by = s.certificate_id WHERE x.certificate_id = {p} ORDER BY 1",
+            (certificate_id, certificate_id),
+        )
+        return [int(i) for (i,) in rows]
+
+    def range_context_indices(self, start: int, end: int) -> list[int]:
+        """Indices below ``start`` of the entries about every certificate with an entry
+        in [``start``, ``end``) and about the certificates those amend (transitively)."""
+        p = self.db.placeholder
+        rows = self.db.read_rows(
+            "WITH RECURSIVE touched(cid) AS ("
+            f"SELECT certificate_id FROM certificates WHERE first_index >= {p} "
+            f"AND first_index < {p} "
+            f"UNION SELECT certificate_id FROM certificate_events WHERE idx >= {p} AND idx < {p} "
+            "UNION SELECT c.certificate_id FROM certificates c "
+            "JOIN touched t ON c.superseded_by = t.cid) "
+            f"SELECT first_index FROM certificates WHERE first_index < {p} "
+            "AND certificate_id IN (SELECT cid FROM touched) "
+            f"UNION SELECT idx FROM certificate_events WHERE idx < {p} "
+            "AND certificate_id IN (SELECT cid FROM touched) ORDER BY 1",
+            (start, end, start, end, start, start),
+        )
+        return [int(i) for (i,) in rows]
+
     # --- checkpoints -------------------------------------------------------------------
 
     def latest_checkpoint(self) -> StoredCheckpoint:
@@ -357,6 +414,46 @@ class SqlStorage:
         """Every stored document, a few at a time (they can be 20 MiB each)."""
         for row in self._pages(_DOCUMENT, "documents", "digest", "", batch):
             yield _document(row)
+
+    # --- witness cosignatures (gathered after the log; not part of it) ----------------
+
+    def ensure_cosignature_table(self) -> None:
+        """Ledgers created before witnessing get the table on first use."""
+        try:
+            tables.CHECKPOINT_COSIGNATURES.create(self.db.write_engine, checkfirst=True)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot create the cosignature table: {exc}") from None
+
+    def add_cosignature(self, size: int, witness_key: str, line: str, gathered_at: str) -> None:
+        """Keep a witness's cosignature line on the checkpoint of ``size``, unless one
+        is kept already (then this one is dropped: the first stays)."""
+        p = self.db.placeholder
+        try:
+            with self.db.write() as tx:
+                tx.exec_driver_sql(
+                    "INSERT INTO checkpoint_cosignatures (size, witness_key, line, gathered_at) "
+                    f"SELECT {p}, {p}, {p}, {p} WHERE NOT EXISTS (SELECT 1 FROM "
+                    f"checkpoint_cosignatures WHERE size = {p} AND witness_key = {p})",
+                    (size, witness_key, line, gathered_at, size, witness_key),
+                )
+        except SQLAlchemyIntegrityError:
+            pass  # another process stored this witness's line for this size first
+
+    def cosignature_lines(self, size: int) -> list[tuple[str, str]]:
+        """(witness key, line) of the cosignatures kept for ``size``, by witness key."""
+        rows = self.db.read_rows(
+            "SELECT witness_key, line FROM checkpoint_cosignatures "
+            f"WHERE size = {self.db.placeholder} ORDER BY witness_key",
+            (size,),
+        )
+        return [(str(w), str(line)) for w, line in rows]
+
+    def cosigned_sizes(self) -> dict[str, int]:
+        """The largest size each witness's kept cosignatures are for."""
+        rows = self.db.read_rows(
+            "SELECT witness_key, max(size) FROM checkpoint_cosignatures GROUP BY witness_key", ()
+        )
+        return {str(w): int(size) for w, size in rows}
 
 
 def _entry(row: Any) -> StoredEntry:

@@ -1,0 +1,179 @@
+"""Traceability answers: what a certificate is traced to, what depends on it,
+and which certificates name a standard — read from the derived link and
+standard tables in one read transaction, decided by the pure rules of
+:mod:`verifier.traceability` (so an auditor replaying the log reaches the same
+answer), shared by the HTTP API and the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from registry.errors import NotFoundError
+from registry.reports import checked_at
+from registry.storage.certificate_index import CertificateIndex
+from registry.storage.protocol import Transaction
+from verifier import traceability as rules
+from verifier import trust
+from verifier.links import TRACED_ROLES, Link
+from verifier.trust import IAF_STATUS
+
+EXTERNAL_WORDS = "External, unverified"
+"""What an answer says of a link to a certificate this log does not hold."""
+MAX_PAGE = 500
+
+
+class _Reads:
+    """The lookups the rules ask for, inside one read transaction."""
+
+    def __init__(self, index: CertificateIndex, tx: Transaction, state: trust.TrustState) -> None:
+        self.index, self.tx, self.state = index, tx, state
+
+    def certificates(self, ids: Sequence[str]) -> Mapping[str, trust.Certificate]:
+        store = self.state.certificates
+        prefetch = getattr(store, "prefetch", None)
+        if prefetch is not None:
+            prefetch(ids, ())
+        found = {i: store.get(i) for i in ids}
+        return {i: c for i, c in found.items() if c is not None}
+
+    def links_of(self, ids: Sequence[str]) -> Mapping[str, Sequence[Link]]:
+        return self.index.links_from(self.tx, ids)
+
+    def links_to(self, ids: Sequence[str]) -> Sequence[tuple[str, str, Link]]:
+        return self.index.links_to(self.tx, ids, TRACED_ROLES)
+
+
+def _certificate(state: trust.TrustState, certificate_id: str) -> trust.Certificate:
+    cert = state.certificate(certificate_id)
+    if cert is None:
+        raise NotFoundError(f"no certificate {certificate_id} in this log")
+    return cert
+
+
+def _words(status: str) -> str:
+    return EXTERNAL_WORDS if status == rules.EXTERNAL else IAF_STATUS[status]
+
+
+def trace_view(
+    index: CertificateIndex,
+    tx: Transaction,
+    state: trust.TrustState,
+    certificate_id: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """``GET /api/v1/traceability/{id}`` and ``qiledger trace``."""
+    reads = _Reads(index, tx, state)
+    found = rules.trace(
+        _certificate(state, certificate_id),
+        reads.certificates,
+        reads.links_of,
+        lambda cert: trust.status_of(state, cert, now).status,
+    )
+    return {
+        "tree_size": state.size,
+        "certificate_id": found.certificate_id,
+        "status": IAF_STATUS[found.status],
+        "traceability_at_risk": bool(found.at_risk),
+        "at_risk_because": list(found.at_risk),
+        "links": [
+            {
+                "from": t.from_id,
+                "to": t.link.certificate_id,
+                "role": t.link.role,
+                "depth": t.depth,
+                "registered": not t.external,
+                "status": _words(t.status),
+                "procedure": t.link.procedure,
+                "digest": t.link.digest,
+                "digest_check": t.digest,
+            }
+            for t in found.links
+        ],
+        "ends": list(found.roots),
+        "cycles": [list(c) for c in found.cycles],
+        "truncated": found.truncated,
+        "checked_at": checked_at(now),
+    }
+
+
+def dependents_view(
+    index: CertificateIndex,
+    tx: Transaction,
+    state: trust.TrustState,
+    certificate_id: str,
+    now: datetime,
+    *,
+    offset: int,
+    limit: int,
+    max_depth: int,
+) -> dict[str, Any]:
+    """``GET /api/v1/dependents/{id}`` and ``qiledger impact``: a page of the
+    certificates that trace to this one (transitively, level by level); the
+    cursor is how many came before (a page reads about what it shows and those
+    before it, so the first page is the quickest)."""
+    reads = _Reads(index, tx, state)
+    cert = _certificate(state, certificate_id)
+    walk = rules.dependents(cert, reads.links_to, reads.certificates, max_depth=max_depth)
+    page = list(islice(walk, offset, offset + limit + 1))
+    more = len(page) > limit
+    page = page[:limit]
+    shown = reads.certificates([d.certificate_id for d in page])
+    return {
+        "tree_size": state.size,
+        "certificate_id": certificate_id,
+        "status": IAF_STATUS[trust.status_of(state, cert, now).status],
+        "max_depth": max_depth,
+        "dependents": [
+            {
+                "certificate_id": d.certificate_id,
+                "depth": d.depth,
+                "via": d.via,
+                "digest_check": d.digest,
+                "status": IAF_STATUS[trust.status_of(state, shown[d.certificate_id], now).status],
+            }
+            for d in page
+        ],
+        "next": str(offset + limit) if more else None,
+        "checked_at": checked_at(now),
+    }
+
+
+def standard_view(
+    index: CertificateIndex,
+    tx: Transaction,
+    state: trust.TrustState,
+    reference: str,
+    now: datetime,
+    *,
+    after_index: int,
+    limit: int,
+) -> dict[str, Any]:
+    """``GET /api/v1/standards?ref=`` and ``qiledger standard``: the certificates
+    naming a standard (case and spacing aside), in log order, with counts by
+    recorded status (the events alone: no expiry)."""
+    rows = index.standard_page(tx, reference, after_index=after_index, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    certs = _Reads(index, tx, state).certificates([cert_id for _, cert_id, _ in rows])
+    return {
+        "tree_size": state.size,
+        "standard": reference,
+        "counts_by_recorded_status": index.standard_counts(tx, reference),
+        "certificates": [
+            {
+                "certificate_id": cert_id,
+                "as_written": ref,
+                "issuer_id": certs[cert_id].issuer_id,
+                "kind": certs[cert_id].kind,
+                "status": IAF_STATUS[trust.status_of(state, certs[cert_id], now).status],
+            }
+            for _, cert_id, ref in rows
+            if cert_id in certs
+        ],
+        "next": str(rows[-1][0]) if more and rows else None,
+        "checked_at": checked_at(now),
+    }

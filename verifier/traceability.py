@@ -1,0 +1,263 @@
+"""Traceability rules: what a certificate is traced to, and what depends on it.
+
+Pure functions over lookups the caller provides, a level of the walk at a time
+(so the registry reads each level in a few indexed queries, and an auditor's
+replay answers from memory): ``certificates(ids)``, the registered certificates
+among ``ids``; ``links_of(ids)``, their outgoing links (:class:`verifier.links.Link`,
+as their statements record them); ``status(certificate)``, its derived status
+(:func:`verifier.trust.status_of`'s, e.g. ``withdrawn``). The registry calls these
+same functions, so it and an auditor's replay reach the same answer.
+
+- A link names a certificate by id. One not registered here is kept and
+  reported as *external, unverified* (never dropped); one registered has its
+  status and, when the link carries a SHA-256, whether it equals the
+  certificate's registered document digest (``match`` / ``mismatch``; any other
+  procedure: ``unchecked``).
+- The walk follows the links of :data:`verifier.links.TRACED_ROLES` (the
+  instruments used) upward; certificates reached with no further links are the
+  chain's roots. Cycles are found (strongly connected parts of what was reached)
+  and reported, never followed twice.
+- *Traceability at risk*: a certificate depends (transitively) on one whose
+  status is in :data:`AT_RISK_STATUSES`. It is derived when read, never stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from verifier import trust
+from verifier.links import TRACED_ROLES, Link
+
+AT_RISK_STATUSES = frozenset({trust.SUSPENDED, trust.WITHDRAWN, trust.INVALID})
+"""Statuses of a dependency that put its dependents' traceability at risk
+(``invalid``: registered with a key compromised by then)."""
+EXTERNAL = "external"
+"""A link's target not registered in this log (external, unverified)."""
+MATCH, MISMATCH, UNCHECKED = "match", "mismatch", "unchecked"
+MAX_DEPTH = 32
+"""Deepest level a walk goes (a real chain has at most a handful of tiers)."""
+MAX_NODES = 10_000
+"""Most certificates one traceability walk reads before it stops (truncated)."""
+
+Certificates = Callable[[Sequence[str]], Mapping[str, trust.Certificate]]
+LinksOf = Callable[[Sequence[str]], Mapping[str, Sequence[Link]]]
+Status = Callable[[trust.Certificate], str]
+LinksTo = Callable[[Sequence[str]], Sequence[tuple[str, str, Link]]]
+"""(linked-to id, linking id, link) of the traced links naming these ids, by
+linked-to id then the linking certificate's log order."""
+
+
+@dataclass(frozen=True)
+class TracedLink:
+    """One link met on a walk, with what the registry knows of its target."""
+
+    from_id: str
+    link: Link
+    depth: int
+    """1 for the start's own links, 2 for theirs, ..."""
+    status: str
+    """The target's derived status, or :data:`EXTERNAL`."""
+    digest: str
+    """:data:`MATCH`, :data:`MISMATCH`, :data:`UNCHECKED` or :data:`EXTERNAL`."""
+
+    @property
+    def external(self) -> bool:
+        return self.status == EXTERNAL
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What a certificate is traced to."""
+
+    certificate_id: str
+    status: str
+    links: tuple[TracedLink, ...]
+    """Every link met, in walk order (level by level)."""
+    roots: tuple[str, ...]
+    """Registered certificates reached that have no links the walk follows:
+    where the chain ends (sorted)."""
+    cycles: tuple[tuple[str, ...], ...]
+    """Each set of certificates that trace to one another (sorted ids)."""
+    at_risk: tuple[str, ...]
+    """The dependencies (transitive) whose status puts traceability at risk."""
+    truncated: bool
+    """The walk stopped at :data:`MAX_DEPTH` or :data:`MAX_NODES`."""
+
+
+def digest_check(link: Link, target: trust.Certificate | None) -> str:
+    """Whether the link's digest is the target's registered document digest."""
+    if target is None:
+        return EXTERNAL
+    if link.sha256 is None:
+        return UNCHECKED
+    return MATCH if link.sha256 == target.document_sha256 else MISMATCH
+
+
+def trace(
+    certificate: trust.Certificate,
+    certificates: Certificates,
+    links_of: LinksOf,
+    status: Status,
+    *,
+    max_depth: int = MAX_DEPTH,
+    max_nodes: int = MAX_NODES,
+) -> Trace:
+    """Walk upward from ``certificate`` through its traced links (see the module)."""
+    start = certificate.certificate_id
+    reached: dict[str, trust.Certificate] = {start: certificate}
+    statuses: dict[str, str] = {start: status(certificate)}
+    edges: dict[str, list[str]] = {}
+    linked: set[str] = set()  # certificates with links the walk follows
+    met: list[TracedLink] = []
+    level = [start]
+    unread: list[str] = []
+    depth = 0
+    while level:
+        depth += 1
+        links = links_of(level)
+        wanted = [link.certificate_id for i in level for link in links.get(i, ())]
+        found = certificates([i for i in dict.fromkeys(wanted) if i not in reached])
+        following: list[str] = []
+        for from_id in level:
+            for link in links.get(from_id, ()):
+                target = reached.get(link.certificate_id) or found.get(link.certificate_id)
+                if target is not None and target.certificate_id not in statuses:
+                    statuses[target.certificate_id] = status(target)
+                met.append(
+                    TracedLink(
+                        from_id,
+                        link,
+                        depth,
+                        EXTERNAL if target is None else statuses[target.certificate_id],
+                        digest_check(link, target),
+                    )
+                )
+                if link.role not in TRACED_ROLES:
+                    continue
+                linked.add(from_id)
+                if target is None:
+                    continue
+                edges.setdefault(from_id, []).append(target.certificate_id)
+                if target.certificate_id not in reached:
+                    reached[target.certificate_id] = target
+                    following.append(target.certificate_id)
+        if following and (depth >= max_depth or len(reached) > max_nodes):
+            unread = following  # their links were not read: they may link further
+            break
+        level = following
+    ends = set(reached) - linked - set(unread) - {start}
+    return Trace(
+        start,
+        statuses[start],
+        tuple(met),
+        tuple(sorted(ends)),
+        _cycles(edges),
+        tuple(sorted(i for i in reached if i != start and statuses[i] in AT_RISK_STATUSES)),
+        bool(unread),
+    )
+
+
+def _cycles(edges: Mapping[str, Sequence[str]]) -> tuple[tuple[str, ...], ...]:
+    """The strongly connected parts of the graph with more than one certificate
+    or a certificate linking to itself (Tarjan's algorithm, iteratively)."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[tuple[str, ...]] = []
+    nodes = sorted({*edges, *(t for targets in edges.values() for t in targets)})
+    for root in nodes:
+        if root in order:
+            continue
+        work: list[tuple[str, Iterator[str]]] = [(root, iter(edges.get(root, ())))]
+        order[root] = low[root] = len(order)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, successors = work[-1]
+            advanced = False
+            for successor in successors:
+                if successor not in order:
+                    order[successor] = low[successor] = len(order)
+                    stack.append(successor)
+                    on_stack.add(successor)
+                    work.append((successor, iter(edges.get(successor, ()))))
+                    advanced = True
+                    break
+                if successor in on_stack:
+                    low[node] = min(low[node], order[successor])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == order[node]:
+                part: list[str] = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    part.append(member)
+                    if member == node:
+                        break
+                if len(part) > 1 or node in edges.get(node, ()):
+                    found.append(tuple(sorted(part)))
+    return tuple(sorted(found))
+
+
+@dataclass(frozen=True)
+class Dependent:
+    """A certificate that depends on the walk's start, and how."""
+
+    certificate_id: str
+    depth: int
+    """1: it links to the start itself; 2: to a certificate of depth 1; ..."""
+    via: str
+    """The certificate it links to (the start, or a dependent one level up)."""
+    digest: str
+    """Whether its link's digest matches ``via``'s document (see :func:`digest_check`)."""
+
+
+def dependents(
+    certificate: trust.Certificate,
+    links_to: LinksTo,
+    certificates: Certificates,
+    *,
+    max_depth: int = MAX_DEPTH,
+    chunk: int = 500,
+) -> Iterator[Dependent]:
+    """Every certificate that traces (transitively, through traced links) to
+    ``certificate``, level by level, each once (at its least depth), lazily: a
+    caller that stops after a page has read about a page's worth. Within a
+    level, in the order of the certificates they link to, then log order."""
+    start = certificate.certificate_id
+    seen = {start}
+    known: dict[str, trust.Certificate] = {start: certificate}
+    level = [start]
+    for depth in range(1, max_depth + 1):
+        following: list[str] = []
+        for offset in range(0, len(level), chunk):
+            parents = level[offset : offset + chunk]
+            rows = links_to(parents)
+            by_parent: dict[str, list[tuple[str, Link]]] = {}
+            for to_id, from_id, link in rows:
+                if link.role not in TRACED_ROLES:
+                    continue
+                by_parent.setdefault(to_id, []).append((from_id, link))
+            fresh = [f for f, _ in (r for p in parents for r in by_parent.get(p, ()))]
+            unseen = [i for i in dict.fromkeys(fresh) if i not in known and i not in seen]
+            known.update(certificates(unseen))
+            for parent in parents:
+                for from_id, link in by_parent.get(parent, ()):
+                    if from_id in seen or from_id not in known:
+                        continue
+                    seen.add(from_id)
+                    following.append(from_id)
+                    yield Dependent(from_id, depth, parent, digest_check(link, known[parent]))
+            for parent in parents:
+                if parent != start:
+                    known.pop(parent, None)  # memory: the current level and the next
+        if not following:
+            return
+        level = following
