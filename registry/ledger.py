@@ -405,19 +405,31 @@ class Ledger:
 
     @contextmanager
     def reading_certificate(
-        self, *, certificate_id: str | None = None, document_sha256: str | None = None
+        self,
+        *,
+        certificate_id: str | None = None,
+        document_sha256: str | None = None,
+        linked: set[str] | None = None,
     ) -> Iterator[TrustState]:
         """What :meth:`reading` gives, for the certificate with this id or those
         about this document (hex SHA-256) only: read with their events and the
         tables' size in one statement (the hot public reads). A superseded
         certificate's status also needs its successor from the same snapshot, so
-        for one of those this reads as :meth:`reading` does."""
+        for one of those this reads as :meth:`reading` does. ``linked`` gets the
+        ids of those that link to other certificates (learnt from the same
+        statement), whose traceability a reader may then walk."""
         if certificate_id is not None:
-            size, found = self.certificate_index.read_now("certificate_id", certificate_id)
+            size, found, has_links = self.certificate_index.read_now_linked(
+                "certificate_id", certificate_id
+            )
         elif document_sha256 is not None:
-            size, found = self.certificate_index.read_now("document_sha256", document_sha256)
+            size, found, has_links = self.certificate_index.read_now_linked(
+                "document_sha256", document_sha256
+            )
         else:
             raise TypeError("reading_certificate needs certificate_id or document_sha256")
+        if linked is not None:
+            linked.update(has_links)
         if any(c.superseded_by is not None for c in found):
             with self.reading() as view:
                 yield view
@@ -447,6 +459,12 @@ class Ledger:
                 limit=limit,
                 now=self.clock(),
             )
+
+    def traceability_risk(self, certificate_id: str) -> dict[str, Any]:
+        """Whether the certificate's traceability is at risk and through which
+        certificates (the two fields of :meth:`traceability`'s answer)."""
+        trace = self.traceability(certificate_id)
+        return {k: trace[k] for k in ("traceability_at_risk", "at_risk_because")}
 
     def traceability(self, certificate_id: str) -> dict[str, Any]:
         """What the certificate is traced to (:mod:`registry.traceability`), read

@@ -78,6 +78,12 @@ MESSAGES: Mapping[str, Mapping[str, str]] = {
     "event.certificate.reinstate": {"en": "Reinstated", "zh": "恢复"},
     "event.certificate.withdraw": {"en": "Withdrawn", "zh": "撤销"},
     "checked_at": {"en": "Checked at", "zh": "核验时间"},
+    "traceability.at_risk": {
+        "en": "Traceability at risk: a certificate it is traced to is suspended, withdrawn "
+        "or invalid",
+        "zh": "溯源存在风险：其所溯源的证书已被暂停、撤销或无效",
+    },
+    "traceability.via": {"en": "Through", "zh": "涉及证书"},
     "tree_size": {"en": "Log checkpoint size", "zh": "日志检查点大小"},
     "browser.heading": {"en": "Check in your browser", "zh": "在您的浏览器中核验"},
     "browser.nojs": {

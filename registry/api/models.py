@@ -116,6 +116,11 @@ class CertificateView(BaseModel):
 
 class CertificateStatus(CertificateView):
     tree_size: int = Field(description="the log size the answer reflects")
+    traceability_at_risk: bool = Field(
+        description="a certificate it is traced to, at any depth, is suspended, withdrawn "
+        "or invalid (see /api/v1/traceability/{id})"
+    )
+    at_risk_because: list[str] = Field(description="those certificates (empty if not at risk)")
 
 
 class CertificatePage(BaseModel):

@@ -246,15 +246,23 @@ class RegistryService:
         *,
         certificate_id: str | None = None,
         document_sha256: str | None = None,
+        linked: set[str] | None = None,
     ) -> T:
         """``view`` of the trust state with the certificate with this id (or those
         about this document) read in one statement: the hot public reads, which
-        need no other certificate (see :meth:`Ledger.reading_certificate`)."""
+        need no other certificate (see :meth:`Ledger.reading_certificate`;
+        ``linked`` gets the ids of those that link to others)."""
         self._refresh()
         with self.ledger.reading_certificate(
-            certificate_id=certificate_id, document_sha256=document_sha256
+            certificate_id=certificate_id, document_sha256=document_sha256, linked=linked
         ) as state:
             return view(state)
+
+    def traceability_risk(self, certificate_id: str) -> dict[str, Any]:
+        """``traceability_at_risk`` and ``at_risk_because`` of a certificate that
+        links to others (a walk up its links, in one read transaction)."""
+        self._refresh()
+        return self.ledger.traceability_risk(certificate_id)
 
     def document(self, certificate_id: str) -> StoredDocument:
         with self.trust_state() as state:

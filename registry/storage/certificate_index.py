@@ -148,7 +148,11 @@ _CHUNK = 500  # values per IN (...): bounded statement size on both engines
 def _read_now_sql(column: str, placeholder: str) -> str:
     return (
         f"SELECT ds.size, {_PREFIXED_CERT_COLUMNS}, e.idx, e.type, e.logged_at, e.key_id, "
-        "e.reason "
+        "e.reason, "
+        # Whether the certificate links to others (its traceability is then walked
+        # when read): a primary-key probe, so a certificate without links costs
+        # the hot read no second statement.
+        "EXISTS (SELECT 1 FROM certificate_links l WHERE l.from_index = c.first_index) "
         f"FROM derived_state ds LEFT JOIN certificates c ON c.{column} = {placeholder} "
         "LEFT JOIN certificate_events e ON e.certificate_id = c.certificate_id "
         "WHERE ds.id = 1 ORDER BY c.first_index, e.idx"
@@ -356,12 +360,20 @@ class CertificateIndex:
         (``certificate_id`` or ``document_sha256``) is ``value``, in log order,
         with all their events: one statement, so one snapshot on both engines,
         outside any explicit transaction (the hot public reads)."""
+        size, found, _ = self.read_now_linked(column, value)
+        return size, found
+
+    def read_now_linked(
+        self, column: str, value: str
+    ) -> tuple[int, list[trust.Certificate], frozenset[str]]:
+        """:meth:`read_now`, and the ids of those certificates that link to others."""
         rows = self.db.read_rows(self._read_now[column], (value,))
         if not rows:
             raise StorageError("the certificate tables are empty; run 'qiledger reindex'")
         found: dict[int, trust.Certificate] = {}
-        _fold_rows((row[1:] for row in rows), found)  # no such certificate: the size alone
-        return int(rows[0][0]), list(found.values())
+        _fold_rows((row[1:-1] for row in rows), found)  # no such certificate: the size alone
+        linked = frozenset(str(row[2]) for row in rows if row[1] is not None and row[-1])
+        return int(rows[0][0]), list(found.values()), linked
 
     def iter_rows(self, tx: Transaction, batch: int = 2000) -> Iterator[CertificateRow]:
         """Every certificate in log order, in pages of ``batch`` (for fsck)."""

@@ -180,7 +180,14 @@ async def get_certificate(request: Request, certificate_id: CertificateId) -> JS
 
     # The hot public read: one indexed statement, cheaper than a hop to a worker
     # thread, so answered on the event loop (it waits for no batch).
-    return JSONResponse(service.read_certificate(view, certificate_id=certificate_id))
+    linked: set[str] = set()
+    body = service.read_certificate(view, certificate_id=certificate_id, linked=linked)
+    if certificate_id in linked:
+        # It is traced to other certificates: walk them (derived when read).
+        body.update(await run_in_threadpool(service.traceability_risk, certificate_id))
+    else:
+        body.update({"traceability_at_risk": False, "at_risk_because": []})
+    return JSONResponse(body)
 
 
 @router.get(

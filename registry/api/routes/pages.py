@@ -166,9 +166,12 @@ def _certificate_page(service: RegistryService, certificate_id: str) -> dict[str
         report["issuer"] = None if issuer is None else issuer_report(state, issuer)
         return report
 
-    report = service.read_certificate(view, certificate_id=certificate_id)
+    linked: set[str] = set()
+    report = service.read_certificate(view, certificate_id=certificate_id, linked=linked)
     if report is None:
         return None
+    if certificate_id in linked:  # traced to other certificates: is any of them at risk?
+        report.update(service.traceability_risk(certificate_id))
     # The checkpoint is read after the certificate: it covers every entry named.
     checkpoint, proven = ledger.history_proofs([e["index"] for e in report["history"]])
     entries = [
