@@ -536,6 +536,8 @@ def test_checkpoint_route_serves_the_cosignatures(ledger: Ledger, witness_url: s
             if len(note.parse(served).signatures) > 1:
                 break
             time.sleep(0.1)
+        # The JSON API's checkpoint route serves the same cosigned note.
+        assert client.get("/api/v1/log/checkpoint").content == served
     assert (
         checkpoint.verify(served, ledger.identity.verifier).checkpoint.size
         == ledger.latest_checkpoint().size
