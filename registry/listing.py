@@ -15,6 +15,7 @@ and each page keeps exactly those whose derived status is the one asked for.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -79,11 +80,8 @@ class CertificateListing:
             recorded = ()  # only a compromised key makes a listed certificate invalid
         else:
             recorded = (self.status,)
-        return Narrowing(
-            issuer_id=self.issuer_id,
-            kind=self.kind,
-            issued_from=self.issued_from,
-            issued_to=self.issued_to,
+        return dataclasses.replace(
+            base,
             recorded_statuses=recorded,
             expired_on=expired_on,
             unexpired_on=unexpired_on,

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.demo import DEMO_DOCUMENTS
 from registry.ledger import Ledger
@@ -292,3 +293,46 @@ def wait_healthy(
             pass
         time.sleep(0.1)
     raise AssertionError(f"{url} did not become healthy")
+
+
+# --- a server that lies: responses rewritten in flight ---------------------------------
+
+Rewrite = Callable[[str, bytes], bytes]
+"""(request path, whole response body) -> the body to send instead."""
+
+
+class RewriteResponses:
+    """Passes every request to ``app``; hands the whole body of each response to
+    ``rewrite(path, body)`` and sends what it returns (Content-Length fixed up).
+    ``app`` may be switched too: one address showing another log."""
+
+    def __init__(self, app: ASGIApp, rewrite: Rewrite | None = None) -> None:
+        self.app = app
+        self.rewrite = rewrite
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rewrite = self.rewrite
+        if scope["type"] != "http" or rewrite is None:
+            await self.app(scope, receive, send)
+            return
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                body = rewrite(scope["path"], b"".join(chunks))
+                headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({**start, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(message)
+
+        await self.app(scope, receive, capture)

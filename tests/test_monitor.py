@@ -31,7 +31,6 @@ import pytest
 from hypothesis import example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.api.app import create_app
 from registry.config import Settings
@@ -42,6 +41,8 @@ from tests.conftest import TEST_ORIGIN
 from tests.helpers import (
     BODY_KEY,
     SIGNED_AT_TIME,
+    Rewrite,
+    RewriteResponses,
     body_add,
     envelope_bytes,
     free_port,
@@ -63,50 +64,14 @@ STRANGER = key_from("not-a-key-of-lab-1")
 LOG_SEED = hashlib.sha256(b"test_monitor log key").digest()
 OK, ALARM, UNCHECKED, INTERRUPTED = 0, 2, 3, 130
 
-Rewrite = Callable[[str, bytes], bytes]
-
-
 # --- real registries, served -----------------------------------------------------------
-
-
-class Tamper:
-    """Serves ``target`` (switchable: one address showing another history), passing
-    every response body through ``rewrite(path, body)`` when one is set."""
-
-    def __init__(self, target: ASGIApp) -> None:
-        self.target = target
-        self.rewrite: Rewrite | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rewrite = self.rewrite
-        if scope["type"] != "http" or rewrite is None:
-            await self.target(scope, receive, send)
-            return
-        start: Message = {}
-        chunks: list[bytes] = []
-
-        async def capture(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            body = rewrite(scope["path"], b"".join(chunks))
-            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-            headers.append((b"content-length", str(len(body)).encode()))
-            await send({**start, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-
-        await self.target(scope, receive, capture)
 
 
 @dataclass
 class Served:
     ledger: Ledger
     url: str
-    tamper: Tamper
+    tamper: RewriteResponses
 
     @property
     def vkey(self) -> str:
@@ -127,7 +92,7 @@ def new_ledger(settings: Settings, seed: bytes = LOG_SEED) -> Ledger:
 @contextmanager
 def serve(ledger: Ledger) -> Iterator[Served]:
     app = create_app(ledger)
-    tamper = Tamper(app)
+    tamper = RewriteResponses(app)
     try:
         with ServedApp(tamper) as server:
             yield Served(ledger, server.url, tamper)
@@ -356,7 +321,7 @@ def test_a_second_ledger_with_the_same_key_and_origin_is_a_fork(
             state = tmp_path / "state" / "s.json"
             assert run_monitor(capsys, served.url, served.vkey, state).code == OK
             before = state.read_bytes()
-            served.tamper.target = fork_app
+            served.tamper.app = fork_app
             run = run_monitor(capsys, served.url, served.vkey, state)
         assert run.code == ALARM
         assert "fork" in run.verdict["error"]

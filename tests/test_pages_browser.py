@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from registry.api.app import create_app
 from tests.browser import ServedApp, chromium, require_browser
+from tests.helpers import RewriteResponses
 from tests.test_pages import (
     LAB,
     LOG_KEY,
@@ -40,48 +41,10 @@ pytestmark = pytest.mark.usefixtures("browser_available")
 
 DONE = ("verified", "failed", "unsupported")
 
-Rewrite = Callable[[str, bytes], bytes]
-
 
 @pytest.fixture(scope="module")
 def browser_available() -> None:
     require_browser()
-
-
-class RewriteResponses:
-    """Passes every request to ``app``; hands the whole body of each response to
-    ``rewrite(path, body)`` and sends what it returns (Content-Length fixed up)."""
-
-    def __init__(self, app: ASGIApp, rewrite: Rewrite | None = None) -> None:
-        self.app = app
-        self.rewrite = rewrite
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rewrite = self.rewrite
-        if scope["type"] != "http" or rewrite is None:
-            await self.app(scope, receive, send)
-            return
-        start: Message = {}
-        chunks: list[bytes] = []
-
-        async def capture(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-                return
-            if message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-                if message.get("more_body", False):
-                    return
-                body = rewrite(scope["path"], b"".join(chunks))
-                headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-                headers.append((b"content-length", str(len(body)).encode()))
-                await send({**start, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-            await send(message)
-
-        await self.app(scope, receive, capture)
 
 
 class Switch:

@@ -10,7 +10,7 @@ from registry.cli import context, files
 from registry.cli import marks as cli_marks
 from registry.cli.context import KeyOption
 from registry.cli.output import Output
-from registry.cli.parsing import Commands
+from registry.cli.parsing import Commands, number_up_to
 from registry.config import Settings
 from registry.errors import NotFoundError, RequestInvalidError
 from registry.keys.keyfile import KeyRole
@@ -20,16 +20,6 @@ ISSUER_KEY = KeyOption("--key", KeyRole.ISSUER)
 # here so building the parser imports no listing code.
 STATUS_WORDS = ("active", "suspended", "withdrawn", "expired", "superseded", "invalid")
 CERTIFICATE_KINDS = ("dcc", "management_system", "person", "product")
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if not 1 <= number <= 10_000:
-        raise argparse.ArgumentTypeError(f"not a number from 1 to 10000: {value!r}")
-    return number
 
 
 def _issue_settings(args: argparse.Namespace) -> Settings:
@@ -225,7 +215,9 @@ def register(commands: Commands) -> None:
     p.add_argument("--kind", choices=sorted(CERTIFICATE_KINDS), help="only this kind")
     p.add_argument("--issued-from", type=_date, metavar="YYYY-MM-DD", help="issued on or after")
     p.add_argument("--issued-to", type=_date, metavar="YYYY-MM-DD", help="issued on or before")
-    p.add_argument("--limit", type=_positive, default=100, metavar="N", help="at most N (100)")
+    p.add_argument(
+        "--limit", type=number_up_to(10_000), default=100, metavar="N", help="at most N (100)"
+    )
     p.add_argument(
         "--after", type=int, default=-1, metavar="INDEX", help="after this log index (a cursor)"
     )

@@ -17,6 +17,21 @@ from registry.cli.output import Output
 
 Command = Callable[[argparse.Namespace, Output], int]
 
+
+def number_up_to(upper: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from 1 to ``upper``."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if not 1 <= number <= upper:
+            raise argparse.ArgumentTypeError(f"not a number from 1 to {upper}: {value!r}")
+        return number
+
+    return parse
+
 GLOBALS_EPILOG = (
     "global options (data dir, database, log key, JSON output, demo): see qiledger --help"
 )

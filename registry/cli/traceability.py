@@ -5,27 +5,13 @@ standard). Each imports the ledger when it runs (``qiledger --help`` stays quick
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 from registry.cli import context
 from registry.cli.output import Output
-from registry.cli.parsing import Commands
+from registry.cli.parsing import Commands, number_up_to
 
 _MAX_DEPTH = 32  # verifier.traceability.MAX_DEPTH, kept here so the parser imports no rules
 _MAX_PAGE = 500  # registry.traceability.MAX_PAGE
-
-
-def _bounded(upper: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            number = 0
-        if not 1 <= number <= upper:
-            raise argparse.ArgumentTypeError(f"not a number from 1 to {upper}: {value!r}")
-        return number
-
-    return parse
 
 
 def _cursor(value: str) -> int:
@@ -100,13 +86,13 @@ def register(commands: Commands) -> None:
     p.add_argument("certificate_id", metavar="CERT-ID", help="e.g. NMI-1/REF-7")
     p.add_argument(
         "--depth",
-        type=_bounded(_MAX_DEPTH),
+        type=number_up_to(_MAX_DEPTH),
         default=_MAX_DEPTH,
         metavar="N",
         help=f"follow at most N levels ({_MAX_DEPTH})",
     )
     p.add_argument(
-        "--limit", type=_bounded(_MAX_PAGE), default=100, metavar="N", help="at most N (100)"
+        "--limit", type=number_up_to(_MAX_PAGE), default=100, metavar="N", help="at most N (100)"
     )
     p.add_argument(
         "--after", type=_cursor, default=0, metavar="CURSOR", help="the 'next' of the previous page"
@@ -114,7 +100,7 @@ def register(commands: Commands) -> None:
     p = commands.add("standard", cmd_standard, "the certificates naming a standard")
     p.add_argument("reference", metavar="REF", help="e.g. 'ISO/IEC 17025:2017' or GUM")
     p.add_argument(
-        "--limit", type=_bounded(_MAX_PAGE), default=100, metavar="N", help="at most N (100)"
+        "--limit", type=number_up_to(_MAX_PAGE), default=100, metavar="N", help="at most N (100)"
     )
     p.add_argument(
         "--after", type=int, default=-1, metavar="INDEX", help="the 'next' of the previous page"
