@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry import __version__
+from registry.api import hot_reads as hot_reads_layer
 from registry.api import models, problems
 from registry.api.cors import PublicReadsCors
 from registry.api.limits import BodySizeLimit
@@ -66,10 +67,12 @@ def create_app(
     *,
     owns_ledger: bool = False,
     witnesses: Sequence[WitnessEndpoint] = (),
+    hot_reads: bool = True,
 ) -> FastAPI:
     """The application over ``ledger``; at shutdown it answers queued submissions
     and, if ``owns_ledger``, closes the ledger. ``witnesses`` are asked to cosign
-    each new checkpoint while the application runs."""
+    each new checkpoint while the application runs. ``hot_reads=False`` leaves
+    every request to FastAPI (the tests compare both)."""
     service = RegistryService(ledger, options)
     gatherer = CosignatureGatherer(ledger, witnesses)
 
@@ -94,7 +97,9 @@ def create_app(
     )
     app.state.service = service
     problems.install(app)
-    app.add_middleware(HeadAsGet)  # innermost: every other layer sees the real method
+    if hot_reads:
+        hot_reads_layer.install(app, ROUTERS)  # innermost: answers as the routes would
+    app.add_middleware(HeadAsGet)  # every other layer sees the real method
     app.add_middleware(BodySizeLimit, limit_for=statements.request_limit)
     app.add_middleware(PublicReadsCors)
 

@@ -14,10 +14,14 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
+from starlette.types import Scope
 
 from registry.api import i18n
 from registry.api.auth import service_for
@@ -219,9 +223,20 @@ BROWSER_MESSAGES = (
 
 
 @functools.cache
-def _browser_messages(lang: str) -> dict[str, str]:
+def _browser_messages(lang: str) -> Markup:
+    """The in-browser check's messages in ``lang``, as the page embeds them (what
+    Jinja's ``tojson`` makes of them, made once per language)."""
     t = i18n.translator(lang)
-    return {k: t(k) for k in BROWSER_MESSAGES}
+    return htmlsafe_json_dumps({k: t(k) for k in BROWSER_MESSAGES}, sort_keys=True)
+
+
+def _switch_url(scope: Scope, lang: str) -> str:
+    """This page's path and query with ``lang`` set (every earlier ``lang``
+    dropped): the language switch, a relative link."""
+    path = quote(scope.get("root_path", "") + scope["path"], safe="/")
+    query = scope.get("query_string", b"").decode("utf-8", "replace")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "lang"]
+    return f"{path}?{urlencode([*kept, ('lang', lang)])}"
 
 
 def _translator(request: Request, lang: str | None) -> i18n.Translate:
@@ -239,8 +254,6 @@ def _render(
     status: int,
 ) -> Response:
     other = "zh" if t.lang == "en" else "en"
-    switched = request.url.include_query_params(lang=other)  # a relative link: path and query
-    browser_messages = _browser_messages(t.lang)
     response = TEMPLATES.TemplateResponse(
         request,
         template,
@@ -248,8 +261,8 @@ def _render(
             **context,
             "t": t,
             "lang": t.lang,
-            "switch_url": f"{switched.path}?{switched.query}",
-            "browser_messages": browser_messages,
+            "switch_url": _switch_url(request.scope, other),
+            "browser_messages_json": _browser_messages(t.lang),
         },
         status_code=status,
         headers=HEADERS,
