@@ -216,3 +216,29 @@ def test_a_route_that_could_also_match_is_left_to_fastapi(apps: tuple[FastAPI, F
 def test_the_layer_module_reads_no_storage() -> None:
     source = Path(hot_reads.__file__).read_text(encoding="utf-8")
     assert "storage" not in source.split('"""', 2)[2]
+
+
+def test_a_route_with_dependencies_is_left_to_fastapi(apps: tuple[FastAPI, FastAPI]) -> None:
+    """A hot path whose route gained a dependency (a token check, a rate limit)
+    is never answered by the layer, which would skip it."""
+    from fastapi import APIRouter, Depends
+
+    def gate() -> None:
+        return None
+
+    guarded = APIRouter(dependencies=[Depends(gate)])
+
+    @guarded.get("/m/{token:path}")
+    async def _page(token: str) -> dict[str, str]:
+        return {"token": token}
+
+    others = [
+        r
+        for r in hot_reads.get_routes(apps[1], ROUTERS)
+        if getattr(r, "path", "") != "/m/{token:path}"
+    ]
+    layer = hot_reads.HotReads(
+        apps[1], routes=lambda: [*others, *hot_reads.get_routes(apps[1], (guarded,))]
+    )
+    assert "/m/{token:path}" not in [c.hot.path for c in layer.claims]
+    assert "/M/{token:path}" in [c.hot.path for c in layer.claims]

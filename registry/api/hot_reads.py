@@ -119,8 +119,10 @@ class HotReads:
         self.claims: list[_Claim] = []
         for hot in HOT_READS:
             own = [r for r in every if getattr(r, "path", None) == hot.path]
-            if len(own) != 1:
-                continue  # the application has no such route (or two): nothing to speed up
+            if len(own) != 1 or getattr(own[0], "dependencies", None):
+                # No such route (or two), or one with dependencies (a token, a rate
+                # limit) this layer would skip: FastAPI answers all of those.
+                continue
             rivals = tuple(
                 r.path_regex  # type: ignore[attr-defined]
                 for r in every
