@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -532,6 +532,33 @@ class Ledger:
         lines = [line for _, line in self.storage.cosignature_lines(stored.size)]
         return cosignature.add_lines(stored.note, lines) if lines else stored.note
 
+    def witnessed_checkpoint(
+        self, covering: int, witness_keys: Collection[str]
+    ) -> tuple[StoredCheckpoint, bytes]:
+        """The checkpoint a page proves a history under, and its note with the
+        cosignatures kept for it: of the latest and the last one each of these
+        witnesses cosigned, those covering entry ``covering - 1``, the one most
+        of these witnesses cosigned (the newest of equals). So a page shows a
+        cosigned tree while the witnesses have yet to cosign the newest one; a
+        history newer than every cosigned tree is proved under the latest."""
+        latest = self.latest_checkpoint()
+        wanted = set(witness_keys)
+        sizes = {latest.size}
+        if wanted:
+            sizes |= {
+                size
+                for key, size in self.storage.cosigned_sizes().items()
+                if key in wanted and covering <= size < latest.size
+            }
+        best: tuple[int, int, list[str]] = (-1, -1, [])
+        for size in sorted(sizes, reverse=True):
+            lines = [line for key, line in self.storage.cosignature_lines(size) if key in wanted]
+            if len(lines) > best[0]:
+                best = (len(lines), size, lines)
+        _, size, lines = best
+        stored = latest if size == latest.size else self.checkpoint_at(size)
+        return stored, cosignature.add_lines(stored.note, lines) if lines else stored.note
+
     def verified_checkpoint(self, size: int | None = None) -> checkpoint.SignedCheckpoint:
         stored = self.latest_checkpoint() if size is None else self.checkpoint_at(size)
         return checkpoint.verify(stored.note, self.identity.verifier)
@@ -574,12 +601,13 @@ class Ledger:
         return self.storage.entry(index)
 
     def history_proofs(
-        self, indexes: Sequence[int]
+        self, indexes: Sequence[int], under: StoredCheckpoint | None = None
     ) -> tuple[StoredCheckpoint, list[tuple[StoredEntry, list[Hash]]]]:
-        """The latest checkpoint and, for each of ``indexes`` (a certificate's
-        history), its entry and inclusion proof under it: a few statements for the
-        lot. Read after the certificate, the checkpoint covers every entry it names."""
-        stored = self.latest_checkpoint()
+        """The latest checkpoint (or ``under``) and, for each of ``indexes`` (a
+        certificate's history), its entry and inclusion proof under it: a few
+        statements for the lot. Read after the certificate, the latest checkpoint
+        covers every entry it names."""
+        stored = self.latest_checkpoint() if under is None else under
         proofs = self.proofs.inclusions(indexes, stored.size)
         entries = self.storage.entries_at(indexes)
         missing = [i for i in indexes if i not in entries]

@@ -73,7 +73,7 @@ def create_app(
     and, if ``owns_ledger``, closes the ledger. ``witnesses`` are asked to cosign
     each new checkpoint while the application runs. ``hot_reads=False`` leaves
     every request to FastAPI (the tests compare both)."""
-    service = RegistryService(ledger, options)
+    service = RegistryService(ledger, options, witness_keys=[w.key for w in witnesses])
     gatherer = CosignatureGatherer(ledger, witnesses)
 
     @asynccontextmanager

@@ -131,6 +131,77 @@ MESSAGES: Mapping[str, Mapping[str, str]] = {
         "en": "First check of this log in this browser: checkpoint remembered",
         "zh": "本浏览器首次核验此日志：已记住检查点",
     },
+    "check.witnesses": {
+        "en": "Cosigned by at least {min} of the {count} witnesses this browser requires",
+        "zh": "至少有本浏览器要求的 {count} 个见证方中的 {min} 个联署了检查点",
+    },
+    "witness.too_few": {
+        "en": "only {valid} of the witnesses this browser requires cosigned this checkpoint, "
+        "{min} needed (not cosigned: {missing}); if the certificate was just registered, "
+        "its witnesses may not have cosigned yet: try again in a minute",
+        "zh": "本浏览器要求的见证方中仅 {valid} 个联署了此检查点，需要 {min} 个"
+        "（未联署：{missing}）；若证书刚刚登记，见证方可能尚未联署，请一分钟后再试",
+    },
+    "browser.witnesses": {
+        "en": "Witnesses this browser requires",
+        "zh": "本浏览器要求的见证方",
+    },
+    "witnesses.heading": {"en": "Witnesses", "zh": "见证方"},
+    "witnesses.text": {
+        "en": "Witnesses are independent parties that cosign the log's checkpoints only "
+        "after checking that the log never rewrote its history. Choose here which "
+        "witnesses this browser requires, and how many of them: a certificate page then "
+        'says "verified in your browser" only for a checkpoint at least that many of '
+        "them cosigned. Your choice is kept in this browser only.",
+        "zh": "见证方是独立的第三方，只在核实日志从未改写历史之后才联署日志的检查点。"
+        "在此选择本浏览器要求哪些见证方以及需要其中多少个：之后，只有当检查点至少由这么多"
+        "见证方联署时，证书页面才会显示“已在您的浏览器中核验”。您的选择只保存在本浏览器中。",
+    },
+    "witnesses.declared": {
+        "en": "Witnesses this registry asks to cosign",
+        "zh": "本登记系统请求联署的见证方",
+    },
+    "witnesses.declared_none": {
+        "en": "This registry names no witnesses.",
+        "zh": "本登记系统未指定见证方。",
+    },
+    "witnesses.nojs": {
+        "en": "Choosing witnesses needs JavaScript: the check they are for runs in your browser.",
+        "zh": "选择见证方需要启用 JavaScript：相应的核验在您的浏览器中进行。",
+    },
+    "witnesses.yours": {"en": "Required by this browser", "zh": "本浏览器的要求"},
+    "witnesses.keys": {
+        "en": "Witness verifier keys (name+id+key), one per line",
+        "zh": "见证方验证公钥（名称+标识+公钥），每行一个",
+    },
+    "witnesses.min": {"en": "How many of them must cosign", "zh": "需要其中多少个联署"},
+    "witnesses.save": {"en": "Save", "zh": "保存"},
+    "witnesses.use_declared": {
+        "en": "Fill in this registry's witnesses",
+        "zh": "填入本登记系统的见证方",
+    },
+    "witnesses.clear": {"en": "Require none", "zh": "不作要求"},
+    "witnesses.saved": {"en": "Saved in this browser.", "zh": "已保存在本浏览器中。"},
+    "witnesses.cleared": {
+        "en": "This browser requires no witnesses now.",
+        "zh": "本浏览器现在不要求任何见证方。",
+    },
+    "witnesses.none_required": {
+        "en": "This browser requires no witnesses for this log.",
+        "zh": "本浏览器对此日志不要求见证方。",
+    },
+    "witnesses.required": {
+        "en": "This browser requires {min} of {count} witnesses for this log.",
+        "zh": "本浏览器要求此日志的 {count} 个见证方中至少 {min} 个联署。",
+    },
+    "witnesses.bad_min": {
+        "en": "The number must be from 1 to {count}.",
+        "zh": "数量必须在 1 到 {count} 之间。",
+    },
+    "witnesses.no_keys": {
+        "en": "Enter at least one witness key.",
+        "zh": "请至少输入一个见证方公钥。",
+    },
     "verify.heading": {"en": "Check a certificate file", "zh": "核验证书文件"},
     "verify.text": {
         "en": "Choose or drop the certificate file. Its SHA-256 is computed here in your "

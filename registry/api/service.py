@@ -68,8 +68,12 @@ class RegistryService:
         ledger: Ledger,
         options: ServiceOptions | None = None,
         clock: Callable[[], float] = time.monotonic,
+        witness_keys: Sequence[str] = (),
     ) -> None:
         self.ledger = ledger
+        self.witness_keys = tuple(witness_keys)
+        """The verifier keys of the witnesses this registry asks to cosign (its
+        pages name them, so a browser may pin them on /witnesses)."""
         self.options = options or ServiceOptions()
         if self.options.public_url is not None:
             # Refused now, not after a commit when a receipt needs a mark URL.

@@ -150,6 +150,33 @@ async def verify_page(request: Request, lang: Lang = None) -> Response:
     return _render(request, t, lang, "verify.html", context, 200)
 
 
+@router.get("/witnesses", response_class=HTMLResponse)
+async def witnesses_page(request: Request, lang: Lang = None) -> Response:
+    """The witnesses this browser requires to have cosigned a checkpoint before a
+    page says "verified in your browser": chosen by the visitor (kept in this
+    browser), never by the registry — which only names the witnesses it asks."""
+    service = service_for(request)
+    t = _translator(request, lang)
+    context = {
+        "log_key": str(service.ledger.identity.verifier),
+        "declared": list(service.witness_keys),
+        "messages": {
+            k: t(k)
+            for k in (
+                "witnesses.saved",
+                "witnesses.cleared",
+                "witnesses.none_required",
+                "witnesses.required",
+                "witnesses.bad_min",
+                "witnesses.no_keys",
+                "browser.unsupported",
+                "browser.no_webcrypto",
+            )
+        },
+    }
+    return _render(request, t, lang, "witnesses.html", context, 200)
+
+
 # --- the certificate's page model ---------------------------------------------------
 
 
@@ -176,8 +203,17 @@ def _certificate_page(service: RegistryService, certificate_id: str) -> dict[str
         return None
     if certificate_id in linked:  # traced to other certificates: is any of them at risk?
         report.update(service.traceability_risk(certificate_id))
-    # The checkpoint is read after the certificate: it covers every entry named.
-    checkpoint, proven = ledger.history_proofs([e["index"] for e in report["history"]])
+    # The checkpoint is read after the certificate: the latest covers every entry
+    # named. With witnesses, the one most of them cosigned that covers the history.
+    indexes = [e["index"] for e in report["history"]]
+    note = None
+    under = None
+    if service.witness_keys:
+        under, cosigned = ledger.witnessed_checkpoint(
+            max(indexes, default=-1) + 1, service.witness_keys
+        )
+        note = cosigned.decode("utf-8")
+    checkpoint, proven = ledger.history_proofs(indexes, under)
     entries = [
         {
             "index": event["index"],
@@ -197,7 +233,7 @@ def _certificate_page(service: RegistryService, certificate_id: str) -> dict[str
         "document_sha256": report["document_sha256"],
         "origin": ledger.identity.origin,
         "verifier_key": str(ledger.identity.verifier),
-        "checkpoint": checkpoint.note.decode("utf-8"),
+        "checkpoint": checkpoint.note.decode("utf-8") if note is None else note,
         "entries": entries,
         "consistency_url": "/api/v1/log/proof/consistency",
     }
@@ -219,6 +255,8 @@ BROWSER_MESSAGES = (
     "check.entry",
     "check.consistency",
     "check.first_visit",
+    "check.witnesses",
+    "witness.too_few",
 )
 
 

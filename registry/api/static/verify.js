@@ -4,7 +4,10 @@
 // that checkpoint (RFC 9162 §2.1.3.2) and says what the page says; and the tree is
 // an append-only extension of (or prefix of) the last one this browser saw
 // (RFC 9162 §2.1.4.2), so a registry that shows different visitors different
-// histories is caught. No library, no framework: Web Crypto does SHA-256 and Ed25519.
+// histories is caught; and, where this browser requires witnesses (set on the
+// /witnesses page), that enough of them cosigned the checkpoint (C2SP
+// tlog-cosignature). No library, no framework: Web Crypto does SHA-256 and Ed25519;
+// the note and key parsing is notes.js, loaded first.
 "use strict";
 
 (function () {
@@ -15,14 +18,10 @@
   const box = document.getElementById("browser-check");
   const statusLine = document.getElementById("browser-status");
   const list = document.getElementById("browser-checks");
-  const utf8 = new TextEncoder();
+  const notes = window.QILedgerNotes;
+  const { CheckFailed, b64, concat, equal, sha256, hash32 } = notes;
   const STATEMENT_TYPE = "application/vnd.qiledger.statement+json";
   const STORE_PREFIX = "qiledger.checkpoint.v1:";
-  // RFC 8032 §7.1 test 1 public key: importing it tells whether Ed25519 exists here.
-  const PROBE_KEY = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
-
-  class CheckFailed extends Error {}
-  class Unsupported extends Error {}
 
   function t(key, values) {
     let text = messages[key] || key;
@@ -30,122 +29,20 @@
     return text;
   }
 
-  // --- bytes ---------------------------------------------------------------------
-
-  function b64(text, what) {
-    // Standard padded base64 in its one canonical spelling, as the registry writes it.
-    if (typeof text !== "string") throw new CheckFailed(what + " is missing");
-    let binary;
-    try {
-      binary = atob(text);
-    } catch (e) {
-      throw new CheckFailed(what + " is not base64");
-    }
-    if (btoa(binary) !== text) throw new CheckFailed(what + " is not canonical base64");
-    const out = new Uint8Array(binary.length);
-    for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
-    return out;
-  }
-
-  function fromHex(text) {
-    const out = new Uint8Array(text.length / 2);
-    for (let i = 0; i < out.length; i++) out[i] = parseInt(text.substr(2 * i, 2), 16);
-    return out;
-  }
-
-  function toHex(bytes) {
-    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  }
-
-  function concat(...parts) {
-    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      out.set(p, at);
-      at += p.length;
-    }
-    return out;
-  }
-
-  function equal(a, b) {
-    return a.length === b.length && a.every((x, i) => x === b[i]);
-  }
-
-  async function sha256(bytes) {
-    return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  }
-
   const leafHash = (leafData) => sha256(concat(Uint8Array.of(0), leafData));
   const nodeHash = (left, right) => sha256(concat(Uint8Array.of(1), left, right));
 
-  function hash32(text, what) {
-    const raw = b64(text, what);
-    if (raw.length !== 32) throw new CheckFailed(what + " is not a 32-byte hash");
-    return raw;
-  }
-
-  // --- the log's key and its signed checkpoint (C2SP signed-note, tlog-checkpoint) --
-
-  async function ed25519Supported() {
-    try {
-      await crypto.subtle.importKey("raw", fromHex(PROBE_KEY), { name: "Ed25519" }, false, [
-        "verify",
-      ]);
-      return true;
-    } catch (e) {
-      return false;
-    }
-  }
-
-  async function parseVerifierKey(vkey) {
-    // name+hex8+base64: the base64 may itself hold '+', so split at the first two only.
-    const text = String(vkey);
-    const first = text.indexOf("+");
-    const second = first < 0 ? -1 : text.indexOf("+", first + 1);
-    if (second < 0) throw new CheckFailed("the log key is not name+id+key");
-    const name = text.slice(0, first);
-    const id = text.slice(first + 1, second);
-    const keyText = text.slice(second + 1);
-    const raw = b64(keyText, "the log key");
-    if (raw.length !== 33 || raw[0] !== 1) throw new CheckFailed("the log key is not Ed25519");
-    const kid = (await sha256(concat(utf8.encode(name), Uint8Array.of(0x0a), raw))).slice(0, 4);
-    if (toHex(kid) !== id) throw new CheckFailed("the log key's ID does not match the key");
-    const key = await crypto.subtle.importKey("raw", raw.slice(1), { name: "Ed25519" }, false, [
-      "verify",
-    ]);
-    return { name: name, keyId: kid, key: key };
-  }
-
-  function parseNote(note) {
-    if (typeof note !== "string") throw new CheckFailed("no checkpoint");
-    const split = note.lastIndexOf("\n\n");
-    if (split < 0) throw new CheckFailed("the checkpoint has no signature block");
-    const text = note.slice(0, split + 1);
-    const block = note.slice(split + 2);
-    if (!block.endsWith("\n")) throw new CheckFailed("the checkpoint does not end in a newline");
-    const signatures = block
-      .slice(0, -1)
-      .split("\n")
-      .map((line) => {
-        if (!line.startsWith("\u2014 ")) throw new CheckFailed("malformed signature line");
-        const fields = line.slice(2).split(" ");
-        if (fields.length !== 2) throw new CheckFailed("malformed signature line");
-        const raw = b64(fields[1], "a checkpoint signature");
-        if (raw.length < 5) throw new CheckFailed("a checkpoint signature is too short");
-        return { name: fields[0], keyId: raw.slice(0, 4), signature: raw.slice(4) };
-      });
-    return { text: text, signatures: signatures };
-  }
+  // --- the log's signed checkpoint (C2SP signed-note, tlog-checkpoint) -------------
 
   async function verifyCheckpoint(note, log) {
-    const parsed = parseNote(note);
-    const mine = parsed.signatures.filter((s) => s.name === log.name && equal(s.keyId, log.keyId));
+    const parsed = notes.parseNote(note);
+    const mine = notes.signedBy(parsed, log);
     if (mine.length !== 1) throw new CheckFailed("the checkpoint is not signed by the log key");
     const ok = await crypto.subtle.verify(
       { name: "Ed25519" },
       log.key,
       mine[0].signature,
-      utf8.encode(parsed.text),
+      notes.utf8.encode(parsed.text),
     );
     if (!ok) throw new CheckFailed("the log's signature on the checkpoint does not verify");
     const lines = parsed.text.slice(0, -1).split("\n");
@@ -156,7 +53,25 @@
     if (!/^(0|[1-9][0-9]{0,15})$/.test(lines[1]) || !Number.isSafeInteger(Number(lines[1]))) {
       throw new CheckFailed("the checkpoint size is not a number");
     }
-    return { size: Number(lines[1]), root: hash32(lines[2], "the checkpoint root") };
+    return { size: Number(lines[1]), root: hash32(lines[2], "the checkpoint root"), parsed: parsed };
+  }
+
+  // --- witnesses: K of the keys this browser requires must have cosigned ----------
+
+  async function checkWitnesses(checkpoint, policy) {
+    let valid = 0;
+    const missing = [];
+    for (const text of policy.keys) {
+      const witness = await notes.parseWitnessKey(text);
+      if (await notes.cosigned(checkpoint.parsed, witness)) valid += 1;
+      else missing.push(witness.name);
+    }
+    if (valid < policy.min) {
+      throw new CheckFailed(
+        t("witness.too_few", { valid: valid, min: policy.min, missing: missing.join(", ") }),
+      );
+    }
+    return valid;
   }
 
   // --- Merkle proofs (RFC 9162 §2.1.3.2, §2.1.4.2), BigInt so no 32-bit wrap -------
@@ -345,15 +260,21 @@
       finish("unsupported", t("browser.no_webcrypto"));
       return;
     }
-    if (!(await ed25519Supported())) {
+    if (!(await notes.ed25519Supported())) {
       finish("unsupported", t("browser.unsupported"));
       return;
     }
     try {
-      const log = (await step("key", t("check.key"), () => parseVerifierKey(data.verifier_key))).value;
+      const log = (await step("key", t("check.key"), () => notes.parseVerifierKey(data.verifier_key)))
+        .value;
       const checkpoint = (
         await step("signature", t("check.signature"), () => verifyCheckpoint(data.checkpoint, log))
       ).value;
+      const policy = notes.witnessPolicy(data.verifier_key);
+      if (policy !== null) {
+        const label = t("check.witnesses", { min: policy.min, count: policy.keys.length });
+        await step("witnesses", label, () => checkWitnesses(checkpoint, policy));
+      }
       for (const item of data.entries) {
         const label = t("check.inclusion", { index: item.index });
         const included = await step("inclusion-" + item.index, label, async () => {
