@@ -85,6 +85,26 @@ MESSAGES: Mapping[str, Mapping[str, str]] = {
     },
     "traceability.via": {"en": "Through", "zh": "涉及证书"},
     "tree_size": {"en": "Log checkpoint size", "zh": "日志检查点大小"},
+    "chain.heading": {"en": "Traceability chain", "zh": "溯源链"},
+    "chain.caption": {
+        "en": "Each arrow is a link in the certificate to the certificate of a standard or "
+        "instrument used; the top row is where the chain ends. A dashed box is a "
+        "certificate this registry does not hold; a dashed red arrow, a link whose "
+        "SHA-256 does not match the registered document.",
+        "zh": "每个箭头表示证书中对所用标准或仪器证书的引用；最上一行是溯源链的终点。"
+        "虚线框表示本登记系统未收录的证书；红色虚线箭头表示其 SHA-256 与登记文件不符的引用。",
+    },
+    "chain.cut": {
+        "en": "Only part of the chain is drawn; the JSON answer has all of it.",
+        "zh": "图中只画出溯源链的一部分；JSON 答复包含全部内容。",
+    },
+    "chain.active": {"en": "Valid", "zh": "有效"},
+    "chain.suspended": {"en": "Suspended", "zh": "已暂停"},
+    "chain.withdrawn": {"en": "Withdrawn", "zh": "已撤销"},
+    "chain.superseded": {"en": "Superseded", "zh": "已被取代"},
+    "chain.expired": {"en": "Expired", "zh": "已过期"},
+    "chain.invalid": {"en": "Invalid", "zh": "无效"},
+    "chain.external": {"en": "External, unverified", "zh": "外部证书，未核验"},
     "browser.heading": {"en": "Check in your browser", "zh": "在您的浏览器中核验"},
     "browser.nojs": {
         "en": "The verdict above is the registry's. With JavaScript on, this page re-checks "

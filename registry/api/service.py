@@ -262,6 +262,12 @@ class RegistryService:
         ) as state:
             return view(state)
 
+    def traceability(self, certificate_id: str) -> dict[str, Any]:
+        """What a certificate that links to others is traced to (the answer of
+        ``GET /api/v1/traceability/{id}``), in one read transaction."""
+        self._refresh()
+        return self.ledger.traceability(certificate_id)
+
     def traceability_risk(self, certificate_id: str) -> dict[str, Any]:
         """``traceability_at_risk`` and ``at_risk_because`` of a certificate that
         links to others (a walk up its links, in one read transaction)."""

@@ -23,7 +23,7 @@ from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 from starlette.types import Scope
 
-from registry.api import i18n
+from registry.api import chain_diagram, i18n
 from registry.api.auth import service_for
 from registry.api.service import RegistryService
 from registry.errors import NotFoundError
@@ -112,7 +112,7 @@ async def mark_page(request: Request, token: str, lang: Lang = None) -> Response
         # The registry's record stays visible, but no "verified in your browser"
         # beside a verdict of "not authentic": that check is about the record.
         page["browser"] = None
-    return _render(request, t, lang, "certificate.html", page, 200)
+    return _render(request, t, lang, "certificate.html", _with_chain(page, t), 200)
 
 
 @router.get("/c/{certificate_id:path}", response_class=HTMLResponse)
@@ -126,7 +126,7 @@ async def certificate_page(request: Request, certificate_id: str, lang: Lang = N
             "certificate_id": certificate_id[:MAX_CERTIFICATE_ID],
         }
         return _render(request, t, lang, "certificate.html", context, 404)
-    return _render(request, t, lang, "certificate.html", page, 200)
+    return _render(request, t, lang, "certificate.html", _with_chain(page, t), 200)
 
 
 @router.get("/verify", response_class=HTMLResponse)
@@ -202,7 +202,10 @@ def _certificate_page(service: RegistryService, certificate_id: str) -> dict[str
     if report is None:
         return None
     if certificate_id in linked:  # traced to other certificates: is any of them at risk?
-        report.update(service.traceability_risk(certificate_id))
+        trace = service.traceability(certificate_id)
+        report["traceability_at_risk"] = trace["traceability_at_risk"]
+        report["at_risk_because"] = trace["at_risk_because"]
+        report["chain"] = trace
     # The checkpoint is read after the certificate: the latest covers every entry
     # named. With witnesses, the one most of them cosigned that covers the history.
     indexes = [e["index"] for e in report["history"]]
@@ -238,6 +241,17 @@ def _certificate_page(service: RegistryService, certificate_id: str) -> dict[str
         "consistency_url": "/api/v1/log/proof/consistency",
     }
     return report
+
+
+def _with_chain(page: dict[str, Any], t: i18n.Translate) -> dict[str, Any]:
+    """The page with its traceability chain drawn (in the page's language), for
+    a certificate that links to others."""
+    trace = page.get("chain")
+    if trace is not None:
+        page["chain_svg"] = chain_diagram.chain_svg(
+            trace, lambda status: t(f"chain.{status}"), t("chain.cut")
+        )
+    return page
 
 
 # --- rendering ----------------------------------------------------------------------
