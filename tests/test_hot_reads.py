@@ -117,6 +117,17 @@ def known_paths(registry: PageRegistry) -> list[str]:
     return out
 
 
+def digest_queries(registry: PageRegistry) -> list[str]:
+    """Look-ups by document digest: registered, unknown and malformed, alone and not."""
+    state = registry.ledger.trust_state()
+    digests = [state.certificate(c).document_sha256 for c in IDS]  # type: ignore[union-attr]
+    out = []
+    for d in [*digests, "0" * 64, "A" * 64, "0" * 63, digests[0] + "0"]:
+        out += [f"digest=sha256:{d}", f"digest=sha256%3A{d}", f"digest=sha256:{d}&limit=5"]
+        out += [f"digest=sha256:{d}&digest=sha256:{d}", f"digest=SHA256:{d}"]
+    return [*out, "digest=", "digest", "", "issuer=LAB-1", "x=%ff"]
+
+
 @pytest.mark.parametrize("lang", ["", "lang=zh", "lang=en", "lang=xx", "lang=zh&lang=en"])
 @pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT"])
 def test_known_requests_answer_the_same(
@@ -126,6 +137,8 @@ def test_known_requests_answer_the_same(
         assert_same(apps, scope_for(method, path, lang))
         assert_same(apps, scope_for(method, path, lang, ((b"accept-language", b"zh-CN,zh;q=0.9"),)))
         assert_same(apps, scope_for(method, path, lang, ((b"cookie", b"qil_lang=zh"),)))
+    for query in digest_queries(registry):
+        assert_same(apps, scope_for(method, "/api/v1/certificates", query))
 
 
 @settings(
@@ -139,7 +152,13 @@ def test_known_requests_answer_the_same(
         st.sampled_from(IDS),
         st.integers(0, 400).map(lambda n: "L/" + "x" * n),
     ),
-    query=st.sampled_from(["", "lang=zh", "lang=", "x=1", "lang=en&digest=sha256:00"]),
+    query=st.one_of(
+        st.sampled_from(["", "lang=zh", "lang=", "x=1", "lang=en&digest=sha256:00"]),
+        st.text(alphabet="digestha256:0f%3A&=", max_size=80),
+        st.text(alphabet="0123456789abcdefA", min_size=62, max_size=66).map(
+            lambda h: "digest=sha256:" + h
+        ),
+    ),
 )
 def test_any_path_answers_the_same(
     apps: tuple[FastAPI, FastAPI], prefix: str, rest: str, query: str
@@ -174,7 +193,14 @@ def test_the_layer_answers_hot_reads_itself_and_hands_on_the_rest(
     answered = [f"/api/v1/certificates/{VALID}", f"/m/{token}", f"/M/{token}", f"/c/{SUSPENDED}"]
     for path in answered:
         assert call(layer, scope_for("GET", path), apps[1]).status == 200
+    digest = registry.ledger.trust_state().certificate(VALID).document_sha256  # type: ignore[union-attr]
+    for query in (f"digest=sha256:{digest}", f"digest=sha256:{'0' * 64}"):
+        assert call(layer, scope_for("GET", "/api/v1/certificates", query), apps[1]).status == 200
     assert reached == []
+    for query in (f"digest=sha256:{digest}&limit=1", "digest=sha256:00", "issuer=LAB-1"):
+        call(layer, scope_for("GET", "/api/v1/certificates", query), apps[1])
+    assert reached == ["/api/v1/certificates"] * 3
+    reached.clear()
     handed_on = [
         "/api/v1/certificates/LAB-1/NO-SUCH",  # a 404: FastAPI answers errors
         "/api/v1/certificates/NO-SLASH",  # fails the id's pattern: FastAPI's 422

@@ -1,5 +1,5 @@
-"""The hottest public reads — a certificate's status and the scan pages —
-answered without FastAPI's per-request routing and parameter machinery.
+"""The hottest public reads — a certificate's status, the look-up by document
+digest and the scan pages — answered without FastAPI's per-request routing and parameter machinery.
 
 Each of these requests costs the registry a few tens of microseconds of its own
 work, and FastAPI spends about as much again walking its included routers and
@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
@@ -36,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from registry.api.routes import certificates, pages
 
 Answer = Callable[[Request, str], Awaitable[Response]]
-"""A route function called with the request and the path's one parameter."""
+"""A route function called with the request and its one parameter."""
 
 _CERTIFICATE_ID = re.compile(r"[^/]+/.+")
 """``certificates.CertificateId``'s pattern as its validator applies it: ``.``
@@ -61,14 +62,28 @@ async def _certificate_page(request: Request, certificate_id: str) -> Response:
     return await pages.certificate_page(request, certificate_id, request.query_params.get("lang"))
 
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+"""The ``digest`` query parameter's pattern (``^sha256:[0-9a-f]{64}$``)."""
+
+
+def _valid_digest(value: str) -> bool:
+    return _DIGEST.fullmatch(value) is not None
+
+
+async def _digest_lookup(request: Request, digest: str) -> Response:
+    return await certificates.list_certificates(request, digest=digest)
+
+
 @dataclass(frozen=True)
 class HotRead:
-    """One hot route: its path as declared (one parameter, at the end), the
-    check that parameter must pass, and the function answering it."""
+    """One hot route: its path as declared, with one parameter at the end or,
+    with ``query``, none and that one query parameter alone; the check the
+    parameter must pass; and the function answering it."""
 
     path: str
     accepts: Callable[[str], bool]
     answer: Answer
+    query: str | None = None
 
     @property
     def prefix(self) -> str:
@@ -84,6 +99,7 @@ HOT_READS = (
     HotRead("/m/{token:path}", _any, _mark_page),
     HotRead("/M/{token:path}", _any, _mark_page),
     HotRead("/c/{certificate_id:path}", _any, _certificate_page),
+    HotRead("/api/v1/certificates", _valid_digest, _digest_lookup, query="digest"),
 )
 
 
@@ -139,10 +155,12 @@ class HotReads:
             if not path.startswith(claim.hot.prefix):
                 continue
             matched = claim.regex.match(path)
-            if matched is None or any(r.match(path) for r in claim.rivals):
+            if matched is None:
+                continue
+            if any(r.match(path) for r in claim.rivals):
                 break
-            (value,) = matched.groups()
-            if not claim.hot.accepts(value):
+            value = _parameter(claim.hot, matched, scope)
+            if value is None or not claim.hot.accepts(value):
                 break
             try:
                 response = await claim.hot.answer(Request(scope, receive, send), value)
@@ -151,6 +169,19 @@ class HotReads:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def _parameter(hot: HotRead, matched: re.Match[str], scope: Scope) -> str | None:
+    """The path's parameter or, for a ``query`` read, the value of the query's
+    only parameter if it has that name (anything else is FastAPI's to answer)."""
+    if hot.query is None:
+        (value,) = matched.groups()
+        return value
+    query = scope.get("query_string", b"").decode("latin-1")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if len(pairs) != 1 or pairs[0][0] != hot.query:
+        return None
+    return pairs[0][1]
 
 
 def _fixed_prefix(route: BaseRoute) -> str:
