@@ -177,7 +177,7 @@ def _parameter(hot: HotRead, matched: re.Match[str], scope: Scope) -> str | None
     if hot.query is None:
         (value,) = matched.groups()
         return value
-    query = scope.get("query_string", b"").decode("latin-1")
+    query: str = scope.get("query_string", b"").decode("latin-1")
     pairs = parse_qsl(query, keep_blank_values=True)
     if len(pairs) != 1 or pairs[0][0] != hot.query:
         return None
