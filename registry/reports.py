@@ -60,6 +60,27 @@ def certificate_view(
     }
 
 
+def issuer_summary(issuer: trust.Issuer) -> dict[str, Any]:
+    """What a certificate's status read and page say of its issuer: who it is and
+    its accreditations' bodies, numbers, standards, status and end dates (the
+    whole record, keys and history included, is :func:`issuer_report`)."""
+    return {
+        "issuer_id": issuer.issuer_id,
+        "name": issuer.name,
+        "kind": issuer.kind,
+        "accreditations": [
+            {
+                "body_id": a.body_id,
+                "number": a.number,
+                "standard": a.standard,
+                "status": a.status,
+                "valid_until": str(a.valid_until),
+            }
+            for a in issuer.accreditations.values()
+        ],
+    }
+
+
 def issuer_report(state: trust.TrustState, issuer: trust.Issuer) -> dict[str, Any]:
     return {
         "issuer_id": issuer.issuer_id,

@@ -267,7 +267,8 @@ class TrustState:
     def reading(self, certificates: CertificateStore) -> TrustState:
         """This state with another certificate store (e.g. one read transaction's):
         bodies, issuers and keys are shared, not copied."""
-        view = copy.copy(self)
+        view = object.__new__(type(self))  # copy.copy, without its generic protocol
+        view.__dict__.update(self.__dict__)
         view.certificates = certificates
         return view
 

@@ -23,7 +23,7 @@ from registry.api.outcomes import decided
 from registry.api.service import ForbiddenError, RegistryService
 from registry.documents.intake import CERTIFICATION_MEDIA_TYPE, DCC_MEDIA_TYPE, PDF_MEDIA_TYPE
 from registry.errors import RequestInvalidError
-from registry.reports import certificate_report, checked_at, issuer_report
+from registry.reports import certificate_report, checked_at, issuer_summary
 from registry.sequencer import Accepted
 from registry.storage.tokens import TokenHolder
 from verifier import statement
@@ -226,15 +226,6 @@ def _public_view(state: TrustState, certificate_id: str, now: datetime) -> dict[
     report = certificate_report(state, certificate_id, now)
     issuer = state.issuers.get(report["issuer_id"])
     if issuer is not None:
-        summary = issuer_report(state, issuer)
-        report["issuer"] = {
-            "issuer_id": summary["issuer_id"],
-            "name": summary["name"],
-            "kind": summary["kind"],
-            "accreditations": [
-                {k: a[k] for k in ("body_id", "number", "standard", "status", "valid_until")}
-                for a in summary["accreditations"]
-            ],
-        }
+        report["issuer"] = issuer_summary(issuer)
     report["checked_at"] = checked_at(now)
     return report

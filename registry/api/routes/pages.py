@@ -27,7 +27,7 @@ from registry.api import chain_diagram, i18n
 from registry.api.auth import service_for
 from registry.api.service import RegistryService
 from registry.errors import NotFoundError
-from registry.reports import certificate_report, issuer_report
+from registry.reports import certificate_report, issuer_summary
 from verifier import mark
 from verifier.encoding import b64encode
 from verifier.errors import QILedgerError
@@ -194,7 +194,7 @@ def _certificate_page(service: RegistryService, certificate_id: str) -> dict[str
         except NotFoundError:
             return None
         issuer = state.issuers.get(report["issuer_id"])
-        report["issuer"] = None if issuer is None else issuer_report(state, issuer)
+        report["issuer"] = None if issuer is None else issuer_summary(issuer)
         return report
 
     linked: set[str] = set()
