@@ -24,6 +24,10 @@ from verifier.trust import IAF_STATUS
 EXTERNAL_WORDS = "External, unverified"
 """What an answer says of a link to a certificate this log does not hold."""
 MAX_PAGE = 500
+MAX_DEPENDENTS_PAGE = 100_000
+"""A dependents page may be this large: a suspect-product investigation wants
+the whole affected set, in one answer where it can (a later page re-walks two
+columns of each certificate that came before it)."""
 
 
 class _Reads:
@@ -45,6 +49,9 @@ class _Reads:
 
     def links_to(self, ids: Sequence[str]) -> Sequence[tuple[str, str, Link]]:
         return self.index.links_to(self.tx, ids, TRACED_ROLES)
+
+    def documents(self, ids: Sequence[str]) -> Mapping[str, rules.Registered]:
+        return self.index.documents_of(self.tx, ids)
 
 
 def _certificate(state: trust.TrustState, certificate_id: str) -> trust.Certificate:
@@ -117,7 +124,9 @@ def dependents_view(
     before it, so the first page is the quickest)."""
     reads = _Reads(index, tx, state)
     cert = _certificate(state, certificate_id)
-    walk = rules.dependents(cert, reads.links_to, reads.certificates, max_depth=max_depth)
+    # The walk reads two columns of each certificate it passes; only those shown
+    # are read whole, for their status.
+    walk = rules.dependents(cert, reads.links_to, reads.documents, max_depth=max_depth)
     page = list(islice(walk, offset, offset + limit + 1))
     more = len(page) > limit
     page = page[:limit]

@@ -508,7 +508,7 @@ def test_withdrawing_a_mid_tier_certificate_flags_exactly_its_dependents(graph: 
     change(g, middle, "withdraw")
     expected = dependents_by_depth(g, middle)
     assert len(expected) > 3  # the generated graph gives the test something to find
-    for limit in (1, 4, 500):
+    for limit in (1, 4, 500, 100_000):  # 100,000: the whole set in one page
         got = all_dependents(g.ledger, middle, limit)
         assert {d["certificate_id"]: d["depth"] for d in got} == expected
         assert len(got) == len(expected)  # each once
@@ -848,6 +848,9 @@ def test_http_routes(graph: Graph) -> None:
             if cursor is None:
                 break
         assert seen == expected
+        whole = client.get(f"/api/v1/dependents/{middle}", params={"limit": "100000"}).json()
+        assert {d["certificate_id"]: d["depth"] for d in whole["dependents"]} == expected
+        assert whole["next"] is None
         standard = client.get("/api/v1/standards", params={"ref": "GUM", "limit": "2"})
         assert standard.status_code == 200
         assert len(standard.json()["certificates"]) == 2
@@ -855,6 +858,8 @@ def test_http_routes(graph: Graph) -> None:
             ("/api/v1/traceability/LAB-A/NONE", 404),
             ("/api/v1/dependents/LAB-A/NONE", 404),
             (f"/api/v1/dependents/{middle}?depth=0", 422),
+            (f"/api/v1/dependents/{middle}?limit=100001", 422),
+            (f"/api/v1/standards?ref=GUM&limit=501", 422),
             (f"/api/v1/dependents/{middle}?cursor=-1", 422),
             ("/api/v1/standards", 422),
             ("/api/v1/standards?ref=" + "x" * 201, 422),
@@ -887,6 +892,16 @@ def test_cli_commands(graph: Graph, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run("--json", "impact", middle, "--limit", "500")
     assert code == 0
     assert {d["certificate_id"] for d in json.loads(out)["dependents"]} == set(expected)
+    code, out, _ = run("--json", "impact", middle, "--limit", "2", "--all")
+    assert code == 0
+    every = json.loads(out)
+    assert [d["certificate_id"] for d in every["dependents"]].count(leaf) == 1
+    assert {d["certificate_id"]: d["depth"] for d in every["dependents"]} == expected
+    assert every["next"] is None
+    code, out, _ = run("impact", middle, "--limit", "2")
+    assert "--all" in out  # how to get the rest
+    code, _, _ = run("impact", middle, "--limit", "100001")
+    assert code == 2
     code, out, _ = run("--json", "standard", "GUM", "--limit", "2")
     assert code == 0
     assert json.loads(out)["next"] is not None
@@ -896,3 +911,14 @@ def test_cli_commands(graph: Graph, capsys: pytest.CaptureFixture[str]) -> None:
     assert len(err.strip().splitlines()) == 1
     code, _, err = run("impact", middle, "--depth", "0")
     assert code == 2
+
+
+def test_the_cli_bounds_are_the_registrys() -> None:
+    """The CLI keeps copies of the bounds so that its parser imports no rules."""
+    from registry import traceability as registry_traceability
+    from registry.cli import traceability as cli_traceability
+    from verifier import traceability as rules
+
+    assert cli_traceability._MAX_DEPTH == rules.MAX_DEPTH
+    assert cli_traceability._MAX_PAGE == registry_traceability.MAX_PAGE
+    assert cli_traceability._MAX_DEPENDENTS_PAGE == registry_traceability.MAX_DEPENDENTS_PAGE

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from verifier import trust
 from verifier.links import TRACED_ROLES, Link
@@ -41,6 +42,21 @@ MAX_NODES = 10_000
 """Most certificates one traceability walk reads before it stops (truncated)."""
 
 Certificates = Callable[[Sequence[str]], Mapping[str, trust.Certificate]]
+
+
+class Registered(Protocol):
+    """What the dependents walk needs of a registered certificate: its id and its
+    document's digest (a :class:`trust.Certificate` is one; a registry may read
+    just these two columns)."""
+
+    @property
+    def certificate_id(self) -> str: ...
+
+    @property
+    def document_sha256(self) -> str: ...
+
+
+RegisteredDocuments = Callable[[Sequence[str]], Mapping[str, Registered]]
 LinksOf = Callable[[Sequence[str]], Mapping[str, Sequence[Link]]]
 Status = Callable[[trust.Certificate], str]
 LinksTo = Callable[[Sequence[str]], Sequence[tuple[str, str, Link]]]
@@ -85,7 +101,7 @@ class Trace:
     """The walk stopped at :data:`MAX_DEPTH` or :data:`MAX_NODES`."""
 
 
-def digest_check(link: Link, target: trust.Certificate | None) -> str:
+def digest_check(link: Link, target: Registered | None) -> str:
     """Whether the link's digest is the target's registered document digest."""
     if target is None:
         return EXTERNAL
@@ -220,9 +236,9 @@ class Dependent:
 
 
 def dependents(
-    certificate: trust.Certificate,
+    certificate: Registered,
     links_to: LinksTo,
-    certificates: Certificates,
+    certificates: RegisteredDocuments,
     *,
     max_depth: int = MAX_DEPTH,
     chunk: int = 500,
@@ -233,7 +249,7 @@ def dependents(
     level, in the order of the certificates they link to, then log order."""
     start = certificate.certificate_id
     seen = {start}
-    known: dict[str, trust.Certificate] = {start: certificate}
+    known: dict[str, Registered] = {start: certificate}
     level = [start]
     for depth in range(1, max_depth + 1):
         following: list[str] = []

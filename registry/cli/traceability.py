@@ -12,6 +12,7 @@ from registry.cli.parsing import Commands, number_up_to
 
 _MAX_DEPTH = 32  # verifier.traceability.MAX_DEPTH, kept here so the parser imports no rules
 _MAX_PAGE = 500  # registry.traceability.MAX_PAGE
+_MAX_DEPENDENTS_PAGE = 100_000  # registry.traceability.MAX_DEPENDENTS_PAGE
 
 
 def _cursor(value: str) -> int:
@@ -50,6 +51,15 @@ def cmd_impact(args: argparse.Namespace, out: Output) -> int:
     page = ledger.dependents(
         args.certificate_id, offset=args.after, limit=args.limit, max_depth=args.depth
     )
+    if args.all:  # every page, into one answer
+        while page["next"] is not None:
+            more = ledger.dependents(
+                args.certificate_id,
+                offset=int(page["next"]),
+                limit=_MAX_DEPENDENTS_PAGE,
+                max_depth=args.depth,
+            )
+            page = {**more, "dependents": page["dependents"] + more["dependents"]}
     lines = [f"{page['certificate_id']}: {page['status']}; certificates that trace to it:"]
     lines += [
         f"  depth {d['depth']:>2}  {d['status']:<10}  {d['certificate_id']}  (via {d['via']}, "
@@ -59,7 +69,7 @@ def cmd_impact(args: argparse.Namespace, out: Output) -> int:
     if not page["dependents"]:
         lines.append("  none")
     if page["next"] is not None:
-        lines.append(f"(more: --after {page['next']})")
+        lines.append(f"(more: --after {page['next']}, or --all)")
     out.emit("\n".join(lines), page)
     return 0
 
@@ -92,11 +102,16 @@ def register(commands: Commands) -> None:
         help=f"follow at most N levels ({_MAX_DEPTH})",
     )
     p.add_argument(
-        "--limit", type=number_up_to(_MAX_PAGE), default=100, metavar="N", help="at most N (100)"
+        "--limit",
+        type=number_up_to(_MAX_DEPENDENTS_PAGE),
+        default=100,
+        metavar="N",
+        help=f"at most N a page (100; up to {_MAX_DEPENDENTS_PAGE:,})",
     )
     p.add_argument(
         "--after", type=_cursor, default=0, metavar="CURSOR", help="the 'next' of the previous page"
     )
+    p.add_argument("--all", action="store_true", help="every dependent, however many pages")
     p = commands.add("standard", cmd_standard, "the certificates naming a standard")
     p.add_argument("reference", metavar="REF", help="e.g. 'ISO/IEC 17025:2017' or GUM")
     p.add_argument(

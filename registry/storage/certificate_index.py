@@ -421,6 +421,21 @@ class CertificateIndex:
                 found.setdefault(cert_id, []).append(Link(role, to_cert, procedure, digest))
         return found
 
+    def documents_of(
+        self, tx: Transaction, certificate_ids: Sequence[str]
+    ) -> dict[str, RegisteredDocument]:
+        """The registered ones of these certificates, with their document digests
+        only (what a walk over many needs); one query per 500 ids."""
+        found: dict[str, RegisteredDocument] = {}
+        for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
+            for cert_id, digest in tx.exec_driver_sql(
+                "SELECT certificate_id, document_sha256 FROM certificates "
+                f"WHERE certificate_id IN ({','.join([self._p] * len(chunk))})",
+                tuple(chunk),
+            ).all():
+                found[str(cert_id)] = RegisteredDocument(str(cert_id), str(digest))
+        return found
+
     def links_to(
         self, tx: Transaction, certificate_ids: Sequence[str], roles: Collection[str]
     ) -> list[tuple[str, str, Link]]:
@@ -441,7 +456,7 @@ class CertificateIndex:
                     f"AND role IN ({','.join([self._p] * len(role_list))}) "
                     "ORDER BY to_certificate, from_index, position",
                     (*chunk, *role_list),
-                )
+                ).all()  # one fetch: a walk reads tens of thousands of rows
             )
         return found
 
@@ -612,7 +627,7 @@ class SqlCertificates:
         ):
             rows = self._tx.exec_driver_sql(
                 self._prefetch_sql(len(ids), len(digest_chunk)), (*ids, *digest_chunk)
-            )
+            ).all()
             # A certificate that two chunks name comes back twice: keep the first.
             _fold_rows(rows, found, skip=set(found))
         for certificate_id in wanted_ids:
@@ -705,6 +720,14 @@ def _fold_rows(
         event = row[_N_CERT_COLUMNS:]
         if event[0] is not None:
             cert.events.append(trust.CertificateEvent(int(event[0]), *event[1:6]))
+
+
+@dataclass(frozen=True)
+class RegisteredDocument:
+    """A registered certificate's id and document digest (a row's two columns)."""
+
+    certificate_id: str
+    document_sha256: str
 
 
 def _certificate(row: Any) -> trust.Certificate:

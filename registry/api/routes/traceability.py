@@ -17,7 +17,7 @@ from registry.api import models, problems
 from registry.api.auth import Service
 from registry.api.routes.certificates import CertificateId
 from registry.api.service import RegistryService
-from registry.traceability import MAX_PAGE
+from registry.traceability import MAX_DEPENDENTS_PAGE, MAX_PAGE
 from verifier.traceability import MAX_DEPTH
 
 router = APIRouter(prefix="/api/v1", tags=["traceability"])
@@ -60,7 +60,9 @@ def get_dependents(
     depth: Annotated[
         int, Query(ge=1, le=MAX_DEPTH, description="how many levels to follow")
     ] = MAX_DEPTH,
-    limit: Limit = 100,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_DEPENDENTS_PAGE, description="items per page")
+    ] = 100,
     cursor: Cursor = None,
 ) -> JSONResponse:
     _caught_up(service)
