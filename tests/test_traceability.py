@@ -859,7 +859,7 @@ def test_http_routes(graph: Graph) -> None:
             ("/api/v1/dependents/LAB-A/NONE", 404),
             (f"/api/v1/dependents/{middle}?depth=0", 422),
             (f"/api/v1/dependents/{middle}?limit=100001", 422),
-            (f"/api/v1/standards?ref=GUM&limit=501", 422),
+            ("/api/v1/standards?ref=GUM&limit=501", 422),
             (f"/api/v1/dependents/{middle}?cursor=-1", 422),
             ("/api/v1/standards", 422),
             ("/api/v1/standards?ref=" + "x" * 201, 422),

@@ -132,7 +132,7 @@ def chain_svg(trace: Mapping[str, Any], words: Callable[[str], str], cut_words: 
             f'<line class="{css}" '
             f'data-from="{escape(str(link["from"]))}" data-to="{escape(str(link["to"]))}" '
             f'x1="{fx + BOX_W / 2:g}" y1="{fy:g}" x2="{tx + BOX_W / 2:g}" y2="{ty + BOX_H:g}" '
-            f"{stroke} marker-end=\"url(#chain-arrow)\">"
+            f'{stroke} marker-end="url(#chain-arrow)">'
             f"<title>{escape(str(link['role']))}: {escape(str(link['digest_check']))}</title>"
             "</line>"
         )
@@ -168,4 +168,3 @@ def _box_svg(box: _Box, at: tuple[float, float], words: Callable[[str], str]) ->
     if external:
         return group
     return f'<a href="/c/{escape(quote(box.certificate_id, safe="/"))}">{group}</a>'
-

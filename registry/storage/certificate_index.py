@@ -403,7 +403,6 @@ class CertificateIndex:
     def trust_indices(self, tx: Transaction) -> list[int]:
         return [int(i) for (i,) in tx.exec_driver_sql("SELECT idx FROM trust_entries ORDER BY idx")]
 
-
     # --- links and standards -------------------------------------------------------
 
     def links_from(self, tx: Transaction, certificate_ids: Sequence[str]) -> dict[str, list[Link]]:
@@ -669,8 +668,7 @@ class SqlCertificates:
             )
         if self._events:
             tx.exec_driver_sql(
-                f"INSERT INTO certificate_events ({_EVENT_COLUMNS}) "
-                f"VALUES ({', '.join([p] * 6)})",
+                f"INSERT INTO certificate_events ({_EVENT_COLUMNS}) VALUES ({', '.join([p] * 6)})",
                 [
                     (e.index, cert_id, e.type, e.logged_at, e.key_id, e.reason)
                     for cert_id, e in self._events

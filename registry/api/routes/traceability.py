@@ -60,9 +60,7 @@ def get_dependents(
     depth: Annotated[
         int, Query(ge=1, le=MAX_DEPTH, description="how many levels to follow")
     ] = MAX_DEPTH,
-    limit: Annotated[
-        int, Query(ge=1, le=MAX_DEPENDENTS_PAGE, description="items per page")
-    ] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_DEPENDENTS_PAGE, description="items per page")] = 100,
     cursor: Cursor = None,
 ) -> JSONResponse:
     _caught_up(service)
