@@ -57,8 +57,11 @@ duplicate check of the trust rules needs the digests of the statements logged
 within :data:`verifier.trust.DUPLICATE_WINDOW` of the newest entry (older ones are
 refused as stale anyway): that window is kept (about 100 bytes per entry) and
 pruned as the log advances, so it is bounded by a week of traffic, not by the
-log. A catch-up holds one level-0 tile and one entry bundle at a time (the tiles
-above level 0, 1/256 of the hashes, are kept for the step). The state file is
+log. For ``--watch``, the state also keeps every certificate's traced links
+(role and target id: about 60 bytes per certificate with links) and which
+watched certificates it reported at risk. A catch-up holds one level-0 tile and
+one entry bundle at a time (the tiles above level 0, 1/256 of the hashes, are
+kept for the step). The state file is
 rewritten whole after each verified checkpoint, so a save costs time linear in
 the certificates (about 170 MB per million); a monitor of a log that large would
 want an indexed store instead, which ``verifier/`` (no SQL) does not have.
@@ -81,7 +84,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from verifier import checkpoint, entry, merkle, note, statement, tiles, trust
+from verifier import checkpoint, entry, merkle, note, statement, tiles, traceability, trust
 from verifier import proof as tlog_proof
 from verifier.checkpoint import SignedCheckpoint
 from verifier.encoding import b64decode, b64encode, hex_decode
@@ -94,12 +97,13 @@ from verifier.errors import (
     VerificationError,
 )
 from verifier.keys import KeyId
+from verifier.links import TRACED_ROLES, Link, statement_references
 from verifier.merkle import HASH_SIZE, Hash
 from verifier.online import MAX_BUNDLE_RESPONSE, Registry
 from verifier.statement import Statement
 
 STATE_FORMAT = "qiverify-monitor-state"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the traced links and what was reported at risk
 EVIDENCE_FORMAT = "qiverify-monitor-evidence"
 MAX_STATE_FILE = 1 << 34
 """A state file is read whole; this only refuses a file that cannot be one."""
@@ -261,6 +265,13 @@ class MonitorState:
     recent: dict[bytes, int] = field(default_factory=dict)
     """Digest -> index of the statements logged within DUPLICATE_WINDOW of the newest."""
     recent_order: deque[tuple[datetime, bytes]] = field(default_factory=deque)
+    links: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    """(role, certificate id) of every traced link (:data:`TRACED_ROLES`) of every
+    certificate that has one: what a watched certificate's traceability walk reads."""
+    at_risk: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The watched certificates last reported at risk, and because of which."""
+    risk_watch: tuple[str, ...] = ()
+    """The parties :attr:`at_risk` was worked out for (sorted)."""
 
     @classmethod
     def empty(cls, log_key: note.NoteVerifier) -> MonitorState:
@@ -284,6 +295,9 @@ class MonitorState:
                 [self.recent[d], entry.format_time(t), d.hex()] for t, d in self.recent_order
             ],
             **self.certificates.to_json(),
+            "links": [[c, [list(link) for link in links]] for c, links in self.links.items()],
+            "at_risk": [[c, list(because)] for c, because in self.at_risk.items()],
+            "risk_watch": list(self.risk_watch),
         }
 
     @classmethod
@@ -292,6 +306,11 @@ class MonitorState:
         :class:`StateFileError` for anything that is not a state of this log."""
         if not isinstance(value, dict) or value.get("format") != STATE_FORMAT:
             raise StateFileError("it is not a qiverify monitor state file")
+        if value.get("v") == 1:
+            raise StateFileError(
+                "version 1, from before the monitor followed traceability links: "
+                "start a new state file (the log is checked again from its first entry)"
+            )
         if value.get("v") != STATE_VERSION:
             raise StateFileError(f"unsupported state file version {value.get('v')!r}")
         if value.get("log_key") != str(log_key):
@@ -327,6 +346,18 @@ class MonitorState:
                     raise StateFileError(f"its trust entry {index}: {exc.message}") from None
                 state.trust_entries.append((index, data))
             state.trust.skip_to(size)
+            for cert_id, links in value["links"]:
+                pairs = tuple((str(role), str(to)) for role, to in links)
+                if not isinstance(cert_id, str) or not pairs:
+                    raise ValueError("links")
+                state.links[cert_id] = pairs
+            for cert_id, because in value["at_risk"]:
+                if not isinstance(cert_id, str) or not all(isinstance(b, str) for b in because):
+                    raise ValueError("at_risk")
+                state.at_risk[cert_id] = tuple(because)
+            if not all(isinstance(p, str) for p in value["risk_watch"]):
+                raise ValueError("risk_watch")
+            state.risk_watch = tuple(value["risk_watch"])
             for index, logged_at, digest_hex in value["recent"]:
                 if type(index) is not int or not 0 <= index < size:
                     raise ValueError("recent index")
@@ -414,6 +445,84 @@ def names_party(fields: Mapping[str, Any], parties: Iterable[str]) -> bool:
     """Whether statement ``fields`` name one of ``parties`` as issuer or body."""
     wanted = set(parties)
     return any(isinstance(v := fields.get(f), str) and v in wanted for f in _ABOUT_FIELDS)
+
+
+@dataclass(frozen=True)
+class RiskChange:
+    """A watched party's certificate became (or stopped being) traceability at
+    risk: something it is traced to, at any depth, is suspended, withdrawn or
+    invalid (:func:`verifier.traceability.trace`, as the registry's status read)."""
+
+    certificate_id: str
+    issuer_id: str
+    because: tuple[str, ...]
+    """Empty: no longer at risk."""
+    size: int
+    """The verified tree size it was worked out at."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": "at_risk" if self.because else "no_longer_at_risk",
+            "certificate_id": self.certificate_id,
+            "issuer_id": self.issuer_id,
+            "at_risk_because": list(self.because),
+            "size": self.size,
+        }
+
+    def to_text(self) -> str:
+        if not self.because:
+            return (
+                f"NO-LONGER-AT-RISK {_one_word(self.certificate_id)} "
+                f"issuer={_one_word(self.issuer_id)} size={self.size}"
+            )
+        return (
+            f"AT-RISK {_one_word(self.certificate_id)} issuer={_one_word(self.issuer_id)} "
+            f"because={','.join(_one_word(b) for b in self.because)} size={self.size}"
+        )
+
+
+def risk_changes(state: MonitorState, watch: Iterable[str], at: datetime) -> list[RiskChange]:
+    """Which certificates of the watched parties became, or stopped being, at risk
+    since :attr:`MonitorState.at_risk` was last worked out (for a party newly
+    watched: those at risk now), in id order; ``state`` is updated. Statuses are
+    those at ``at``, from the replayed state."""
+    parties = tuple(sorted(set(watch)))
+    store = state.trust.certificates
+
+    def certificates(ids: Sequence[str]) -> dict[str, trust.Certificate]:
+        return {i: c for i in ids if (c := store.get(i)) is not None}
+
+    def links_of(ids: Sequence[str]) -> dict[str, list[Link]]:
+        return {
+            i: [Link(role, to, "", "") for role, to in state.links[i]]
+            for i in ids
+            if i in state.links
+        }
+
+    def status(cert: trust.Certificate) -> str:
+        return trust.status_of(state.trust, cert, at).status
+
+    now: dict[str, tuple[str, ...]] = {}
+    for cert_id in sorted(state.links):
+        cert = store.get(cert_id)
+        if cert is None or cert.issuer_id not in parties:
+            continue
+        because = traceability.trace(cert, certificates, links_of, status).at_risk
+        if because:
+            now[cert_id] = because
+    before = {c: b for c, b in state.at_risk.items() if c in now or _issuer(store, c) in parties}
+    changes = [
+        RiskChange(c, _issuer(store, c), now.get(c, ()), state.size)
+        for c in sorted(set(before) | set(now))
+        if before.get(c, ()) != now.get(c, ())
+    ]
+    state.at_risk, state.risk_watch = now, parties
+    return changes
+
+
+def _issuer(store: trust.CertificateStore, certificate_id: str) -> str:
+    cert = store.get(certificate_id)
+    return "" if cert is None else cert.issuer_id
 
 
 @dataclass(frozen=True)
@@ -607,6 +716,14 @@ def _replay_entry(
     state.remember(stmt.digest, index, entry.parse_time(logged_at))
     if not stmt.type.startswith("certificate."):
         state.trust_entries.append((index, data))
+    elif stmt.type in ("certificate.issue", "certificate.amend"):
+        traced = tuple(
+            (link.role, link.certificate_id)
+            for link in statement_references(stmt.fields).links
+            if link.role in TRACED_ROLES
+        )
+        if traced:
+            state.links[stmt.fields["certificate_id"]] = traced
     if not statement_about(stmt, parties):
         return None
     signer = entry.parse(data, form_checked=True).envelope.signatures[0].keyid

@@ -11,14 +11,19 @@ every new tile and entry, every ``prev`` link, every signature and the trust
 rules replayed over the whole log. Only then is the state file (``--state``) moved
 to the new checkpoint, atomically. ``--watch ISSUER`` (repeatable) prints every new
 statement naming that issuer (or accreditation body): its certificates, keys and
-accreditations, one line each. ``--once`` checks up to the current checkpoint and
+accreditations, one line each; and, for each of its certificates, when it becomes
+*traceability at risk* (a certificate it is traced to, at any depth, is suspended,
+withdrawn or invalid) and when it stops being so (``AT-RISK`` and
+``NO-LONGER-AT-RISK`` lines: those at risk are reported once, the first time an
+issuer is watched too). ``--once`` checks up to the current checkpoint and
 exits; otherwise it polls every ``--interval`` seconds (a poll that could not check
 is reported and retried from the state saved, so a watched statement it printed
 may be printed again) until interrupted.
 
 Output: a line per checkpoint verified (polling, an unchanged log only once) and
 per watched statement; with ``--json`` a stream of JSON objects, one per line
-(``"event"``: ``"checkpoint"``, ``"statement"``, ``"unchecked"``), then qiverify's
+(``"event"``: ``"checkpoint"``, ``"statement"``, ``"at_risk"``,
+``"no_longer_at_risk"``, ``"unchecked"``), then qiverify's
 verdict object (``jq`` reads such a stream as it is).
 
 Exit codes: 0 everything up to the registry's checkpoint verified (``--once``);
@@ -146,7 +151,13 @@ def cmd_monitor(args: argparse.Namespace, report: Report, now: datetime) -> None
             try:
                 new = monitor.verify_checkpoint(fetch(CHECKPOINT_PATH), key)
                 step = monitor.check(state, new, fetch, prove, watch, observe)
-                if step.new_size > step.old_size or not state_path.exists():
+                risk_checked = watch and (
+                    step.new_size > step.old_size or state.risk_watch != tuple(sorted(set(watch)))
+                )
+                if risk_checked:
+                    for change in monitor.risk_changes(state, watch, clock()):
+                        out.emit(change.to_text(), change.to_json())
+                if step.new_size > step.old_size or risk_checked or not state_path.exists():
                     monitor.save_state(state_path, state)
             except monitor.Alarm as alarm:
                 _alarm(alarm, report, out, key, registry.base_url, evidence_dir, clock(), watch)
