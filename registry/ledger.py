@@ -525,10 +525,11 @@ class Ledger:
     def latest_checkpoint(self) -> StoredCheckpoint:
         return self.storage.latest_checkpoint()
 
-    def cosigned_checkpoint(self) -> bytes:
-        """The latest signed checkpoint with the witness cosignatures kept for its
-        size appended as more signature lines (still a valid note for the log key)."""
-        stored = self.latest_checkpoint()
+    def cosigned_checkpoint(self, stored: StoredCheckpoint | None = None) -> bytes:
+        """The latest signed checkpoint (or ``stored``) with the witness
+        cosignatures kept for its size appended as more signature lines (still a
+        valid note for the log key)."""
+        stored = self.latest_checkpoint() if stored is None else stored
         lines = [line for _, line in self.storage.cosignature_lines(stored.size)]
         return cosignature.add_lines(stored.note, lines) if lines else stored.note
 

@@ -23,7 +23,7 @@ from typing import Protocol
 from registry.errors import IntegrityError, NotFoundError
 from registry.ledger import Ledger
 from registry.storage.protocol import StoredCheckpoint
-from verifier import tiles
+from verifier import checkpoint, tiles
 from verifier.errors import QILedgerError
 from verifier.tiles import Bundle, Tile
 
@@ -151,7 +151,8 @@ def write_static_tree(ledger: Ledger, out_dir: Path) -> StaticTreeReport:
     last, after the tiles were re-read and found to lead to its root — so a
     reader never sees a checkpoint whose tiles are missing, even after a crash.
     """
-    signed = ledger.verified_checkpoint()
+    stored = ledger.latest_checkpoint()
+    signed = checkpoint.verify(stored.note, ledger.identity.verifier)
     size = signed.checkpoint.size
     files: list[tuple[str, Callable[[], bytes]]] = [
         *((t.path, partial(_hash_tile_bytes, ledger, t)) for t in tiles.tiles_for_size(size)),
@@ -169,6 +170,7 @@ def write_static_tree(ledger: Ledger, out_dir: Path) -> StaticTreeReport:
     # Tiles durable (their names too) before the checkpoint that needs them.
     for directory in sorted(touched, key=lambda d: len(d.parts), reverse=True):
         _fsync_dir(directory)
-    _write_atomic(out_dir / tiles.CHECKPOINT_PATH, signed.note)
+    # With the witnesses' cosignatures, as /checkpoint serves it.
+    _write_atomic(out_dir / tiles.CHECKPOINT_PATH, ledger.cosigned_checkpoint(stored))
     _fsync_dir(out_dir)
     return StaticTreeReport(size, written, len(files) - written)

@@ -545,6 +545,21 @@ def test_checkpoint_route_serves_the_cosignatures(ledger: Ledger, witness_url: s
     assert require_cosignatures(served, ledger.identity.verifier, [W1.verifier], 1)
 
 
+def test_static_tiles_carry_the_cosignatures(
+    ledger: Ledger, witness_url: str, tmp_path: Path
+) -> None:
+    """``qiledger tiles --out`` writes the checkpoint as /checkpoint serves it."""
+    from registry.tiles import write_static_tree
+
+    grow(ledger)
+    assert CosignatureGatherer(ledger, [endpoint(witness_url)]).gather() == 1
+    write_static_tree(ledger, tmp_path / "static")
+    written = (tmp_path / "static" / "checkpoint").read_bytes()
+    assert written == ledger.cosigned_checkpoint()
+    assert len(note.parse(written).signatures) == 2
+    assert require_cosignatures(written, ledger.identity.verifier, [W1.verifier], 1)
+
+
 # --- the client's witness policy ------------------------------------------------------
 
 
