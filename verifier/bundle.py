@@ -529,8 +529,9 @@ class BundleReplay:
 # --- signatures in worker processes ---------------------------------------------------------
 
 
-LineJob = tuple[int, str, bytes, "MemberPlace", bytes, bytes]
-"""(index, member, leaf data, where its proof file is, signer's raw public key, signature)."""
+LineJob = tuple[int, str, bytes, "MemberPlace", bytes, bytes, bytes]
+"""(index, member, leaf hash, where its proof file is, signer's raw public key, signature,
+the signed message): the line itself was parsed, canonical form included, by the replay."""
 LineFault = tuple[int, str, str, str]
 """(index, member to blame, detail, code) of the first line that fails."""
 MAX_OUTSTANDING = 4
@@ -540,23 +541,18 @@ MAX_OUTSTANDING = 4
 def check_lines(
     jobs: list[LineJob], size: int, root: bytes, note: bytes, source: str | IO[bytes]
 ) -> LineFault | None:
-    """What each line's entry needs checked on its own, in order: its canonical form
-    (entry and statement), its inclusion proof under the bundle checkpoint, and its
-    envelope's signature by the key the replay found. Runs on a worker process,
+    """What each line's entry needs checked on its own, in order: its inclusion
+    proof under the bundle checkpoint and its envelope's signature by the key the
+    replay found. Runs on a worker process,
     which opens the bundle at ``source`` itself; inline, ``source`` is the open file."""
     if isinstance(source, str):
         with open(source, "rb") as file:
             return check_lines(jobs, size, root, note, file)
-    for index, member, leaf, place, raw_key, signature in jobs:
+    for index, member, leaf_hash, place, raw_key, signature, message in jobs:
         try:
             proof = read_place(source, place, index)
         except BundleError as exc:
             return index, exc.member, exc.detail, exc.code
-        try:
-            parsed = entry.parse(leaf)
-            statement.parse(parsed.envelope.payload)
-        except QILedgerError as exc:
-            return index, member, exc.message, exc.code
         name = proof_name(index, size)
         hashes = _proof_hashes(proof, index, note)
         if hashes is None:  # not the form the registry writes: parse it to say why
@@ -570,15 +566,12 @@ def check_lines(
                 return index, name, "is not under the bundle checkpoint", "proof_invalid"
             hashes = list(parsed_proof.hashes)
         try:
-            merkle.verify_inclusion(merkle.leaf_hash(leaf), index, size, hashes, root)
+            merkle.verify_inclusion(leaf_hash, index, size, hashes, root)
         except QILedgerError as exc:
             detail = f"is not the entry its proof {name} proves: {exc.message}"
             return index, member, detail, exc.code
-        envelope = parsed.envelope
         try:
-            PublicKey.from_raw(raw_key).verify(
-                signature, dsse.pae(envelope.payload_type, envelope.payload)
-            )
+            PublicKey.from_raw(raw_key).verify(signature, message)
         except QILedgerError:
             return index, member, "the envelope's signature does not verify", "signature_invalid"
     return None
@@ -1092,10 +1085,10 @@ def _audit_lines(
             if index >= size:
                 raise BundleError(member_name, index, f"is beyond the checkpoint size {size}")
             try:
-                # The canonical form is checked with the proof (check_lines): here
-                # the fields only, for the replay.
-                parsed = entry.parse(leaf, form_checked=True)
-                stmt = statement.parse(parsed.envelope.payload, form_checked=True)
+                # Parsed once, canonical form included: the worker gets only what
+                # it hashes and verifies.
+                parsed = entry.parse(leaf)
+                stmt = statement.parse(parsed.envelope.payload)
             except QILedgerError as exc:
                 raise BundleError(member_name, index, exc.message, exc.code) from None
             is_certificate = stmt.type.startswith("certificate.")
@@ -1131,8 +1124,10 @@ def _audit_lines(
                 row, signer = replay.feed(index, parsed, stmt, selected)
             except QILedgerError as exc:
                 raise BundleError(member_name, index, exc.message, exc.code) from None
-            signature = parsed.envelope.signatures[0].sig  # the only one (feed checked)
-            checks.add((index, member_name, leaf, proof, signer.raw, signature))
+            envelope = parsed.envelope
+            signature = envelope.signatures[0].sig  # the only one (feed checked)
+            message = dsse.pae(envelope.payload_type, envelope.payload)
+            checks.add((index, member_name, leaf_hash, proof, signer.raw, signature, message))
             if row is not None:
                 csv_check.expect(audit_report.csv_row(row), index)
                 html_check.expect(audit_report.html_row(row), index)
