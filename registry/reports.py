@@ -68,34 +68,29 @@ def issuer_summary(issuer: trust.Issuer) -> dict[str, Any]:
         "issuer_id": issuer.issuer_id,
         "name": issuer.name,
         "kind": issuer.kind,
-        "accreditations": [
-            {
-                "body_id": a.body_id,
-                "number": a.number,
-                "standard": a.standard,
-                "status": a.status,
-                "valid_until": str(a.valid_until),
-            }
-            for a in issuer.accreditations.values()
-        ],
+        "accreditations": [_accreditation_summary(a) for a in issuer.accreditations.values()],
+    }
+
+
+def _accreditation_summary(a: trust.Accreditation) -> dict[str, Any]:
+    return {
+        "body_id": a.body_id,
+        "number": a.number,
+        "standard": a.standard,
+        "status": a.status,
+        "valid_until": str(a.valid_until),
     }
 
 
 def issuer_report(state: trust.TrustState, issuer: trust.Issuer) -> dict[str, Any]:
     return {
-        "issuer_id": issuer.issuer_id,
-        "name": issuer.name,
-        "kind": issuer.kind,
+        **issuer_summary(issuer),
         "accreditations": [
             {
-                "body_id": a.body_id,
-                "number": a.number,
-                "standard": a.standard,
+                **_accreditation_summary(a),
                 "scope": a.scope,
                 "covers": sorted(a.covers),
                 "valid_from": str(a.valid_from),
-                "valid_until": str(a.valid_until),
-                "status": a.status,
                 "body_trusted": state.bodies[a.body_id].removed_at is None,
                 "history": [{"logged_at": t, "status": s, "reason": r} for t, s, r in a.events],
             }

@@ -589,6 +589,27 @@ STATE_DAMAGE: dict[str, tuple[Callable[[bytes], bytes], str]] = {
         _altered_state(lambda v: v["certificates"][0][5][0].__setitem__(3, 99)),
         "corrupt",
     ),
+    "links-missing": (_altered_state(lambda v: v.pop("links")), "corrupt"),
+    "a-link-not-a-pair": (
+        _altered_state(lambda v: v.__setitem__("links", [["LAB-1/X", [["equipment"]]]])),
+        "corrupt",
+    ),
+    "a-link-not-text": (
+        _altered_state(lambda v: v.__setitem__("links", [["LAB-1/X", [["equipment", 5]]]])),
+        "corrupt",
+    ),
+    "a-certificate-without-links": (
+        _altered_state(lambda v: v.__setitem__("links", [["LAB-1/X", []]])),
+        "corrupt",
+    ),
+    "an-at-risk-reason-not-text": (
+        _altered_state(lambda v: v.__setitem__("at_risk", [["LAB-1/X", [1]]])),
+        "corrupt",
+    ),
+    "a-watched-party-not-text": (
+        _altered_state(lambda v: v.__setitem__("risk_watch", [None])),
+        "corrupt",
+    ),
     "a-checkpoint-not-of-this-log": (
         _altered_state(
             lambda v: v.__setitem__(

@@ -347,9 +347,11 @@ class MonitorState:
                 state.trust_entries.append((index, data))
             state.trust.skip_to(size)
             for cert_id, links in value["links"]:
-                pairs = tuple((str(role), str(to)) for role, to in links)
+                pairs = tuple((role, to) for role, to in links)
                 if not isinstance(cert_id, str) or not pairs:
                     raise ValueError("links")
+                if not all(isinstance(r, str) and isinstance(t, str) for r, t in pairs):
+                    raise TypeError("links")
                 state.links[cert_id] = pairs
             for cert_id, because in value["at_risk"]:
                 if not isinstance(cert_id, str) or not all(isinstance(b, str) for b in because):
@@ -510,7 +512,7 @@ def risk_changes(state: MonitorState, watch: Iterable[str], at: datetime) -> lis
         because = traceability.trace(cert, certificates, links_of, status).at_risk
         if because:
             now[cert_id] = because
-    before = {c: b for c, b in state.at_risk.items() if c in now or _issuer(store, c) in parties}
+    before = {c: b for c, b in state.at_risk.items() if _issuer(store, c) in parties}
     changes = [
         RiskChange(c, _issuer(store, c), now.get(c, ()), state.size)
         for c in sorted(set(before) | set(now))

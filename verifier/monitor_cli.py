@@ -151,7 +151,7 @@ def cmd_monitor(args: argparse.Namespace, report: Report, now: datetime) -> None
             try:
                 new = monitor.verify_checkpoint(fetch(CHECKPOINT_PATH), key)
                 step = monitor.check(state, new, fetch, prove, watch, observe)
-                risk_checked = watch and (
+                risk_checked = bool(watch) and (
                     step.new_size > step.old_size or state.risk_watch != tuple(sorted(set(watch)))
                 )
                 if risk_checked:

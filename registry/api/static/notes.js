@@ -16,6 +16,15 @@ window.QILedgerNotes = (function () {
 
   class CheckFailed extends Error {}
 
+  // The page's messages (its JSON block) with {name} placeholders filled in.
+  function translator(messages) {
+    return function (key, values) {
+      let text = messages[key] || key;
+      for (const name of Object.keys(values || {})) text = text.replace("{" + name + "}", values[name]);
+      return text;
+    };
+  }
+
   // --- bytes ---------------------------------------------------------------------
 
   function b64(text, what) {
@@ -182,6 +191,7 @@ window.QILedgerNotes = (function () {
 
   return {
     CheckFailed: CheckFailed,
+    translator: translator,
     utf8: utf8,
     b64: b64,
     toHex: toHex,

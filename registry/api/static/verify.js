@@ -23,11 +23,7 @@
   const STATEMENT_TYPE = "application/vnd.qiledger.statement+json";
   const STORE_PREFIX = "qiledger.checkpoint.v1:";
 
-  function t(key, values) {
-    let text = messages[key] || key;
-    for (const name of Object.keys(values || {})) text = text.replace("{" + name + "}", values[name]);
-    return text;
-  }
+  const t = notes.translator(messages);
 
   const leafHash = (leafData) => sha256(concat(Uint8Array.of(0), leafData));
   const nodeHash = (left, right) => sha256(concat(Uint8Array.of(1), left, right));

@@ -13,11 +13,7 @@
   const current = document.getElementById("witness-current");
   const result = document.getElementById("witness-result");
 
-  function t(key, values) {
-    let text = messages[key] || key;
-    for (const name of Object.keys(values || {})) text = text.replace("{" + name + "}", values[name]);
-    return text;
-  }
+  const t = notes.translator(messages);
 
   function show() {
     const policy = notes.witnessPolicy(data.log_key);
