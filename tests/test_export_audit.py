@@ -458,6 +458,35 @@ def test_any_byte_change_is_caught_and_named(
     _assert_named(check, members, name, position, value, tmp_path / "h.zip")
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 17, 256, 1 << 18])
+def test_lines_are_read_whatever_the_chunks_they_inflate_in(
+    tiny: tuple[dict[str, bytes], Callable[[Path], object]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk: int,
+) -> None:
+    # The reader cuts lines out of a buffer filled a chunk at a time: a line may span
+    # any number of chunks, and the end of a member may fall anywhere.
+    members, check = tiny
+    monkeypatch.setattr(bundle._Member, "CHUNK", chunk)
+    check(_rewrite(members, tmp_path / "whole.zip"))
+    entries = members[bundle.ENTRIES]
+    for broken, why in (
+        (entries[:-1], "lacks its newline"),  # the last line cut short of its newline
+        (entries + b"\n", ""),  # an empty line after the last
+    ):
+        with pytest.raises(BundleError) as caught:
+            check(_rewrite(members, tmp_path / "broken.zip", {bundle.ENTRIES: broken}))
+        assert caught.value.member == bundle.ENTRIES
+        assert why in str(caught.value)
+    shortest = min(len(line) for line in entries.splitlines(keepends=True))
+    monkeypatch.setattr(bundle, "MAX_LINE", shortest - 1)  # every line is now too long
+    with pytest.raises(BundleError) as caught:
+        check(_rewrite(members, tmp_path / "long.zip"))
+    assert caught.value.member in (bundle.ENTRIES, bundle.TRUST)
+    assert "too long" in str(caught.value)
+
+
 def test_a_member_left_out_or_added_is_named(
     tiny: tuple[dict[str, bytes], Callable[[Path], object]], tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@ oracle for both encoder paths, and the strict parsers' refusals."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 import sys
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 import rfc8785
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.verifier_helpers import json_values, mutated, only_our_errors
@@ -348,3 +349,64 @@ def test_non_canonical_spellings_of_values_are_refused(value: Any) -> None:
     if spaced != canonical:
         with pytest.raises(MalformedError):
             jcs.parse_canonical(spaced)
+
+
+def _reference_outcome(data: bytes) -> str:
+    """The definition: accepted exactly when the reference package writes the value
+    these bytes decode to as these very bytes."""
+    try:
+        value = jcs.parse_json(data)
+        if rfc8785.dumps(value) != data:
+            return "refused"
+    except (MalformedError, rfc8785.CanonicalizationError, ValueError, TypeError):
+        return "refused"
+    return "accepted"
+
+
+def _outcome(data: bytes) -> str:
+    try:
+        jcs.parse_canonical(data)
+    except MalformedError:
+        return "refused"
+    return "accepted"
+
+
+# Keys and strings around the code points where code-point order and UTF-16 order part.
+tricky_text = st.text(
+    st.sampled_from(["a", "\u00e9", "\ud7ff", "\ue000", "\ufb33", "\uffff", "\U0001f600"])
+    | st.characters(),
+    max_size=6,
+)
+tricky_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | tricky_text,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(tricky_text, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=600)
+@given(tricky_values)
+@example({"\U0001f600": 1, "\ufb33": 2})  # the two orders differ
+@example([{"\ue000": 0, "\U00010000": [1.5, 2**53]}])
+@example({"a": 1e16, "b": -0.0, "c": 2**53 + 1})
+def test_parse_canonical_accepts_exactly_what_the_reference_writes(value: Any) -> None:
+    # The stdlib's own sorted, compact text is the candidate the fast check compares
+    # against: it must be accepted only where it is also JCS (floats, big integers,
+    # keys from U+E000 up and lone surrogates are where the two differ).
+    candidates = []
+    for ascii_only in (False, True):
+        try:
+            text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only)
+            candidates.append(text.encode("utf-8"))
+        except (UnicodeEncodeError, ValueError):
+            pass
+    with contextlib.suppress(rfc8785.CanonicalizationError, ValueError, TypeError):
+        candidates.append(rfc8785.dumps(value))
+    for data in candidates:
+        assert _outcome(data) == _reference_outcome(data), data

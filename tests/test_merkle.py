@@ -627,3 +627,86 @@ def test_batched_proofs_name_a_missing_node() -> None:
     with pytest.raises(ProofError, match="entry 2"):
         merkle.inclusion_proofs([2], 8, held)  # an old entry's path leaves the edge
     assert merkle.inclusion_proofs([], 8, held) == []
+
+
+# --- many proofs under one head (InclusionVerifier) -----------------------------------------
+
+
+def _outcome(check: Callable[..., None], *args: object) -> str:
+    try:
+        check(*args)
+    except ProofError as exc:
+        return f"{type(exc).__name__}: {exc.message}"
+    return "ok"
+
+
+def _tampered(proof: list[bytes], kind: int, k: int) -> list[bytes]:
+    """One of the proof's single changes: 0 flip, 1 drop, 2 add, 3 swap two hashes."""
+    k %= len(proof) + 1
+    if kind == 0 and proof:
+        return [flip(h, 5) if j == k % len(proof) else h for j, h in enumerate(proof)]
+    if kind == 1 and proof:
+        return proof[: k % len(proof)] + proof[k % len(proof) + 1 :]
+    if kind == 3 and len(proof) > 1:
+        a, b = k % len(proof), (k + 1) % len(proof)
+        swapped = list(proof)
+        swapped[a], swapped[b] = swapped[b], swapped[a]
+        return swapped
+    return [*proof[:k], sha256(b"not in the tree").digest(), *proof[k:]]
+
+
+def test_the_inclusion_verifier_passes_every_proof_in_every_order() -> None:
+    for n in range(1, 130):
+        indexes = list(range(n))
+        for order in (indexes, indexes[::-1], indexes[::3] + indexes[1::3] + indexes[2::3]):
+            verifier = merkle.InclusionVerifier(n, root(n))
+            for i in order:
+                verifier.verify(LEAVES[i], i, inclusion_proof(i, n))
+            for i in order:  # every one again, now all from kept states
+                verifier.verify(LEAVES[i], i, tuple(inclusion_proof(i, n)))
+
+
+def test_the_inclusion_verifier_fails_exactly_as_verify_inclusion_between_good_proofs() -> None:
+    # A bad proof after, before and among good ones that share its path: it must not
+    # ride on a kept state, must fail with verify_inclusion's message, and must not
+    # leave a state that lets a later bad proof through.
+    for n in range(1, 100):
+        r = root(n)
+        verifier = merkle.InclusionVerifier(n, r)
+        for i in range(n):
+            good = inclusion_proof(i, n)
+            for kind in range(4):
+                for k in range(len(good) + 1):
+                    bad = _tampered(good, kind, k)
+                    expected = _outcome(merkle.verify_inclusion, LEAVES[i], i, n, bad, r)
+                    assert _outcome(verifier.verify, LEAVES[i], i, bad) == expected
+            verifier.verify(LEAVES[i], i, good)
+            wrong_leaf = LEAVES[(i + 1) % N]
+            assert _outcome(verifier.verify, wrong_leaf, i, good) == _outcome(
+                merkle.verify_inclusion, wrong_leaf, i, n, good, r
+            )
+            for j in {i - 1, i + 1, n}:
+                assert _outcome(verifier.verify, LEAVES[i], j, good) == _outcome(
+                    merkle.verify_inclusion, LEAVES[i], j, n, good, r
+                )
+
+
+@settings(max_examples=300)
+@given(
+    n=st.integers(1, N),
+    steps=st.lists(
+        st.tuples(st.integers(0, N - 1), st.integers(-1, 3), st.integers(0, 20)), max_size=60
+    ),
+)
+def test_the_inclusion_verifier_agrees_with_verify_inclusion(
+    n: int, steps: list[tuple[int, int, int]]
+) -> None:
+    r = root(n)
+    verifier = merkle.InclusionVerifier(n, r)
+    for index, kind, k in steps:
+        i = index % n
+        proof = inclusion_proof(i, n)
+        if kind >= 0:
+            proof = _tampered(proof, kind, k)
+        expected = _outcome(merkle.verify_inclusion, LEAVES[i], i, n, proof, r)
+        assert _outcome(verifier.verify, LEAVES[i], i, proof) == expected

@@ -548,6 +548,8 @@ def check_lines(
     if isinstance(source, str):
         with open(source, "rb") as file:
             return check_lines(jobs, size, root, note, file)
+    inclusions = merkle.InclusionVerifier(size, root)  # a chunk's proofs share their paths
+    keys: dict[bytes, PublicKey] = {}  # few signers sign many entries
     for index, member, leaf_hash, place, raw_key, signature, message in jobs:
         try:
             proof = read_place(source, place, index)
@@ -566,12 +568,15 @@ def check_lines(
                 return index, name, "is not under the bundle checkpoint", "proof_invalid"
             hashes = list(parsed_proof.hashes)
         try:
-            merkle.verify_inclusion(leaf_hash, index, size, hashes, root)
+            inclusions.verify(leaf_hash, index, hashes)
         except QILedgerError as exc:
             detail = f"is not the entry its proof {name} proves: {exc.message}"
             return index, member, detail, exc.code
         try:
-            PublicKey.from_raw(raw_key).verify(signature, message)
+            key = keys.get(raw_key)
+            if key is None:
+                key = keys[raw_key] = PublicKey.from_raw(raw_key)
+            key.verify(signature, message)
         except QILedgerError:
             return index, member, "the envelope's signature does not verify", "signature_invalid"
     return None
@@ -692,31 +697,67 @@ class AuditResult:
 
 
 class _Member:
-    """One member read as a stream, hashed as it goes; :meth:`finish` checks that
-    it was read to its end and that its SHA-256 is the manifest's."""
+    """One member read as a stream through a buffer, hashed as it goes;
+    :meth:`finish` checks that it was read to its end and that its SHA-256 is
+    the manifest's."""
+
+    CHUNK = 1 << 18
+    """Bytes inflated at a time (lines are cut from the buffer, not read one by one)."""
 
     def __init__(self, bundle: _Bundle, name: str) -> None:
         self.name = name
         self._bundle = bundle
         self._digest = hashlib.sha256()
+        self._buffer = b""
+        self._at = 0  # where the unread bytes of the buffer start
+        self._ended = False
+        self.next_index: int | None = None
         try:
             self._stream: IO[bytes] = bundle.zip.open(bundle.infos[name])
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
             raise BundleError(name, None, f"cannot be read from the ZIP: {exc}") from None
 
-    def _guard(self, read: Callable[[], bytes], index: int | None) -> bytes:
+    def _fill(self, index: int | None) -> bool:
+        """Append the next chunk to the buffer; False at the member's end."""
+        if self._ended:
+            return False
         try:
-            data = read()
+            data = self._stream.read(self.CHUNK)
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
             raise BundleError(self.name, index, f"cannot be read from the ZIP: {exc}") from None
+        if not data:
+            self._ended = True
+            return False
         self._digest.update(data)
-        return data
+        self._buffer = self._buffer[self._at :] + data
+        self._at = 0
+        return True
 
     def read(self, n: int, index: int | None = None) -> bytes:
-        return self._guard(lambda: self._stream.read(n), index)
+        """The next ``n`` bytes (fewer at the end)."""
+        while len(self._buffer) - self._at < n and self._fill(index):
+            pass
+        start = self._at
+        self._at = min(start + n, len(self._buffer))
+        return self._buffer[start : self._at]
 
-    def readline(self, limit: int, index: int | None = None) -> bytes:
-        return self._guard(lambda: self._stream.readline(limit), index)
+    def lines(self, limit: int) -> Iterator[bytes]:
+        """Each line with its newline; a piece longer than ``limit`` or the last one
+        without a newline comes as it is (the caller refuses it). A read failure is
+        blamed on the entry the caller set in :attr:`next_index`."""
+        while True:
+            end = self._buffer.find(b"\n", self._at)
+            if end < 0:
+                if len(self._buffer) - self._at > limit:
+                    yield self.read(limit + 1)
+                    return
+                if self._fill(self.next_index):
+                    continue
+                if self._at < len(self._buffer):
+                    yield self.read(len(self._buffer) - self._at)
+                return
+            start, self._at = self._at, end + 1
+            yield self._buffer[start : self._at]
 
     def finish(self) -> None:
         if self.read(1):
@@ -888,11 +929,7 @@ def _limit(name: str) -> int:
 def _lines(member: _Member) -> Iterator[tuple[int, bytes, bool]]:
     """(index, leaf data, selected) of each line, in strictly increasing index order."""
     last = -1
-    while True:
-        line = member.readline(MAX_LINE + 1, last + 1 if last >= 0 else None)
-        if not line:
-            member.finish()
-            return
+    for line in member.lines(MAX_LINE):
         try:
             if len(line) > MAX_LINE or not line.endswith(b"\n"):
                 raise MalformedError("line is too long or lacks its newline")
@@ -904,7 +941,9 @@ def _lines(member: _Member) -> Iterator[tuple[int, bytes, bool]]:
         if index <= last:
             raise BundleError(member.name, index, f"comes after entry {last}: not in log order")
         last = index
+        member.next_index = index + 1
         yield index, leaf, selected
+    member.finish()
 
 
 def _tagged(member: _Member) -> Iterator[tuple[int, str, bytes, bool]]:

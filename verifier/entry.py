@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from verifier import dsse, jcs
@@ -35,7 +36,17 @@ def format_time(moment: datetime) -> str:
 
 def parse_time(text: object) -> datetime:
     """Parse the exact form :func:`format_time` writes."""
-    if not isinstance(text, str) or not _TIME_RE.fullmatch(text):
+    if not isinstance(text, str):
+        raise MalformedError("logged_at must be RFC 3339 UTC with milliseconds")
+    return _parse_time_text(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_time_text(text: str) -> datetime:
+    # Cached: an entry's time is parsed where it is read, replayed and reported, and
+    # a certificate's event times each time its status is asked (datetimes are
+    # immutable; a failure is not cached).
+    if not _TIME_RE.fullmatch(text):
         raise MalformedError("logged_at must be RFC 3339 UTC with milliseconds")
     try:
         return datetime.fromisoformat(text)  # the regex fixed the form

@@ -13,6 +13,7 @@ examples; ``bench/ingest.py`` shows why the fast path exists (about 3.5x).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import rfc8785
@@ -89,14 +90,22 @@ _STRICT_DECODER = json.JSONDecoder(
 _CANONICAL_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _decode(data: bytes, decoder: json.JSONDecoder) -> Any:
-    """UTF-8 bytes to a JSON value; every failure is a MalformedError."""
+def _text(data: bytes) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     if text.startswith("\ufeff"):
         raise MalformedError("JSON must not start with a byte order mark")
+    return text
+
+
+def _decode(data: bytes, decoder: json.JSONDecoder) -> Any:
+    """UTF-8 bytes to a JSON value; every failure is a MalformedError."""
+    return _decode_text(_text(data), decoder)
+
+
+def _decode_text(text: str, decoder: json.JSONDecoder) -> Any:
     try:
         return decoder.decode(text)
     except json.JSONDecodeError as exc:
@@ -114,13 +123,50 @@ def parse_json(data: bytes) -> Any:
     return _decode(data, _STRICT_DECODER)
 
 
+class _NotPlain(Exception):
+    """The text holds a number the stdlib encoder may not write as JCS does."""
+
+
+def _refuse_float(_text: str) -> Any:
+    raise _NotPlain
+
+
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        raise _NotPlain
+    return value
+
+
+# Decodes only what the fast encoder writes as JCS (see _fast_path_applies): a float
+# or an unsafe integer stops it, the decoder itself sees every number.
+_PLAIN_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_refuse_float, parse_int=_safe_int
+)
+# Sorting keys by code point equals sorting by UTF-16 code units unless a key holds
+# a character from U+E000 up; text without one has no such key.
+_BEYOND_SURROGATES = re.compile("[\ue000-\U0010ffff]")
+
+
 def parse_canonical(data: bytes) -> Any:
     """Parse JSON that must already be in RFC 8785 canonical form.
 
     Round-tripping catches every deviation at once: whitespace, key order,
     escapes, number forms and duplicate keys all change the bytes.
     """
-    value = _decode(data, _CANONICAL_DECODER)
+    text = _text(data)
+    # The common case without walking the value: numbers checked while decoding, key
+    # order by one scan of the text, and the stdlib encoder's text compared.
+    if text.isascii() or _BEYOND_SURROGATES.search(text) is None:
+        try:
+            value = _decode_text(text, _PLAIN_DECODER)
+        except _NotPlain:
+            pass
+        else:
+            if _FAST_ENCODER.encode(value) == text:
+                return value
+    # Anything else, failures included, as the definition says.
+    value = _decode_text(text, _CANONICAL_DECODER)
     if canonical_bytes(value) != data:
         raise NonCanonicalError("JSON is not in RFC 8785 canonical form")
     return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NewType
 
 import nacl.exceptions
@@ -58,8 +59,9 @@ class PublicKey:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
-    @property
+    @cached_property
     def key_id(self) -> KeyId:
+        # Cached: the trust rules ask a signer's key id several times per entry.
         return KeyId(hashlib.sha256(self.raw).hexdigest())
 
     def verify(self, signature: bytes, message: bytes) -> None:

@@ -53,6 +53,7 @@ _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 _COUNTRY_RE = re.compile(r"[A-Z]{2}")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f]")  # below U+0020 but tab and newline
 
 Check = Callable[[Any], object]
 
@@ -65,7 +66,7 @@ def _text(max_len: int) -> Check:
     def check(value: Any) -> None:
         if not isinstance(value, str) or not value.strip() or len(value) > max_len:
             raise _fail(f"must be non-empty text of at most {max_len} characters")
-        if any(ord(c) < 0x20 and c not in "\n\t" for c in value):
+        if _CONTROL_RE.search(value):
             raise _fail("must not contain control characters")
 
     return check
@@ -190,8 +191,7 @@ def _link(value: Any) -> bytes:
         {"certificate_id", "role", "procedure", "digest"},
     ):
         raise _fail(
-            "items must be objects of certificate_id, role and sha256 "
-            "(or procedure and digest)"
+            "items must be objects of certificate_id, role and sha256 (or procedure and digest)"
         )
     reference = value["certificate_id"]
     if not _trimmed_text(reference, LINK_REFERENCE_CHARS):
@@ -296,6 +296,11 @@ FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
     "certificate.withdraw": {**_CERT_COMMON, "reason": (True, _REASON)},
 }
 STATEMENT_TYPES = frozenset(FIELDS)
+# Per type, every field's check in order (signed_at first) and the names allowed.
+_CHECKS = {
+    kind: (tuple({"signed_at": (True, _instant), **spec}.items()), frozenset(spec) | {"type"})
+    for kind, spec in FIELDS.items()
+}
 
 
 @dataclass(frozen=True)
@@ -331,13 +336,14 @@ def _validated_type(value: Any) -> str:
     kind = value.get("type")
     if not isinstance(kind, str):
         raise MalformedError("statement lacks a string 'type'")
-    spec = FIELDS.get(kind)
-    if spec is None:
+    checks = _CHECKS.get(kind)
+    if checks is None:
         raise MalformedError(f"unknown statement type {kind!r}")
-    unknown = value.keys() - spec.keys() - {"type", "signed_at"}
+    fields, allowed = checks
+    unknown = value.keys() - allowed - {"signed_at"}
     if unknown:
         raise MalformedError(f"{kind} has unknown fields: {', '.join(sorted(unknown))}")
-    for name, (required, check) in {"signed_at": (True, _instant), **spec}.items():
+    for name, (required, check) in fields:
         if name not in value:
             if required:
                 raise MalformedError(f"{kind} lacks {name}")
