@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Connection
@@ -35,12 +36,19 @@ def sqlite_ledger(sqlite_settings: Settings) -> Iterator[Ledger]:
     ledger.close()
 
 
-def _sqlite_settings_of(conn: Connection) -> tuple[str, int]:
+def _sqlite_settings_of(conn: Any) -> tuple[str, int]:
     journal = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
     synchronous = conn.exec_driver_sql("PRAGMA synchronous").scalar()
     assert isinstance(journal, str)
     assert isinstance(synchronous, int)
     return journal.lower(), synchronous
+
+
+def _driver_connection(conn: Any) -> object:
+    """The DB-API connection under a read: the driver's own on a SQLite file
+    (``SqliteRead``), else SQLAlchemy's pooled one."""
+    driver = getattr(conn, "driver_connection", None)
+    return driver if driver is not None else conn.connection.dbapi_connection
 
 
 def test_sqlite_write_connections_are_wal_and_synchronous_full(sqlite_ledger: Ledger) -> None:
@@ -56,7 +64,7 @@ def test_sqlite_every_pooled_read_connection_is_wal_and_synchronous_full(
     # each must have run the PRAGMAs when it was opened.
     with ExitStack() as stack:
         conns = [stack.enter_context(sqlite_ledger.db.read()) for _ in range(4)]
-        assert len({id(c.connection.dbapi_connection) for c in conns}) == 4
+        assert len({id(_driver_connection(c)) for c in conns}) == 4
         for conn in conns:
             assert _sqlite_settings_of(conn) == ("wal", SQLITE_SYNCHRONOUS_FULL)
 

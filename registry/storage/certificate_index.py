@@ -39,9 +39,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from itertools import zip_longest
-from typing import Any
-
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, Table, Text
+from typing import TYPE_CHECKING, Any
 
 from registry.errors import StorageError
 from registry.storage.database import Database
@@ -50,87 +48,9 @@ from verifier import trust
 from verifier.links import DocumentLinks, Link, standard_key
 from verifier.statement import parse_date
 
-# SQLite only makes an INTEGER PRIMARY KEY the rowid (the fast B-tree key).
-_Int64 = BigInteger().with_variant(Integer(), "sqlite")
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
-METADATA = MetaData()
-
-CERTIFICATES = Table(
-    "certificates",
-    METADATA,
-    Column("first_index", _Int64, primary_key=True, autoincrement=False),
-    Column("certificate_id", Text, nullable=False, unique=True),
-    Column("issuer_id", Text, nullable=False),
-    Column("kind", Text, nullable=False),
-    Column("document_sha256", Text, nullable=False),
-    Column("valid_until", Text),
-    Column("superseded_by", Text),
-    Column("laboratory_name", Text),
-    Column("laboratory_code", Text),
-    Column("first_type", Text, nullable=False),
-    Column("first_logged_at", Text, nullable=False),
-    Column("first_key_id", Text, nullable=False),
-    Column("first_reason", Text, nullable=False),
-    Column("recorded_status", Text, nullable=False),
-    Column("last_index", _Int64, nullable=False),
-    Column("issued", Text),
-    Index("certificates_by_issuer", "issuer_id", "first_index"),
-    Index("certificates_by_document", "document_sha256"),
-    # Listings filter by status and by issue date (in log order within them).
-    Index("certificates_by_status", "recorded_status", "first_index"),
-    Index("certificates_by_issued", "issued", "first_index"),
-)
-CERTIFICATE_EVENTS = Table(
-    "certificate_events",
-    METADATA,
-    Column("idx", _Int64, primary_key=True, autoincrement=False),
-    Column("certificate_id", Text, nullable=False),
-    Column("type", Text, nullable=False),
-    Column("logged_at", Text, nullable=False),
-    Column("key_id", Text, nullable=False),
-    Column("reason", Text, nullable=False),
-    Index("certificate_events_by_certificate", "certificate_id", "idx"),
-)
-TRUST_ENTRIES = Table(
-    "trust_entries", METADATA, Column("idx", _Int64, primary_key=True, autoincrement=False)
-)
-DERIVED_STATE = Table(
-    "derived_state",
-    METADATA,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("size", _Int64, nullable=False),
-)
-CERTIFICATE_LINKS = Table(
-    "certificate_links",
-    METADATA,
-    Column("from_index", _Int64, primary_key=True, autoincrement=False),
-    Column("position", Integer, primary_key=True, autoincrement=False),
-    Column("from_certificate", Text, nullable=False),
-    Column("to_certificate", Text, nullable=False),
-    Column("to_digest", Text, nullable=False),
-    Column("procedure", Text, nullable=False),
-    Column("role", Text, nullable=False),
-    Index("certificate_links_by_from", "from_certificate", "position"),
-    Index("certificate_links_by_to", "to_certificate", "from_index"),
-)
-CERTIFICATE_STANDARDS = Table(
-    "certificate_standards",
-    METADATA,
-    Column("standard_key", Text, primary_key=True),
-    Column("first_index", _Int64, primary_key=True, autoincrement=False),
-    Column("standard_ref", Text, primary_key=True),
-    Column("certificate_id", Text, nullable=False),
-    # The other way: a certificate's standards by its first index (fsck reads ranges).
-    Index("certificate_standards_by_entry", "first_index", "standard_key", "standard_ref"),
-)
-TABLES = (
-    CERTIFICATES,
-    CERTIFICATE_EVENTS,
-    TRUST_ENTRIES,
-    DERIVED_STATE,
-    CERTIFICATE_LINKS,
-    CERTIFICATE_STANDARDS,
-)
 _LINK_COLUMNS = "from_index, position, from_certificate, to_certificate, to_digest, procedure, role"
 _STANDARD_COLUMNS = "standard_key, first_index, standard_ref, certificate_id"
 
@@ -218,12 +138,16 @@ class CertificateIndex:
             self.db.has_table(t) for t in ("certificate_links", "certificate_standards")
         )
 
-    def drop(self, tx: Transaction) -> None:
+    def drop(self, tx: Connection) -> None:
         """Drop the derived tables (before rebuilding tables of an older layout)."""
+        from registry.storage.derived_tables import METADATA, TABLES
+
         METADATA.drop_all(tx, tables=list(TABLES))
 
-    def create(self, tx: Transaction) -> None:
+    def create(self, tx: Connection) -> None:
         """Create the tables (idempotent) and, if it has none, the row of their size."""
+        from registry.storage.derived_tables import METADATA, TABLES
+
         METADATA.create_all(tx, tables=list(TABLES))
         if tx.exec_driver_sql("SELECT size FROM derived_state WHERE id = 1").first() is None:
             tx.exec_driver_sql(f"INSERT INTO derived_state (id, size) VALUES (1, {self._p})", (0,))

@@ -19,14 +19,16 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
-
-from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from registry.errors import StorageError
-from registry.storage import tables
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.engine import Connection
+
+    from registry.storage.protocol import Transaction
 
 # Arbitrary constant naming "the QI Ledger sequencer" among advisory locks.
 SEQUENCER_LOCK_KEY = 0x51494C4544474552 & 0x7FFFFFFFFFFFFFFF
@@ -128,6 +130,8 @@ class _Checkpointer:
 
 
 def _sqlite_engine(url: str, begin_sql: str, pool_size: int = 5, *, writer: bool = False) -> Engine:
+    from sqlalchemy import create_engine, event
+
     # LIFO: the connection used last is the next one handed out, so a few stay in
     # use with warm page caches instead of a round over every pooled connection
     # (a random status read on 1,000,000 entries: 57 -> 40 us).
@@ -158,42 +162,163 @@ _SQLITE_UNIQUE_KEYS = {
 }
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file path of a plain ``sqlite:///PATH`` URL (no query, not in memory),
+    else None. Such a database is read through the driver itself (see
+    :class:`_SqliteReaders`); any other URL only through SQLAlchemy."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or "?" in url:
+        return None
+    path = url[len(prefix) :]
+    return path if path and path != ":memory:" else None
+
+
+class _SqliteRows:
+    """A cursor's rows, answered as a SQLAlchemy result answers them."""
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self.cursor = cursor  # as SQLAlchemy's result names it
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.cursor)
+
+    def first(self) -> Any:
+        row = self.cursor.fetchone()
+        self.cursor.close()
+        return row
+
+    def all(self) -> list[Any]:
+        return self.cursor.fetchall()
+
+    def scalar(self) -> Any:
+        row = self.first()
+        return None if row is None else row[0]
+
+    def scalar_one(self) -> Any:
+        rows = self.cursor.fetchall()
+        if len(rows) != 1:
+            raise StorageError(f"expected one row, the database answered {len(rows)}")
+        return rows[0][0]
+
+
+class SqliteRead:
+    """A read transaction on a pooled driver connection of a SQLite file."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.driver_connection = connection
+
+    def exec_driver_sql(self, statement: str, parameters: Any = None) -> _SqliteRows:
+        return _SqliteRows(self.driver_connection.execute(statement, parameters or ()))
+
+
+class _SqliteReaders:
+    """Read connections to a SQLite file through the driver alone, kept last-used
+    first (a few stay warm). Reads need nothing of SQLAlchemy's, and a command
+    that only reads then starts without importing it (about 0.2 s)."""
+
+    def __init__(self, path: str, keep: int) -> None:
+        self._path = path
+        self._keep = keep
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            _sqlite_pragmas(conn, None)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def give_back(self, conn: sqlite3.Connection, *, healthy: bool = True) -> None:
+        with self._lock:
+            if healthy and not self._closed and len(self._idle) < self._keep:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
 class Database:
-    """The registry's database: SQLite file (default) or PostgreSQL by URL."""
+    """The registry's database: SQLite file (default) or PostgreSQL by URL.
+
+    On a SQLite file, reads go through the driver's own connections and the
+    SQLAlchemy engines (writes, schema) are made when first used."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._checkpointer: _Checkpointer | None = None
+        path = sqlite_file(url)
+        self._readers = _SqliteReaders(path, READ_POOL_SIZE) if path else None
+        if path:
+            self._checkpointer = _Checkpointer(path)
+        else:
+            self._engines()  # fail now on a URL SQLAlchemy cannot use
+            database = self.write_engine.url.database if self.is_sqlite else None
+            if database and database != ":memory:" and "mode=memory" not in url:
+                self._checkpointer = _Checkpointer(database)
+
+    @cached_property
+    def read_engine(self) -> Engine:
+        return self._engines()[0]
+
+    @cached_property
+    def write_engine(self) -> Engine:
+        return self._engines()[1]
+
+    @cached_property
+    def rows_engine(self) -> Engine:
+        return self._engines()[2]
+
+    def _engines(self) -> tuple[Engine, Engine, Engine]:
+        """(read, write, rows) engines, made once."""
+        made = self.__dict__.get("_made_engines")
+        if made is not None:
+            return made  # type: ignore[no-any-return]
+        from sqlalchemy import create_engine
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             if self.is_sqlite:
                 # Readers: as many pooled connections as the HTTP service has
                 # threads, so none is opened (with its PRAGMAs) per request.
-                self.read_engine = _sqlite_engine(url, "BEGIN", pool_size=READ_POOL_SIZE)
-                self.write_engine = _sqlite_engine(
-                    url, "BEGIN IMMEDIATE", pool_size=WRITE_POOL_SIZE, writer=True
+                read = _sqlite_engine(self.url, "BEGIN", pool_size=READ_POOL_SIZE)
+                write = _sqlite_engine(
+                    self.url, "BEGIN IMMEDIATE", pool_size=WRITE_POOL_SIZE, writer=True
                 )
-                path = self.write_engine.url.database
-                if path and path != ":memory:" and "mode=memory" not in url:
-                    self._checkpointer = _Checkpointer(path)
-                self.rows_engine = self.read_engine  # autocommit at the driver already
+                made = (read, write, read)  # autocommit at the driver already
             else:
-                self.read_engine = self.write_engine = create_engine(
-                    url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_use_lifo=True
+                read = create_engine(
+                    self.url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_use_lifo=True
                 )
                 # read_rows: autocommit, so a SELECT is one round trip (no BEGIN, no
                 # ROLLBACK when the connection goes back, no ping before it: a
                 # connection the server dropped is replaced and the read retried).
-                self.rows_engine = create_engine(
-                    url,
+                rows = create_engine(
+                    self.url,
                     isolation_level="AUTOCOMMIT",
                     pool_reset_on_return=None,
                     pool_size=10,
                     max_overflow=20,
                     pool_use_lifo=True,
                 )
+                made = (read, read, rows)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StorageError(f"cannot use database {self.safe_url}: {exc}") from None
+        self.__dict__["_made_engines"] = made
+        return made
 
     @property
     def safe_url(self) -> str:
@@ -212,6 +337,8 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction holding the sequencer lock; commits on normal exit."""
+        from sqlalchemy.exc import OperationalError
+
         try:
             with self.write_engine.begin() as conn:
                 if not self.is_sqlite:
@@ -223,25 +350,69 @@ class Database:
             self._checkpointer.wake()  # after the commit: durable already
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Transaction]:
+        """A read transaction: one consistent snapshot until the block ends."""
+        if self._readers is not None:
+            with self._sqlite_read() as tx:
+                yield tx
+            return
+        from sqlalchemy.exc import OperationalError
+
         try:
             with self.read_engine.connect() as conn:
                 yield conn
         except OperationalError as exc:
             raise StorageError(f"database read failed: {exc.orig}") from None
 
+    @contextmanager
+    def _sqlite_read(self) -> Iterator[SqliteRead]:
+        assert self._readers is not None
+        try:
+            conn = self._readers.take()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {self.safe_url}: {exc}") from None
+        healthy = True
+        try:
+            conn.execute("BEGIN")
+            yield SqliteRead(conn)
+        except sqlite3.Error as exc:
+            healthy = False
+            raise StorageError(f"database read failed: {exc}") from None
+        finally:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")  # a read: nothing to keep
+            self._readers.give_back(conn, healthy=healthy)
+
     def read_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """The rows of one SELECT run on a pooled driver connection, outside any
         explicit transaction: one statement sees one consistent snapshot on both
         engines, so the hottest reads need no BEGIN and none of SQLAlchemy's
         per-statement work (about 10x cheaper than :meth:`read` for one lookup)."""
+        if self._readers is not None:
+            return self._sqlite_rows(sql, tuple(params))
         # On PostgreSQL a connection the server dropped (a restart) gets one more
         # try on a fresh connection.
         return self._rows_on_one_connection(sql, tuple(params), retry=not self.is_sqlite)
 
+    def _sqlite_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        assert self._readers is not None
+        try:
+            conn = self._readers.take()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {self.safe_url}: {exc}") from None
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            self._readers.give_back(conn, healthy=False)
+            raise StorageError(f"database read failed: {exc}") from None
+        self._readers.give_back(conn)
+        return rows
+
     def _rows_on_one_connection(
         self, sql: str, params: tuple[Any, ...], *, retry: bool
     ) -> list[tuple[Any, ...]]:
+        from sqlalchemy.exc import OperationalError
+
         try:
             conn = self.rows_engine.raw_connection()
         except OperationalError as exc:
@@ -277,19 +448,44 @@ class Database:
         return self.has_table("log_meta")
 
     def has_table(self, name: str) -> bool:
+        if self._readers is not None:
+            return bool(self._sqlite_pragma_columns(name))
+        from sqlalchemy import inspect
+        from sqlalchemy.exc import OperationalError
+
         try:
             return inspect(self.read_engine).has_table(name)
         except OperationalError as exc:
             raise StorageError(f"cannot open database {self.safe_url}: {exc.orig}") from None
 
     def column_names(self, table: str) -> set[str]:
+        if self._readers is not None:
+            return self._sqlite_pragma_columns(table)
+        from sqlalchemy import inspect
+        from sqlalchemy.exc import OperationalError
+
         try:
             return {c["name"] for c in inspect(self.read_engine).get_columns(table)}
         except OperationalError as exc:
             raise StorageError(f"cannot open database {self.safe_url}: {exc.orig}") from None
 
+    def _sqlite_pragma_columns(self, table: str) -> set[str]:
+        """The columns of ``table`` (none if there is no such table), hidden ones too,
+        as SQLAlchemy's inspector lists them."""
+        if not table.replace("_", "").isalnum():
+            raise ValueError(f"not a table name: {table!r}")
+        try:
+            rows = self.read_rows(f'PRAGMA main.table_xinfo("{table}")', ())
+        except StorageError as exc:
+            raise StorageError(f"cannot open database {self.safe_url}: {exc}") from None
+        return {str(row[1]) for row in rows}
+
     def create_schema(self) -> None:
         """Create tables and append-only triggers (idempotent)."""
+        from sqlalchemy.exc import OperationalError
+
+        from registry.storage import tables
+
         try:
             tables.METADATA.create_all(self.write_engine, tables=list(tables.ALL_TABLES))
             with self.write_engine.begin() as conn:
@@ -299,6 +495,8 @@ class Database:
             raise StorageError(f"cannot create schema in {self.safe_url}: {exc.orig}") from None
 
     def _trigger_sql(self) -> list[str]:
+        from registry.storage import tables
+
         if self.is_sqlite:
             statements = [
                 f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb} BEFORE {verb.upper()} "
@@ -336,6 +534,7 @@ class Database:
     def dispose(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
-        self.read_engine.dispose()
-        self.write_engine.dispose()
-        self.rows_engine.dispose()
+        if self._readers is not None:
+            self._readers.close()
+        for engine in set(self.__dict__.get("_made_engines", ())):
+            engine.dispose()

@@ -20,15 +20,28 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias
-
-from sqlalchemy.engine import Connection
+from typing import Any, Protocol
 
 from verifier.merkle import Hash, Node
 
-Transaction: TypeAlias = Connection
-"""A storage transaction. Opaque to callers: handed from ``read``/``write`` to the
-methods taking ``tx``, nothing else."""
+
+class Rows(Protocol):
+    """What a statement answers: its rows, as tuples."""
+
+    def __iter__(self) -> Iterator[Any]: ...
+    def first(self) -> Any: ...
+    def all(self) -> Sequence[Any]: ...
+    def scalar(self) -> Any: ...
+    def scalar_one(self) -> Any: ...
+
+
+class Transaction(Protocol):
+    """A storage transaction: a SQLAlchemy connection, or on a SQLite file a read
+    on the driver's own connection (``registry.storage.database``). Opaque to
+    callers: handed from ``read``/``write`` to the methods taking ``tx``, which
+    run DB-API SQL on it and nothing else."""
+
+    def exec_driver_sql(self, statement: str, parameters: Any = None) -> Rows: ...
 
 
 @dataclass(frozen=True)

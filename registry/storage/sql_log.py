@@ -14,11 +14,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError as SQLAlchemyIntegrityError
-from sqlalchemy.exc import SQLAlchemyError
-
 from registry.errors import NotFoundError, StorageError
-from registry.storage import tables
 from registry.storage.database import Database
 from registry.storage.node_keys import node_id, node_of
 from registry.storage.protocol import (
@@ -419,6 +415,10 @@ class SqlStorage:
 
     def ensure_cosignature_table(self) -> None:
         """Ledgers created before witnessing get the table on first use."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from registry.storage import tables
+
         try:
             tables.CHECKPOINT_COSIGNATURES.create(self.db.write_engine, checkfirst=True)
         except SQLAlchemyError as exc:
@@ -427,6 +427,8 @@ class SqlStorage:
     def add_cosignature(self, size: int, witness_key: str, line: str, gathered_at: str) -> None:
         """Keep a witness's cosignature line on the checkpoint of ``size``, unless one
         is kept already (then this one is dropped: the first stays)."""
+        from sqlalchemy.exc import IntegrityError as SQLAlchemyIntegrityError
+
         p = self.db.placeholder
         try:
             with self.db.write() as tx:

@@ -22,10 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, update
-
 from registry.errors import NotFoundError
-from registry.storage import tables
 from registry.storage.database import Database
 from verifier.encoding import b64url_encode
 from verifier.entry import format_time
@@ -58,6 +55,20 @@ class TokenInfo:
     revoked_at: str | None
 
 
+_COLUMNS = "token_id, secret_sha256, role, subject, label, created_at, revoked_at"
+
+
+@dataclass(frozen=True)
+class _Row:
+    token_id: str
+    secret_sha256: bytes
+    role: str
+    subject: str
+    label: str
+    created_at: str
+    revoked_at: str | None
+
+
 class TokenStore:
     CACHE_SECONDS = 5.0
     """How long a checked token is trusted without asking the database again:
@@ -70,6 +81,8 @@ class TokenStore:
 
     def ensure_table(self) -> None:
         """Ledgers created before tokens existed get the table on first use."""
+        from registry.storage import tables
+
         tables.API_TOKENS.create(self.db.write_engine, checkfirst=True)
 
     def create(
@@ -87,6 +100,10 @@ class TokenStore:
             raise MalformedError(
                 "an issuer or body token names its issuer or body id; other roles name none"
             )
+        from sqlalchemy import insert
+
+        from registry.storage import tables
+
         token_id = random_bytes(8).hex()
         secret = b64url_encode(random_bytes(32))
         self.ensure_table()
@@ -119,10 +136,11 @@ class TokenStore:
             and hmac.compare_digest(cached[0], digest)
         ):
             return cached[1]
-        with self.db.read() as conn:
-            row = conn.execute(
-                select(tables.API_TOKENS).where(tables.API_TOKENS.c.token_id == token_id)
-            ).first()
+        rows = self.db.read_rows(
+            f"SELECT {_COLUMNS} FROM api_tokens WHERE token_id = {self.db.placeholder}",
+            (token_id,),
+        )
+        row = _Row(*rows[0]) if rows else None
         if row is None or not hmac.compare_digest(bytes(row.secret_sha256), digest):
             raise AuthenticationError("unknown API token")
         if row.revoked_at is not None:
@@ -133,10 +151,12 @@ class TokenStore:
 
     def list(self) -> list[TokenInfo]:
         self.ensure_table()
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(tables.API_TOKENS).order_by(tables.API_TOKENS.c.created_at)
-            ).all()
+        rows = [
+            _Row(*r)
+            for r in self.db.read_rows(
+                f"SELECT {_COLUMNS} FROM api_tokens ORDER BY created_at, token_id", ()
+            )
+        ]
         return [
             TokenInfo(
                 TokenHolder(r.token_id, r.role, r.subject, r.label), r.created_at, r.revoked_at
@@ -145,6 +165,10 @@ class TokenStore:
         ]
 
     def revoke(self, token_id: str, now: datetime | None = None) -> None:
+        from sqlalchemy import update
+
+        from registry.storage import tables
+
         self.ensure_table()
         with self.db.write() as conn:
             done = conn.execute(
