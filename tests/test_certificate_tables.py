@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from registry import traceability
 from registry.config import Settings
 from registry.errors import IntegrityError
 from registry.fsck import fsck
@@ -20,7 +21,7 @@ from registry.ledger import Ledger
 from tests.helpers import BODY_KEY, envelope_bytes
 from tests.test_trust_chain import K, World, acc_event, cert, make_world
 from verifier import statement, trust
-from verifier.entry import format_time
+from verifier.entry import format_time, parse_time
 
 TABLES = ("certificates", "certificate_events", "trust_entries", "derived_state")
 
@@ -61,6 +62,33 @@ def assert_tables_equal_replay(ledger: Ledger) -> None:
                 digest
             )
     assert_one_statement_reads_equal_replay(ledger, replayed, now)
+    assert_two_column_statuses_equal_replay(ledger, replayed, now)
+
+
+def assert_two_column_statuses_equal_replay(
+    ledger: Ledger, replayed: trust.TrustState, now: Any
+) -> None:
+    """The statuses a dependents page shows (registry.traceability._statuses: two
+    columns each where the recorded status decides, else whole certificates) are
+    the replay's, now, years later (expiry) and before the last entry was logged
+    (where the recorded status must not decide)."""
+    ids = list(replayed.certificates)
+    last = entries_last_logged_at(ledger)
+    ledger.trust_state()  # caught up with the trust entries (keys and their reports)
+    for at in (now, now + timedelta(days=3650), now - timedelta(days=1)):
+        with ledger._reading_in() as (tx, state):
+            shown = traceability._statuses(ledger.certificate_index, tx, state, ids, at)
+            issuers = {i: replayed.certificates[i].issuer_id for i in ids}
+            decides = {i: trust.recorded_status_decides(state, at, last, issuers[i]) for i in ids}
+        assert shown == {i: trust.certificate_status(replayed, i, at).status for i in ids}
+        fast = last is None or at >= parse_time(last)
+        for i in ids:
+            assert decides[i] == (fast and not replayed.has_compromise_reports(issuers[i]))
+
+
+def entries_last_logged_at(ledger: Ledger) -> str | None:
+    size = ledger.storage.tail_size()
+    return ledger.entry(size - 1).logged_at if size else None
 
 
 def assert_one_statement_reads_equal_replay(

@@ -6,13 +6,24 @@ and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 
 import pytest
 from fastapi.testclient import TestClient
 
+from registry import traceability as traceability_views
 from registry.api.app import create_app
 from registry.config import Settings
-from tests.test_traceability import Graph, build_graph, change, dependents_by_depth
+from tests.helpers import register_document
+from tests.test_traceability import (
+    ISSUER_KEYS,
+    Graph,
+    build_graph,
+    change,
+    dependents_by_depth,
+)
+from verifier import links, statement, trust
+from verifier.links import EQUIPMENT, Link
 
 
 @pytest.fixture
@@ -74,3 +85,57 @@ def test_the_status_read_and_the_page_say_when_traceability_is_at_risk(graph: Gr
         change(g, top, "reinstate")
         for cert_id in g.ids:
             assert _status(client, cert_id)["traceability_at_risk"] is (cert_id in expected)
+
+
+def test_a_dependents_page_shows_each_status_as_a_status_read_would(graph: Graph) -> None:
+    # A dependents page reads two columns of each certificate where the recorded
+    # status decides (no compromised key, nothing logged later); the statuses must be
+    # status_of's, for every status a certificate can have, on both engines.
+    g = graph
+    w = g.world
+    expiring = []
+    for n, until in enumerate((date(2026, 6, 1), date(2030, 1, 1))):
+        cert_id = f"LAB-A/EXP-{n}"
+        fields = statement.CertificateIssue(
+            issuer_id="LAB-A",
+            certificate_id=cert_id,
+            kind="dcc",
+            document_sha256=register_document(f"expiring {n}".encode()),
+            issued=date(2026, 5, 1),
+            valid_until=until,
+            links=links.DocumentLinks(
+                (Link(EQUIPMENT, g.tiers[0][0], "SHA-256", g.digests[g.tiers[0][0]]),), ()
+            ).links_json(),
+        ).to_json()
+        w.ok(fields, ISSUER_KEYS["LAB-A"])
+        expiring.append(cert_id)
+    mid = g.tiers[1]
+    change(g, mid[0], "suspend")
+    change(g, mid[1], "withdraw")
+    change(g, mid[2 % len(mid)], "suspend")
+    change(g, mid[2 % len(mid)], "reinstate")
+    ids = [*g.ids, *expiring]
+
+    def compare(expect_two_columns: bool) -> None:
+        ledger = g.ledger
+        ledger.trust_state()
+        last = ledger.entry(ledger.storage.tail_size() - 1).logged_at
+        for at in (w.clock.now, datetime(2027, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC)):
+            with ledger._reading_in() as (tx, state):
+                shown = traceability_views._statuses(ledger.certificate_index, tx, state, ids, at)
+                decides = trust.recorded_status_decides(state, at, last, "LAB-B")
+                want = {i: trust.certificate_status(state, i, at).status for i in ids}
+            assert decides == expect_two_columns
+            assert shown == want
+        assert {"suspended", "withdrawn", "active"} <= set(shown.values())
+        assert shown[expiring[0]] == "expired"
+
+    compare(expect_two_columns=True)
+    key = ISSUER_KEYS["LAB-B"].public_key
+    w.ok(
+        statement.IssuerKeyRevoke(
+            issuer_id="LAB-B", key_id=key.key_id, reason="stolen", compromised_at=w.clock.now
+        ).to_json(),
+        ISSUER_KEYS["LAB-B"],
+    )
+    compare(expect_two_columns=False)  # a compromise: each certificate read whole

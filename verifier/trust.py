@@ -295,6 +295,12 @@ class TrustState:
     def certificate(self, certificate_id: str) -> Certificate | None:
         return self.certificates.get(certificate_id)
 
+    def has_compromise_reports(self, issuer_id: str) -> bool:
+        """Whether a key of this issuer was reported compromised (events it signed
+        may be void)."""
+        issuer = self.issuers.get(issuer_id)
+        return issuer is not None and any(k.compromise_reports for k in issuer.keys.values())
+
     def certificates_with_document(self, document_sha256: str) -> list[Certificate]:
         """The certificates about the document with this hex SHA-256, in log order."""
         return self.certificates.with_document(document_sha256)
@@ -832,6 +838,27 @@ def _status(cert: Certificate, state: TrustState, at: datetime | None) -> tuple[
     ):
         return EXPIRED, f"expired on {cert.valid_until}"
     return status, reason
+
+
+def recorded_status_decides(
+    state: TrustState, at: datetime, last_logged_at: str | None, issuer_id: str
+) -> bool:
+    """Whether, at ``at``, the status of a certificate of ``issuer_id`` is
+    :func:`status_from_recorded` of the status its events alone give: nothing is
+    logged after ``at`` (every event counts) and no key of its issuer — the only
+    keys that may sign its events and its successor's — has a compromise reported
+    (none is void). Otherwise only :func:`status_of` can say."""
+    if last_logged_at is not None and entry.parse_time(last_logged_at) > at:
+        return False
+    return not state.has_compromise_reports(issuer_id)
+
+
+def status_from_recorded(recorded: str, valid_until: date | None, at: datetime) -> str:
+    """:func:`status_of`'s status where :func:`recorded_status_decides` holds, from the
+    status the events alone give (superseded included: it comes before expiry)."""
+    if recorded == ACTIVE and valid_until is not None and at.date() > valid_until:
+        return EXPIRED
+    return recorded
 
 
 def certificate_status(state: TrustState, certificate_id: str, at: datetime) -> CertificateStatus:

@@ -359,6 +359,30 @@ class CertificateIndex:
                 found[str(cert_id)] = RegisteredDocument(str(cert_id), str(digest))
         return found
 
+    def recorded_statuses(
+        self, tx: Transaction, certificate_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str, date | None]]:
+        """(issuer, recorded status, valid until) of the registered ones of these
+        certificates: what :func:`verifier.trust.status_from_recorded` needs, three
+        columns each instead of a whole certificate; one query per 500 ids."""
+        found: dict[str, tuple[str, str, date | None]] = {}
+        for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
+            for cert_id, issuer_id, status, valid_until in tx.exec_driver_sql(
+                "SELECT certificate_id, issuer_id, recorded_status, valid_until "
+                f"FROM certificates WHERE certificate_id IN ({','.join([self._p] * len(chunk))})",
+                tuple(chunk),
+            ).all():
+                until = parse_date(valid_until) if valid_until else None
+                found[str(cert_id)] = (str(issuer_id), str(status), until)
+        return found
+
+    def logged_at(self, tx: Transaction, index: int) -> str | None:
+        """When the entry at ``index`` was logged (None: there is none)."""
+        row = tx.exec_driver_sql(
+            f"SELECT logged_at FROM entries WHERE idx = {self._p}", (index,)
+        ).first()
+        return None if row is None else str(row[0])
+
     def links_to(
         self, tx: Transaction, certificate_ids: Sequence[str], roles: Collection[str]
     ) -> list[tuple[str, str, Link]]:
