@@ -14,7 +14,7 @@ from typing import Any
 
 from registry.errors import NotFoundError
 from registry.reports import checked_at
-from registry.storage.certificate_index import CertificateIndex
+from registry.storage.certificate_index import CertificateIndex, RegisteredDocument
 from registry.storage.protocol import Transaction
 from verifier import traceability as rules
 from verifier import trust
@@ -35,6 +35,8 @@ class _Reads:
 
     def __init__(self, index: CertificateIndex, tx: Transaction, state: trust.TrustState) -> None:
         self.index, self.tx, self.state = index, tx, state
+        self.read: dict[str, RegisteredDocument] = {}
+        """Every certificate :meth:`documents` read (their status columns, for a page)."""
 
     def certificates(self, ids: Sequence[str]) -> Mapping[str, trust.Certificate]:
         store = self.state.certificates
@@ -51,7 +53,9 @@ class _Reads:
         return self.index.links_to(self.tx, ids, TRACED_ROLES)
 
     def documents(self, ids: Sequence[str]) -> Mapping[str, rules.Registered]:
-        return self.index.documents_of(self.tx, ids)
+        found = self.index.documents_of(self.tx, ids)
+        self.read.update(found)
+        return found
 
 
 def _certificate(state: trust.TrustState, certificate_id: str) -> trust.Certificate:
@@ -130,7 +134,7 @@ def dependents_view(
     page = list(islice(walk, offset, offset + limit + 1))
     more = len(page) > limit
     page = page[:limit]
-    statuses = _statuses(index, tx, state, [d.certificate_id for d in page], now)
+    statuses = _statuses(reads, [d.certificate_id for d in page], now)
     return {
         "tree_size": state.size,
         "certificate_id": certificate_id,
@@ -151,29 +155,28 @@ def dependents_view(
     }
 
 
-def _statuses(
-    index: CertificateIndex,
-    tx: Transaction,
-    state: trust.TrustState,
-    certificate_ids: Sequence[str],
-    now: datetime,
-) -> dict[str, str]:
-    """The status of each of these certificates at ``now``: from three columns
-    where :func:`verifier.trust.recorded_status_decides` says they decide (the
-    common case: a whole dependents set may be tens of thousands), else from the
-    certificate read whole."""
+def _statuses(reads: _Reads, certificate_ids: Sequence[str], now: datetime) -> dict[str, str]:
+    """The status of each of these certificates at ``now``: from the columns the
+    walk read where :func:`verifier.trust.recorded_status_decides` says they
+    decide (the common case: a whole dependents set may be tens of thousands),
+    else from the certificate read whole."""
+    index, tx, state = reads.index, reads.tx, reads.state
     last = index.logged_at(tx, state.size - 1) if state.size else None
+    missing = [i for i in certificate_ids if i not in reads.read]
+    if missing:
+        reads.documents(missing)
     found: dict[str, str] = {}
     whole: list[str] = []
-    for cert_id, (issuer_id, recorded, valid_until) in index.recorded_statuses(
-        tx, certificate_ids
-    ).items():
-        if trust.recorded_status_decides(state, now, last, issuer_id):
-            found[cert_id] = trust.status_from_recorded(recorded, valid_until, now)
+    for cert_id in certificate_ids:
+        row = reads.read.get(cert_id)
+        if row is None:
+            continue  # not registered: nothing to show
+        if trust.recorded_status_decides(state, now, last, row.issuer_id):
+            found[cert_id] = trust.status_from_recorded(row.recorded_status, row.valid_until, now)
         else:
             whole.append(cert_id)
     if whole:
-        certs = _Reads(index, tx, state).certificates(whole)
+        certs = reads.certificates(whole)
         found.update({i: trust.status_of(state, c, now).status for i, c in certs.items()})
     return found
 

@@ -122,7 +122,9 @@ def test_a_dependents_page_shows_each_status_as_a_status_read_would(graph: Graph
         last = ledger.entry(ledger.storage.tail_size() - 1).logged_at
         for at in (w.clock.now, datetime(2027, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC)):
             with ledger._reading_in() as (tx, state):
-                shown = traceability_views._statuses(ledger.certificate_index, tx, state, ids, at)
+                shown = traceability_views._statuses(
+                    traceability_views._Reads(ledger.certificate_index, tx, state), ids, at
+                )
                 decides = trust.recorded_status_decides(state, at, last, "LAB-B")
                 want = {i: trust.certificate_status(state, i, at).status for i in ids}
             assert decides == expect_two_columns

@@ -348,32 +348,17 @@ class CertificateIndex:
         self, tx: Transaction, certificate_ids: Sequence[str]
     ) -> dict[str, RegisteredDocument]:
         """The registered ones of these certificates, with their document digests
-        only (what a walk over many needs); one query per 500 ids."""
+        and status columns only (what a walk over many needs); one query per 500 ids."""
         found: dict[str, RegisteredDocument] = {}
         for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
-            for cert_id, digest in tx.exec_driver_sql(
-                "SELECT certificate_id, document_sha256 FROM certificates "
-                f"WHERE certificate_id IN ({','.join([self._p] * len(chunk))})",
-                tuple(chunk),
-            ).all():
-                found[str(cert_id)] = RegisteredDocument(str(cert_id), str(digest))
-        return found
-
-    def recorded_statuses(
-        self, tx: Transaction, certificate_ids: Sequence[str]
-    ) -> dict[str, tuple[str, str, date | None]]:
-        """(issuer, recorded status, valid until) of the registered ones of these
-        certificates: what :func:`verifier.trust.status_from_recorded` needs, three
-        columns each instead of a whole certificate; one query per 500 ids."""
-        found: dict[str, tuple[str, str, date | None]] = {}
-        for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
-            for cert_id, issuer_id, status, valid_until in tx.exec_driver_sql(
-                "SELECT certificate_id, issuer_id, recorded_status, valid_until "
+            for cert_id, digest, issuer_id, status, until in tx.exec_driver_sql(
+                "SELECT certificate_id, document_sha256, issuer_id, recorded_status, valid_until "
                 f"FROM certificates WHERE certificate_id IN ({','.join([self._p] * len(chunk))})",
                 tuple(chunk),
             ).all():
-                until = parse_date(valid_until) if valid_until else None
-                found[str(cert_id)] = (str(issuer_id), str(status), until)
+                found[cert_id] = RegisteredDocument(
+                    cert_id, digest, issuer_id, status, parse_date(until) if until else None
+                )
         return found
 
     def logged_at(self, tx: Transaction, index: int) -> str | None:
@@ -670,10 +655,14 @@ def _fold_rows(
 
 @dataclass(frozen=True)
 class RegisteredDocument:
-    """A registered certificate's id and document digest (a row's two columns)."""
+    """A registered certificate's id and document digest, and what its status is
+    decided by where the recorded status decides (a row's five columns)."""
 
     certificate_id: str
     document_sha256: str
+    issuer_id: str
+    recorded_status: str
+    valid_until: date | None
 
 
 def _certificate(row: Any) -> trust.Certificate:
