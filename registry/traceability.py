@@ -37,6 +37,8 @@ class _Reads:
         self.index, self.tx, self.state = index, tx, state
         self.read: dict[str, RegisteredDocument] = {}
         """Every certificate :meth:`documents` read (their status columns, for a page)."""
+        self.first_index: dict[str, int] = {}
+        """The first index of each certificate :meth:`links_to` found linking."""
 
     def certificates(self, ids: Sequence[str]) -> Mapping[str, trust.Certificate]:
         store = self.state.certificates
@@ -50,12 +52,17 @@ class _Reads:
         return self.index.links_from(self.tx, ids)
 
     def links_to(self, ids: Sequence[str]) -> Sequence[tuple[str, str, Link]]:
-        return self.index.links_to(self.tx, ids, TRACED_ROLES)
+        return self.index.links_to(self.tx, ids, TRACED_ROLES, self.first_index)
 
     def documents(self, ids: Sequence[str]) -> Mapping[str, rules.Registered]:
-        found = self.index.documents_of(self.tx, ids)
+        # A linking certificate is read by its row's key, found with its link.
+        at = [self.first_index[i] for i in ids if i in self.first_index]
+        found = self.index.documents_at(self.tx, at) if at else {}
+        rest = [i for i in ids if i not in self.first_index]
+        if rest:
+            found.update(self.index.documents_of(self.tx, rest))
         self.read.update(found)
-        return found
+        return {i: found[i] for i in ids if i in found}
 
 
 def _certificate(state: trust.TrustState, certificate_id: str) -> trust.Certificate:
@@ -167,11 +174,15 @@ def _statuses(reads: _Reads, certificate_ids: Sequence[str], now: datetime) -> d
         reads.documents(missing)
     found: dict[str, str] = {}
     whole: list[str] = []
+    decides: dict[str, bool] = {}  # by issuer
     for cert_id in certificate_ids:
         row = reads.read.get(cert_id)
         if row is None:
             continue  # not registered: nothing to show
-        if trust.recorded_status_decides(state, now, last, row.issuer_id):
+        issuer_id = row.issuer_id
+        if issuer_id not in decides:
+            decides[issuer_id] = trust.recorded_status_decides(state, now, last, issuer_id)
+        if decides[issuer_id]:
             found[cert_id] = trust.status_from_recorded(row.recorded_status, row.valid_until, now)
         else:
             whole.append(cert_id)

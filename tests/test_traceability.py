@@ -25,6 +25,7 @@ from registry.documents.intake import DocumentMismatch, DocumentReader
 from registry.errors import IntegrityError, NotFoundError
 from registry.fsck import fsck
 from registry.ledger import Ledger
+from registry.storage.certificate_index import COVERING_LINKS_INDEX
 from tests.helpers import (
     BODY_KEY,
     SIEMENS,
@@ -783,6 +784,31 @@ def test_an_old_log_without_links_replays_and_answers(settings: Settings) -> Non
             again.close()
     finally:
         w.ledger.close()
+
+
+def test_links_of_the_layout_before_the_covering_index_are_rebuilt_when_opened(
+    settings: Settings,
+) -> None:
+    g = build_graph(settings, shape=(2, 4, 6))
+    top = g.tiers[0][0]
+    before = g.ledger.dependents(top, offset=0, limit=100, max_depth=6)
+    assert before["dependents"]
+    with g.ledger.db.write() as tx:
+        tx.exec_driver_sql(f"DROP INDEX {COVERING_LINKS_INDEX}")
+        tx.exec_driver_sql(
+            "CREATE INDEX certificate_links_by_to ON certificate_links (to_certificate, from_index)"
+        )
+    assert not g.ledger.certificate_index.is_current()
+    g.ledger.close()
+    again = Ledger.open(settings, clock=g.world.clock)
+    try:
+        assert COVERING_LINKS_INDEX in again.db.index_names("certificate_links")
+        assert again.certificate_index.is_current()
+        after = again.dependents(top, offset=0, limit=100, max_depth=6)
+        assert after["dependents"] == before["dependents"]
+        fsck(again)
+    finally:
+        again.close()
 
 
 LINK_DAMAGE = {

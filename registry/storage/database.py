@@ -469,9 +469,24 @@ class Database:
         except OperationalError as exc:
             raise StorageError(f"cannot open database {self.safe_url}: {exc.orig}") from None
 
+    def index_names(self, table: str) -> set[str]:
+        """The names of the indexes on ``table``."""
+        if self._readers is not None:
+            return {str(row[1]) for row in self._sqlite_pragma("index_list", table)}
+        from sqlalchemy import inspect
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return {str(i["name"]) for i in inspect(self.read_engine).get_indexes(table)}
+        except OperationalError as exc:
+            raise StorageError(f"cannot open database {self.safe_url}: {exc.orig}") from None
+
     def _sqlite_pragma_columns(self, table: str) -> set[str]:
         """The columns of ``table`` (none if there is no such table), hidden ones too,
         as SQLAlchemy's inspector lists them."""
+        return {str(row[1]) for row in self._sqlite_pragma("table_xinfo", table)}
+
+    def _sqlite_pragma(self, pragma: str, table: str) -> list[Any]:
         if not table.replace("_", "").isalnum():
             raise ValueError(f"not a table name: {table!r}")
         assert self._readers is not None
@@ -480,12 +495,12 @@ class Database:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open database {self.safe_url}: {exc}") from None
         try:
-            rows = conn.execute(f'PRAGMA main.table_xinfo("{table}")').fetchall()
+            rows = conn.execute(f'PRAGMA main.{pragma}("{table}")').fetchall()
         except sqlite3.Error as exc:
             self._readers.give_back(conn, healthy=False)
             raise StorageError(f"cannot open database {self.safe_url}: {exc}") from None
         self._readers.give_back(conn)
-        return {str(row[1]) for row in rows}
+        return rows
 
     def create_schema(self) -> None:
         """Create tables and append-only triggers (idempotent)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, Table, Text
 
+from registry.storage.certificate_index import COVERING_LINKS_INDEX
+
 # SQLite only makes an INTEGER PRIMARY KEY the rowid (the fast B-tree key).
 _Int64 = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -67,7 +69,18 @@ CERTIFICATE_LINKS = Table(
     Column("procedure", Text, nullable=False),
     Column("role", Text, nullable=False),
     Index("certificate_links_by_from", "from_certificate", "position"),
-    Index("certificate_links_by_to", "to_certificate", "from_index"),
+    # Every column a dependents walk reads, in the order it reads them: the walk
+    # is answered from this index alone (no row look-up, no sort).
+    Index(
+        COVERING_LINKS_INDEX,
+        "to_certificate",
+        "from_index",
+        "position",
+        "role",
+        "from_certificate",
+        "procedure",
+        "to_digest",
+    ),
 )
 CERTIFICATE_STANDARDS = Table(
     "certificate_standards",
