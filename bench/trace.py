@@ -189,6 +189,12 @@ def main() -> None:
         else:
             ledger = create_ledger(data_dir, SIGNERS, args.database_url)
             tiers = build(ledger, args.n, args.seed)
+        if not ledger.db.is_sqlite:
+            # What autovacuum does after a bulk load (where it is off, nothing would):
+            # without statistics PostgreSQL plans the IN-list reads badly (a first
+            # page took 180 ms instead of 5-15).
+            with ledger.db.write() as tx:
+                tx.exec_driver_sql("ANALYZE")
         try:
             measure(ledger, tiers, args.runs, args.seed)
         finally:
