@@ -62,7 +62,7 @@ class _Reads:
         if rest:
             found.update(self.index.documents_of(self.tx, rest))
         self.read.update(found)
-        return {i: found[i] for i in ids if i in found}
+        return found
 
 
 def _certificate(state: trust.TrustState, certificate_id: str) -> trust.Certificate:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import random
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from lxml import etree
 
@@ -948,3 +949,90 @@ def test_the_cli_bounds_are_the_registrys() -> None:
     assert cli_traceability._MAX_DEPTH == rules.MAX_DEPTH
     assert cli_traceability._MAX_PAGE == registry_traceability.MAX_PAGE
     assert cli_traceability._MAX_DEPENDENTS_PAGE == registry_traceability.MAX_DEPENDENTS_PAGE
+
+
+# --- the pure dependents walk against a plain breadth-first search --------------------------
+
+
+@dataclass(frozen=True)
+class _Doc:
+    certificate_id: str
+    document_sha256: str
+
+
+def _reference_dependents(
+    start: str,
+    rows: list[tuple[int, int, str, Link]],
+    first: dict[str, int],
+    max_depth: int,
+) -> list[tuple[str, int, str, str]]:
+    """What the walk's docstring promises, one parent at a time: level by level,
+    each certificate once at its least depth, within a level in the order of the
+    certificates they link to, then the linking certificate's log order (then the
+    link's place in its statement); via the first such parent."""
+    found: list[tuple[str, int, str, str]] = []
+    seen = {start}
+    level = [start]
+    for depth in range(1, max_depth + 1):
+        following = []
+        for parent in level:
+            incoming = sorted(
+                (f, pos, frm, link)
+                for f, pos, frm, link in (
+                    (first[frm], pos, frm, link)
+                    for (_, pos, frm, link) in rows
+                    if link.certificate_id == parent and link.role in links.TRACED_ROLES
+                )
+            )
+            for _, _, child, link in incoming:
+                if child in seen:
+                    continue
+                seen.add(child)
+                following.append(child)
+                digest = traceability.digest_check(link, _Doc(parent, f"doc-{parent}"))
+                found.append((child, depth, parent, digest))
+        level = following
+    return found
+
+
+@hypothesis_settings(max_examples=300)
+@given(
+    n=st.integers(2, 14),
+    edges=st.lists(
+        st.tuples(
+            st.integers(0, 13),
+            st.integers(0, 13),
+            st.sampled_from([EQUIPMENT, PREVIOUS_REPORT]),
+            st.booleans(),
+        ),
+        max_size=40,
+    ),
+    chunk=st.integers(1, 4),
+    max_depth=st.integers(1, 6),
+)
+def test_the_dependents_walk_is_a_breadth_first_search_in_its_stated_order(
+    n: int, edges: list[tuple[int, int, str, bool]], chunk: int, max_depth: int
+) -> None:
+    ids = [f"LAB/C-{i}" for i in range(n)]
+    first = {cert_id: i for i, cert_id in enumerate(ids)}
+    rows: list[tuple[int, int, str, Link]] = []
+    for position, (a, b, role, good) in enumerate(edges):
+        frm, to = ids[a % n], ids[b % n]
+        rows.append(
+            (first[frm], position, frm, Link(role, to, "SHA-256", f"doc-{to}" if good else "x"))
+        )
+
+    def links_to(parents: Sequence[str]) -> list[tuple[str, str, Link]]:
+        wanted = set(parents)
+        picked = [r for r in rows if r[3].certificate_id in wanted]
+        picked.sort(key=lambda r: (r[3].certificate_id, r[0], r[1]))
+        return [(r[3].certificate_id, r[2], r[3]) for r in picked]
+
+    def documents(wanted: Sequence[str]) -> dict[str, _Doc]:
+        return {i: _Doc(i, f"doc-{i}") for i in wanted}
+
+    walked = traceability.dependents(
+        _Doc(ids[0], f"doc-{ids[0]}"), links_to, documents, max_depth=max_depth, chunk=chunk
+    )
+    got = [(d.certificate_id, d.depth, d.via, d.digest) for d in walked]
+    assert got == _reference_dependents(ids[0], rows, first, max_depth)

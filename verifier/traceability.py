@@ -255,22 +255,25 @@ def dependents(
         following: list[str] = []
         for offset in range(0, len(level), chunk):
             parents = level[offset : offset + chunk]
-            rows = links_to(parents)
             by_parent: dict[str, list[tuple[str, Link]]] = {}
-            for to_id, from_id, link in rows:
-                if link.role not in TRACED_ROLES:
-                    continue
-                by_parent.setdefault(to_id, []).append((from_id, link))
-            fresh = [f for f, _ in (r for p in parents for r in by_parent.get(p, ()))]
-            unseen = [i for i in dict.fromkeys(fresh) if i not in known and i not in seen]
-            known.update(certificates(unseen))
+            for to_id, from_id, link in links_to(parents):
+                if link.role in TRACED_ROLES:
+                    by_parent.setdefault(to_id, []).append((from_id, link))
+            unseen = dict.fromkeys(
+                f for p in parents for f, _ in by_parent.get(p, ()) if f not in seen
+            )
+            known.update(certificates([i for i in unseen if i not in known]))
             for parent in parents:
-                for from_id, link in by_parent.get(parent, ()):
+                found = by_parent.get(parent)
+                if not found:
+                    continue
+                target = known[parent]
+                for from_id, link in found:
                     if from_id in seen or from_id not in known:
                         continue
                     seen.add(from_id)
                     following.append(from_id)
-                    yield Dependent(from_id, depth, parent, digest_check(link, known[parent]))
+                    yield Dependent(from_id, depth, parent, digest_check(link, target))
             for parent in parents:
                 if parent != start:
                     known.pop(parent, None)  # memory: the current level and the next
