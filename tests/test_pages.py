@@ -489,3 +489,22 @@ def test_pages_reach_the_ledger_only_through_its_methods() -> None:
     source = (Path(__file__).parents[1] / "registry/api/routes/pages.py").read_text()
     assert ".storage" not in source
     assert "sql" not in source.lower()
+
+
+def test_a_mark_that_verified_is_remembered_and_a_forged_one_never_is(
+    client: TestClient, registry: PageRegistry
+) -> None:
+    from registry.api.routes import pages
+
+    pages._verified_mark.cache_clear()
+    token = registry.marks[VALID]
+    for _ in range(3):
+        assert verdict_of(client.get(f"/M/{token}")) == "active"
+    info = pages._verified_mark.cache_info()
+    assert (info.misses, info.hits) == (1, 2)  # its signature was checked once
+    alphabet = string.ascii_uppercase + "234567"
+    forged = token[:-3] + alphabet[(alphabet.index(token[-3]) + 1) % 32] + token[-2:]
+    for _ in range(2):
+        assert verdict_of(client.get(f"/M/{forged}")) == "invalid"
+    info = pages._verified_mark.cache_info()
+    assert (info.misses, info.currsize) == (3, 1)  # checked each time, kept never

@@ -31,6 +31,7 @@ from registry.reports import certificate_report, issuer_summary
 from verifier import mark
 from verifier.encoding import b64encode
 from verifier.errors import QILedgerError
+from verifier.note import NoteVerifier
 from verifier.trust import TrustState
 
 router = APIRouter(include_in_schema=False)
@@ -85,13 +86,26 @@ class Verdict:
         return VERDICT_CLASS[self.key]
 
 
+VERIFIED_MARKS_KEPT = 4096
+"""Marks whose signature checked, remembered (about 1 KB each): a printed mark is
+scanned again and again, and its signature is all a repeat scan would re-check."""
+
+
+@functools.lru_cache(maxsize=VERIFIED_MARKS_KEPT)
+def _verified_mark(token: str, log: NoteVerifier) -> mark.MarkClaims:
+    """:func:`verifier.mark.verify`, remembered for the tokens that passed it (the
+    same token and key always give the same answer; a failure raises, so it is
+    never remembered and a forged token is checked every time)."""
+    return mark.verify(token, log)
+
+
 @router.get("/m/{token:path}", response_class=HTMLResponse)
 @router.get("/M/{token:path}", response_class=HTMLResponse)
 async def mark_page(request: Request, token: str, lang: Lang = None) -> Response:
     service = service_for(request)
     t = _translator(request, lang)
     try:
-        claims = mark.verify(token, service.ledger.identity.verifier)
+        claims = _verified_mark(token, service.ledger.identity.verifier)
     except QILedgerError:
         # Forged, truncated, altered, oversized or another log's: one answer for all.
         verdict = Verdict("invalid", (t("mark.not_authentic"),))
