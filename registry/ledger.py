@@ -489,6 +489,7 @@ class Ledger:
                 offset=offset,
                 limit=limit,
                 max_depth=max_depth,
+                last_logged_at=self.storage.tail(tx).last_logged_at,
             )
 
     def standard(self, reference: str, *, after_index: int, limit: int) -> dict[str, Any]:

@@ -33,8 +33,16 @@ columns of each certificate that came before it)."""
 class _Reads:
     """The lookups the rules ask for, inside one read transaction."""
 
-    def __init__(self, index: CertificateIndex, tx: Transaction, state: trust.TrustState) -> None:
+    def __init__(
+        self,
+        index: CertificateIndex,
+        tx: Transaction,
+        state: trust.TrustState,
+        last_logged_at: str | None = None,
+    ) -> None:
         self.index, self.tx, self.state = index, tx, state
+        self.last_logged_at = last_logged_at
+        """When the newest entry of this snapshot was logged (None: an empty log)."""
         self.read: dict[str, RegisteredDocument] = {}
         """Every certificate :meth:`documents` read (their status columns, for a page)."""
         self.first_index: dict[str, int] = {}
@@ -128,12 +136,14 @@ def dependents_view(
     offset: int,
     limit: int,
     max_depth: int,
+    last_logged_at: str | None,
 ) -> dict[str, Any]:
     """``GET /api/v1/dependents/{id}`` and ``qiledger impact``: a page of the
     certificates that trace to this one (transitively, level by level); the
     cursor is how many came before (a page reads about what it shows and those
-    before it, so the first page is the quickest)."""
-    reads = _Reads(index, tx, state)
+    before it, so the first page is the quickest). ``last_logged_at``: when the
+    newest entry of ``tx``'s snapshot was logged (statuses may depend on it)."""
+    reads = _Reads(index, tx, state, last_logged_at)
     cert = _certificate(state, certificate_id)
     # The walk reads two columns of each certificate it passes; only those shown
     # are read whole, for their status.
@@ -167,8 +177,7 @@ def _statuses(reads: _Reads, certificate_ids: Sequence[str], now: datetime) -> d
     walk read where :func:`verifier.trust.recorded_status_decides` says they
     decide (the common case: a whole dependents set may be tens of thousands),
     else from the certificate read whole."""
-    index, tx, state = reads.index, reads.tx, reads.state
-    last = index.logged_at(tx, state.size - 1) if state.size else None
+    state, last = reads.state, reads.last_logged_at
     missing = [i for i in certificate_ids if i not in reads.read]
     if missing:
         reads.documents(missing)

@@ -77,7 +77,7 @@ def assert_two_column_statuses_equal_replay(
     ledger.trust_state()  # caught up with the trust entries (keys and their reports)
     for at in (now, now + timedelta(days=3650), now - timedelta(days=1)):
         with ledger._reading_in() as (tx, state):
-            reads = traceability._Reads(ledger.certificate_index, tx, state)
+            reads = traceability._Reads(ledger.certificate_index, tx, state, last)
             shown = traceability._statuses(reads, ids, at)
             issuers = {i: replayed.certificates[i].issuer_id for i in ids}
             decides = {i: trust.recorded_status_decides(state, at, last, issuers[i]) for i in ids}

@@ -510,3 +510,33 @@ def test_issue_a_pdf_certification_certificate_with_its_record(
     assert code == 0, err
     assert (tmp_path / "out.pdf").read_bytes() == pdf
     assert run(capsys, *d, "fsck")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"this is not a database at all\n" * 100,
+        b"SQLite format 3\x00" + b"\xff" * 4080,  # the header, then nothing it can read
+        b"",
+    ],
+    ids=["text", "header-only", "empty"],
+)
+def test_a_damaged_database_file_is_one_line(tmp_path: Path, damage: bytes) -> None:
+    # Read commands open a SQLite file through the driver itself (no SQLAlchemy):
+    # a file that is not a ledger must still be one clear line, never a traceback.
+    # Each command in a process of its own, as users run them.
+    (tmp_path / "ledger.db").write_bytes(damage)
+    bindir = Path(sys.executable).parent
+    for argv in (["checkpoint"], ["entry", "0"], ["issuers"], ["certificate", "LAB/C-1"]):
+        result = subprocess.run(
+            [str(bindir / "qiledger"), "--data-dir", str(tmp_path), *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        err = result.stderr
+        assert result.returncode == 1, (argv, err)
+        assert len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err
+        assert "cannot open database" in err or "no ledger in" in err, err

@@ -123,7 +123,11 @@ def test_a_dependents_page_shows_each_status_as_a_status_read_would(graph: Graph
         for at in (w.clock.now, datetime(2027, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC)):
             with ledger._reading_in() as (tx, state):
                 shown = traceability_views._statuses(
-                    traceability_views._Reads(ledger.certificate_index, tx, state), ids, at
+                    traceability_views._Reads(
+                        ledger.certificate_index, tx, state, last
+                    ),
+                    ids,
+                    at,
                 )
                 decides = trust.recorded_status_decides(state, at, last, "LAB-B")
                 want = {i: trust.certificate_status(state, i, at).status for i in ids}

@@ -378,13 +378,6 @@ class CertificateIndex:
                 )
         return found
 
-    def logged_at(self, tx: Transaction, index: int) -> str | None:
-        """When the entry at ``index`` was logged (None: there is none)."""
-        row = tx.exec_driver_sql(
-            f"SELECT logged_at FROM entries WHERE idx = {self._p}", (index,)
-        ).first()
-        return None if row is None else str(row[0])
-
     def links_to(
         self,
         tx: Transaction,

@@ -364,13 +364,17 @@ class Database:
         except OperationalError as exc:
             raise StorageError(f"database read failed: {exc.orig}") from None
 
+    def _sqlite_reader(self) -> sqlite3.Connection:
+        assert self._readers is not None
+        try:
+            return self._readers.take()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {self.safe_url}: {exc}") from None
+
     @contextmanager
     def _sqlite_read(self) -> Iterator[SqliteRead]:
         assert self._readers is not None
-        try:
-            conn = self._readers.take()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open database {self.safe_url}: {exc}") from None
+        conn = self._sqlite_reader()
         healthy = True
         try:
             conn.execute("BEGIN")
@@ -394,17 +398,16 @@ class Database:
         # try on a fresh connection.
         return self._rows_on_one_connection(sql, tuple(params), retry=not self.is_sqlite)
 
-    def _sqlite_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def _sqlite_rows(
+        self, sql: str, params: tuple[Any, ...], failure: str = "database read failed"
+    ) -> list[tuple[Any, ...]]:
         assert self._readers is not None
-        try:
-            conn = self._readers.take()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open database {self.safe_url}: {exc}") from None
+        conn = self._sqlite_reader()
         try:
             rows = conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             self._readers.give_back(conn, healthy=False)
-            raise StorageError(f"database read failed: {exc}") from None
+            raise StorageError(f"{failure}: {exc}") from None
         self._readers.give_back(conn)
         return rows
 
@@ -489,18 +492,9 @@ class Database:
     def _sqlite_pragma(self, pragma: str, table: str) -> list[Any]:
         if not table.replace("_", "").isalnum():
             raise ValueError(f"not a table name: {table!r}")
-        assert self._readers is not None
-        try:
-            conn = self._readers.take()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open database {self.safe_url}: {exc}") from None
-        try:
-            rows = conn.execute(f'PRAGMA main.{pragma}("{table}")').fetchall()
-        except sqlite3.Error as exc:
-            self._readers.give_back(conn, healthy=False)
-            raise StorageError(f"cannot open database {self.safe_url}: {exc}") from None
-        self._readers.give_back(conn)
-        return rows
+        return self._sqlite_rows(
+            f'PRAGMA main.{pragma}("{table}")', (), f"cannot open database {self.safe_url}"
+        )
 
     def create_schema(self) -> None:
         """Create tables and append-only triggers (idempotent)."""
