@@ -14,11 +14,12 @@ from typing import Any
 
 from registry.errors import NotFoundError
 from registry.reports import checked_at
-from registry.storage.certificate_index import CertificateIndex, RegisteredDocument
+from registry.storage.certificate_index import CertificateIndex
 from registry.storage.protocol import Transaction
 from verifier import traceability as rules
 from verifier import trust
 from verifier.links import TRACED_ROLES, Link
+from verifier.statement import parse_date
 from verifier.trust import IAF_STATUS
 
 EXTERNAL_WORDS = "External, unverified"
@@ -43,10 +44,9 @@ class _Reads:
         self.index, self.tx, self.state = index, tx, state
         self.last_logged_at = last_logged_at
         """When the newest entry of this snapshot was logged (None: an empty log)."""
-        self.read: dict[str, RegisteredDocument] = {}
-        """Every certificate :meth:`documents` read (their status columns, for a page)."""
-        self.first_index: dict[str, int] = {}
-        """The first index of each certificate :meth:`links_to` found linking."""
+        self.linking: dict[str, tuple[Any, ...]] = {}
+        """Each linking certificate :meth:`links_to` met, by id: the row it came
+        with (its status columns end it: issuer, recorded status, valid until)."""
 
     def certificates(self, ids: Sequence[str]) -> Mapping[str, trust.Certificate]:
         store = self.state.certificates
@@ -59,18 +59,10 @@ class _Reads:
     def links_of(self, ids: Sequence[str]) -> Mapping[str, Sequence[Link]]:
         return self.index.links_from(self.tx, ids)
 
-    def links_to(self, ids: Sequence[str]) -> Sequence[tuple[str, str, Link]]:
-        return self.index.links_to(self.tx, ids, TRACED_ROLES, self.first_index)
-
-    def documents(self, ids: Sequence[str]) -> Mapping[str, rules.Registered]:
-        # A linking certificate is read by its row's key, found with its link.
-        at = [self.first_index[i] for i in ids if i in self.first_index]
-        found = self.index.documents_at(self.tx, at) if at else {}
-        rest = [i for i in ids if i not in self.first_index]
-        if rest:
-            found.update(self.index.documents_of(self.tx, rest))
-        self.read.update(found)
-        return found
+    def links_to(self, ids: Sequence[str]) -> Sequence[tuple[Any, ...]]:
+        rows = self.index.links_to(self.tx, ids, TRACED_ROLES)
+        self.linking.update(zip([row[1] for row in rows], rows, strict=True))
+        return rows
 
 
 def _certificate(state: trust.TrustState, certificate_id: str) -> trust.Certificate:
@@ -145,9 +137,9 @@ def dependents_view(
     newest entry of ``tx``'s snapshot was logged (statuses may depend on it)."""
     reads = _Reads(index, tx, state, last_logged_at)
     cert = _certificate(state, certificate_id)
-    # The walk reads two columns of each certificate it passes; only those shown
-    # are read whole, for their status.
-    walk = rules.dependents(cert, reads.links_to, reads.documents, max_depth=max_depth)
+    # The walk reads each linking certificate's digest and status columns with
+    # its link; a certificate is read whole only where those do not decide.
+    walk = rules.dependents(cert, reads.links_to, max_depth=max_depth)
     page = list(islice(walk, offset, offset + limit + 1))
     more = len(page) > limit
     page = page[:limit]
@@ -159,13 +151,13 @@ def dependents_view(
         "max_depth": max_depth,
         "dependents": [
             {
-                "certificate_id": d.certificate_id,
-                "depth": d.depth,
-                "via": d.via,
-                "digest_check": d.digest,
-                "status": IAF_STATUS[statuses[d.certificate_id]],
+                "certificate_id": dependent_id,
+                "depth": depth,
+                "via": via,
+                "digest_check": digest,
+                "status": IAF_STATUS[statuses[dependent_id]],
             }
-            for d in page
+            for dependent_id, depth, via, digest in page
         ],
         "next": str(offset + limit) if more else None,
         "checked_at": checked_at(now),
@@ -173,28 +165,39 @@ def dependents_view(
 
 
 def _statuses(reads: _Reads, certificate_ids: Sequence[str], now: datetime) -> dict[str, str]:
-    """The status of each of these certificates at ``now``: from the columns the
-    walk read where :func:`verifier.trust.recorded_status_decides` says they
-    decide (the common case: a whole dependents set may be tens of thousands),
-    else from the certificate read whole."""
-    state, last = reads.state, reads.last_logged_at
-    missing = [i for i in certificate_ids if i not in reads.read]
-    if missing:
-        reads.documents(missing)
+    """The status at ``now`` of each of these certificates: from its status
+    columns (read with its link, where the walk met it) where
+    :func:`verifier.trust.recorded_status_decides` says they decide (the common
+    case: a whole dependents set may be tens of thousands), else from the
+    certificate read whole; one not registered is left out."""
+    state, last, linking = reads.state, reads.last_logged_at, reads.linking
+    missing = [i for i in certificate_ids if i not in linking]
+    other = reads.index.status_columns(reads.tx, missing) if missing else {}
     found: dict[str, str] = {}
     whole: list[str] = []
     decides: dict[str, bool] = {}  # by issuer
+    # By (issuer, recorded status, valid until): a set holds few distinct ones.
+    decided: dict[tuple[str, str, str | None], str | None] = {}
     for cert_id in certificate_ids:
-        row = reads.read.get(cert_id)
-        if row is None:
+        row = linking.get(cert_id)
+        columns = other.get(cert_id) if row is None else row[6:9]
+        if columns is None:
             continue  # not registered: nothing to show
-        issuer_id = row.issuer_id
-        if issuer_id not in decides:
-            decides[issuer_id] = trust.recorded_status_decides(state, now, last, issuer_id)
-        if decides[issuer_id]:
-            found[cert_id] = trust.status_from_recorded(row.recorded_status, row.valid_until, now)
+        if columns in decided:
+            status = decided[columns]
         else:
+            issuer_id, recorded, until = columns
+            if issuer_id not in decides:
+                decides[issuer_id] = trust.recorded_status_decides(state, now, last, issuer_id)
+            status = decided[columns] = (
+                trust.status_from_recorded(recorded, parse_date(until) if until else None, now)
+                if decides[issuer_id]
+                else None
+            )
+        if status is None:
             whole.append(cert_id)
+        else:
+            found[cert_id] = status
     if whole:
         certs = reads.certificates(whole)
         found.update({i: trust.status_of(state, c, now).status for i, c in certs.items()})

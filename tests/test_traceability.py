@@ -1003,7 +1003,7 @@ def _reference_dependents(
             st.integers(0, 13),
             st.integers(0, 13),
             st.sampled_from([EQUIPMENT, PREVIOUS_REPORT]),
-            st.booleans(),
+            st.sampled_from(["match", "mismatch", "other procedure"]),
         ),
         max_size=40,
     ),
@@ -1011,28 +1011,32 @@ def _reference_dependents(
     max_depth=st.integers(1, 6),
 )
 def test_the_dependents_walk_is_a_breadth_first_search_in_its_stated_order(
-    n: int, edges: list[tuple[int, int, str, bool]], chunk: int, max_depth: int
+    n: int, edges: list[tuple[int, int, str, str]], chunk: int, max_depth: int
 ) -> None:
     ids = [f"LAB/C-{i}" for i in range(n)]
     first = {cert_id: i for i, cert_id in enumerate(ids)}
     rows: list[tuple[int, int, str, Link]] = []
-    for position, (a, b, role, good) in enumerate(edges):
+    for position, (a, b, role, digest) in enumerate(edges):
         frm, to = ids[a % n], ids[b % n]
-        rows.append(
-            (first[frm], position, frm, Link(role, to, "SHA-256", f"doc-{to}" if good else "x"))
-        )
+        link = {
+            "match": Link(role, to, "SHA-256", f"doc-{to}"),
+            "mismatch": Link(role, to, "SHA-256", "x"),
+            "other procedure": Link(role, to, "SHA-512", f"doc-{to}"),
+        }[digest]
+        rows.append((first[frm], position, frm, link))
 
-    def links_to(parents: Sequence[str]) -> list[tuple[str, str, Link]]:
+    def links_to(parents: Sequence[str]) -> list[tuple[str, ...]]:
+        # Every role, in the contract's order (the walk keeps the traced ones).
         wanted = set(parents)
         picked = [r for r in rows if r[3].certificate_id in wanted]
         picked.sort(key=lambda r: (r[3].certificate_id, r[0], r[1]))
-        return [(r[3].certificate_id, r[2], r[3]) for r in picked]
-
-    def documents(wanted: Sequence[str]) -> dict[str, _Doc]:
-        return {i: _Doc(i, f"doc-{i}") for i in wanted}
+        return [
+            (link.certificate_id, frm, link.role, link.procedure, link.digest, f"doc-{frm}")
+            for _, _, frm, link in picked
+        ]
 
     walked = traceability.dependents(
-        _Doc(ids[0], f"doc-{ids[0]}"), links_to, documents, max_depth=max_depth, chunk=chunk
+        _Doc(ids[0], f"doc-{ids[0]}"), links_to, max_depth=max_depth, chunk=chunk
     )
     got = [(d.certificate_id, d.depth, d.via, d.digest) for d in walked]
     assert got == _reference_dependents(ids[0], rows, first, max_depth)

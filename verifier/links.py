@@ -54,6 +54,12 @@ _PREVIOUS_PATH = "dcc:administrativeData/dcc:coreData/dcc:previousReport"
 _NORM_PARENTS = ("usedMethod", "statement")
 
 
+def checkable_sha256(procedure: str, digest: str) -> str | None:
+    """A link's digest if it can be checked (its procedure is SHA-256), else None:
+    the one rule, for a :class:`Link` and for a link read as bare columns."""
+    return digest if procedure == "SHA-256" else None
+
+
 @dataclass(frozen=True, order=True)
 class Link:
     """One outgoing link, as a statement records it."""
@@ -70,7 +76,7 @@ class Link:
     @property
     def sha256(self) -> str | None:
         """The digest if it can be checked (SHA-256 in hex), else None."""
-        return self.digest if self.procedure == "SHA-256" else None
+        return checkable_sha256(self.procedure, self.digest)
 
     def to_json(self) -> dict[str, str]:
         value = {"certificate_id": self.certificate_id, "role": self.role}

@@ -23,12 +23,12 @@ same functions, so it and an auditor's replay reach the same answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from verifier import trust
-from verifier.links import TRACED_ROLES, Link
+from verifier.links import TRACED_ROLES, Link, checkable_sha256
 
 AT_RISK_STATUSES = frozenset({trust.SUSPENDED, trust.WITHDRAWN, trust.INVALID})
 """Statuses of a dependency that put its dependents' traceability at risk
@@ -56,12 +56,16 @@ class Registered(Protocol):
     def document_sha256(self) -> str: ...
 
 
-RegisteredDocuments = Callable[[Sequence[str]], Mapping[str, Registered]]
 LinksOf = Callable[[Sequence[str]], Mapping[str, Sequence[Link]]]
 Status = Callable[[trust.Certificate], str]
-LinksTo = Callable[[Sequence[str]], Sequence[tuple[str, str, Link]]]
-"""(linked-to id, linking id, link) of the traced links naming these ids, by
-linked-to id then the linking certificate's log order."""
+LinkRow = Sequence[str]
+"""A link as the dependents walk reads it, bare columns (no object per link: a
+walk reads tens of thousands): its first six items are the linked-to id, the
+linking certificate's id, the link's role, procedure and digest, and the
+linking certificate's document SHA-256 (a registry may add columns after them)."""
+LinksTo = Callable[[Sequence[str]], Iterable[LinkRow]]
+"""The links naming these ids (:data:`LinkRow`), each id's in the linking
+certificates' log order, then the links' place in their statements."""
 
 
 @dataclass(frozen=True)
@@ -105,9 +109,10 @@ def digest_check(link: Link, target: Registered | None) -> str:
     """Whether the link's digest is the target's registered document digest."""
     if target is None:
         return EXTERNAL
-    if link.sha256 is None:
+    sha256 = link.sha256
+    if sha256 is None:
         return UNCHECKED
-    return MATCH if link.sha256 == target.document_sha256 else MISMATCH
+    return MATCH if sha256 == target.document_sha256 else MISMATCH
 
 
 def trace(
@@ -222,9 +227,9 @@ def _cycles(edges: Mapping[str, Sequence[str]]) -> tuple[tuple[str, ...], ...]:
     return tuple(sorted(found))
 
 
-@dataclass(frozen=True)
-class Dependent:
-    """A certificate that depends on the walk's start, and how."""
+class Dependent(NamedTuple):
+    """A certificate that depends on the walk's start, and how (a named tuple:
+    a whole set may be tens of thousands)."""
 
     certificate_id: str
     depth: int
@@ -238,7 +243,6 @@ class Dependent:
 def dependents(
     certificate: Registered,
     links_to: LinksTo,
-    certificates: RegisteredDocuments,
     *,
     max_depth: int = MAX_DEPTH,
     chunk: int = 500,
@@ -246,37 +250,41 @@ def dependents(
     """Every certificate that traces (transitively, through traced links) to
     ``certificate``, level by level, each once (at its least depth), lazily: a
     caller that stops after a page has read about a page's worth. Within a
-    level, in the order of the certificates they link to, then log order."""
+    level, in the order of the certificates they link to, then log order (then
+    the link's place in its statement); ``via`` the first such."""
     start = certificate.certificate_id
     seen = {start}
-    known: dict[str, Registered] = {start: certificate}
+    digests = {start: certificate.document_sha256}  # of the level being read
     level = [start]
+    traced = TRACED_ROLES
     for depth in range(1, max_depth + 1):
         following: list[str] = []
+        next_digests: dict[str, str] = {}
         for offset in range(0, len(level), chunk):
             parents = level[offset : offset + chunk]
-            by_parent: dict[str, list[tuple[str, Link]]] = {}
-            for to_id, from_id, link in links_to(parents):
-                if link.role in TRACED_ROLES:
-                    by_parent.setdefault(to_id, []).append((from_id, link))
-            unseen = dict.fromkeys(
-                f for p in parents for f, _ in by_parent.get(p, ()) if f not in seen
-            )
-            known.update(certificates([i for i in unseen if i not in known]))
+            by_parent: dict[str, list[LinkRow]] = {}
+            for row in links_to(parents):
+                if row[2] in traced:
+                    by_parent.setdefault(row[0], []).append(row)
             for parent in parents:
-                found = by_parent.get(parent)
-                if not found:
+                rows = by_parent.get(parent)
+                if rows is None:
                     continue
-                target = known[parent]
-                for from_id, link in found:
-                    if from_id in seen or from_id not in known:
+                target = digests[parent]
+                for row in rows:
+                    child = row[1]
+                    if child in seen:
                         continue
-                    seen.add(from_id)
-                    following.append(from_id)
-                    yield Dependent(from_id, depth, parent, digest_check(link, target))
-            for parent in parents:
-                if parent != start:
-                    known.pop(parent, None)  # memory: the current level and the next
+                    seen.add(child)
+                    following.append(child)
+                    next_digests[child] = row[5]
+                    sha256 = checkable_sha256(row[3], row[4])
+                    yield Dependent(
+                        child,
+                        depth,
+                        parent,
+                        UNCHECKED if sha256 is None else MATCH if sha256 == target else MISMATCH,
+                    )
         if not following:
             return
-        level = following
+        level, digests = following, next_digests

@@ -39,7 +39,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from itertools import zip_longest
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from registry.errors import StorageError
 from registry.storage.database import Database
@@ -349,66 +349,46 @@ class CertificateIndex:
                 found.setdefault(cert_id, []).append(Link(role, to_cert, procedure, digest))
         return found
 
-    def documents_of(
-        self, tx: Transaction, certificate_ids: Sequence[str]
-    ) -> dict[str, RegisteredDocument]:
-        """The registered ones of these certificates, with their document digests
-        and status columns only (what a walk over many needs); one query per 500 ids."""
-        return self._documents("certificate_id", list(dict.fromkeys(certificate_ids)), tx)
-
-    def documents_at(
-        self, tx: Transaction, first_indexes: Collection[int]
-    ) -> dict[str, RegisteredDocument]:
-        """:meth:`documents_of` by the certificates' first indexes (their rows' key:
-        one B-tree search each instead of two, and in key order)."""
-        return self._documents("first_index", sorted(set(first_indexes)), tx)
-
-    def _documents(
-        self, column: str, keys: Sequence[Any], tx: Transaction
-    ) -> dict[str, RegisteredDocument]:
-        found: dict[str, RegisteredDocument] = {}
-        for chunk in _chunks(keys):
-            for cert_id, digest, issuer_id, status, until in tx.exec_driver_sql(
-                "SELECT certificate_id, document_sha256, issuer_id, recorded_status, valid_until "
-                f"FROM certificates WHERE {column} IN ({','.join([self._p] * len(chunk))})",
-                tuple(chunk),
-            ).all():
-                found[cert_id] = RegisteredDocument(
-                    cert_id, digest, issuer_id, status, parse_date(until) if until else None
-                )
-        return found
-
     def links_to(
-        self,
-        tx: Transaction,
-        certificate_ids: Sequence[str],
-        roles: Collection[str],
-        first_indexes: dict[str, int] | None = None,
-    ) -> list[tuple[str, str, Link]]:
-        """(linked-to id, linking certificate id, link) of the links with one of
-        ``roles`` naming these certificates, by linked-to id then log order of the
-        linking certificate; one query per 500 ids, answered from the covering
-        index alone. ``first_indexes``, if given, gets each linking certificate's
-        first index (its row's key: :meth:`documents_at` reads by it)."""
-        found: list[tuple[str, str, Link]] = []
+        self, tx: Transaction, certificate_ids: Sequence[str], roles: Collection[str]
+    ) -> list[tuple[Any, ...]]:
+        """The links with one of ``roles`` naming these certificates, each a
+        :data:`verifier.traceability.LinkRow` (linked-to id, linking id, role,
+        procedure, digest, the linking certificate's document SHA-256) followed by
+        the linking certificate's status columns (issuer, recorded status, valid
+        until as written), by linked-to id then log order of the linking
+        certificate: one query per 500 ids, the links from the covering index
+        alone, each linking certificate's row by its key."""
+        found: list[tuple[Any, ...]] = []
         role_list = sorted(roles)
         if not role_list:
             return found
         for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
-            rows = tx.exec_driver_sql(
-                "SELECT from_certificate, to_certificate, to_digest, procedure, role, from_index "
-                "FROM certificate_links "
-                f"WHERE to_certificate IN ({','.join([self._p] * len(chunk))}) "
-                f"AND role IN ({','.join([self._p] * len(role_list))}) "
-                "ORDER BY to_certificate, from_index, position",
+            found += tx.exec_driver_sql(
+                "SELECT l.to_certificate, l.from_certificate, l.role, l.procedure, l.to_digest, "
+                "c.document_sha256, c.issuer_id, c.recorded_status, c.valid_until "
+                "FROM certificate_links l JOIN certificates c ON c.first_index = l.from_index "
+                f"WHERE l.to_certificate IN ({','.join([self._p] * len(chunk))}) "
+                f"AND l.role IN ({','.join([self._p] * len(role_list))}) "
+                "ORDER BY l.to_certificate, l.from_index, l.position",
                 (*chunk, *role_list),
             ).all()  # one fetch: a walk reads tens of thousands of rows
-            found.extend(
-                (to_cert, cert_id, Link(role, to_cert, procedure, digest))
-                for cert_id, to_cert, digest, procedure, role, _ in rows
-            )
-            if first_indexes is not None:
-                first_indexes.update((row[0], int(row[5])) for row in rows)
+        return found
+
+    def status_columns(
+        self, tx: Transaction, certificate_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str, str | None]]:
+        """(issuer, recorded status, valid until as written) of the registered ones
+        of these certificates: what decides a status where the recorded status
+        does; one query per 500 ids."""
+        found: dict[str, tuple[str, str, str | None]] = {}
+        for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
+            for cert_id, issuer_id, status, until in tx.exec_driver_sql(
+                "SELECT certificate_id, issuer_id, recorded_status, valid_until "
+                f"FROM certificates WHERE certificate_id IN ({','.join([self._p] * len(chunk))})",
+                tuple(chunk),
+            ):
+                found[cert_id] = (issuer_id, status, until)
         return found
 
     def standard_page(
@@ -670,18 +650,6 @@ def _fold_rows(
         event = row[_N_CERT_COLUMNS:]
         if event[0] is not None:
             cert.events.append(trust.CertificateEvent(int(event[0]), *event[1:6]))
-
-
-class RegisteredDocument(NamedTuple):
-    """A registered certificate's id and document digest, and what its status is
-    decided by where the recorded status decides (a row's five columns; a tuple:
-    a dependents walk makes tens of thousands)."""
-
-    certificate_id: str
-    document_sha256: str
-    issuer_id: str
-    recorded_status: str
-    valid_until: date | None
 
 
 def _certificate(row: Any) -> trust.Certificate:
