@@ -373,9 +373,15 @@ def _check_references(
     standard_rows: list[tuple[object, ...]],
 ) -> None:
     """The link and standard rows of entries ``first`` .. ``last`` are exactly
-    those their statements call for (one read per batch of entries)."""
+    those their statements call for, and each link carries its certificate's
+    columns as the certificate's row has them (one read per batch of entries)."""
     with ledger.storage.read() as tx:
         stored_links, stored_standards = ledger.certificate_index.reference_rows_between(
+            tx, first, last
+        )
+        # Each link's copy of its certificate's columns: the rows themselves are
+        # checked against the replay, so agreeing with them is agreeing with the log.
+        disagreeing = ledger.certificate_index.links_disagreeing_with_their_certificate(
             tx, first, last
         )
     for table, stored, wanted, describe in (
@@ -395,6 +401,24 @@ def _check_references(
             f"{table} row of {row[2] if table == 'certificate_links' else row[3]}: "
             f"stored {have}, the log says {want}{_REINDEX}",
             where=f"{table} entry {row[0] if table == 'certificate_links' else row[1]}",
+        )
+    if disagreeing is not None:
+        index, position, cert_id = disagreeing[:3]
+        copied, own = disagreeing[3:7], disagreeing[7:11]
+        names = ("issuer", "document digest", "valid until", "recorded status")
+        differs = (
+            "its certificate has no row"
+            if own[0] is None
+            else "; ".join(
+                f"it carries {name} {c!r}, its certificate's row {o!r}"
+                for name, c, o in zip(names, copied, own, strict=True)
+                if c != o
+            )
+        )
+        raise IntegrityError(
+            f"certificate_links row of {cert_id}, link {position} of entry {index}: "
+            f"{differs}{_REINDEX}",
+            where=f"certificate_links entry {index}",
         )
 
 

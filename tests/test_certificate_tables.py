@@ -8,7 +8,7 @@ every kill -9 now compares these tables with a full replay too.)"""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -18,10 +18,12 @@ from registry.config import Settings
 from registry.errors import IntegrityError
 from registry.fsck import fsck
 from registry.ledger import Ledger
+from registry.storage.certificate_index import recorded_status
 from tests.helpers import BODY_KEY, envelope_bytes
 from tests.test_trust_chain import K, World, acc_event, cert, make_world
 from verifier import statement, trust
 from verifier.entry import format_time, parse_time
+from verifier.links import EQUIPMENT, DocumentLinks, Link
 
 TABLES = ("certificates", "certificate_events", "trust_entries", "derived_state")
 
@@ -63,6 +65,24 @@ def assert_tables_equal_replay(ledger: Ledger) -> None:
             )
     assert_one_statement_reads_equal_replay(ledger, replayed, now)
     assert_two_column_statuses_equal_replay(ledger, replayed, now)
+    assert_links_carry_their_certificates_columns(ledger, replayed)
+
+
+def assert_links_carry_their_certificates_columns(
+    ledger: Ledger, replayed: trust.TrustState
+) -> None:
+    """Each link row's copy of its certificate's columns (what a dependents walk
+    reads instead of the certificate's row) is the replayed certificate's."""
+    with ledger.db.read() as tx:
+        links = tx.exec_driver_sql(
+            "SELECT from_certificate, from_issuer, from_digest, from_valid_until, from_status "
+            "FROM certificate_links"
+        ).all()
+    for cert_id, issuer_id, digest, until, status in links:
+        want = replayed.certificates[cert_id]
+        assert (issuer_id, digest) == (want.issuer_id, want.document_sha256)
+        assert until == (None if want.valid_until is None else want.valid_until.isoformat())
+        assert status == recorded_status(want)
 
 
 def assert_two_column_statuses_equal_replay(
@@ -78,6 +98,8 @@ def assert_two_column_statuses_equal_replay(
     for at in (now, now + timedelta(days=3650), now - timedelta(days=1)):
         with ledger._reading_in() as (tx, state):
             reads = traceability._Reads(ledger.certificate_index, tx, state, last)
+            # As a walk does: those that link are decided from their links' columns.
+            reads.links_to(ids)
             shown = traceability._statuses(reads, ids, at)
             issuers = {i: replayed.certificates[i].issuer_id for i in ids}
             decides = {i: trust.recorded_status_decides(state, at, last, issuers[i]) for i in ids}
@@ -131,8 +153,8 @@ def test_tables_equal_a_full_replay_after_every_kind_of_statement(world: World) 
     w = world
     assert_tables_equal_replay(w.ledger)  # trust statements only so far
     steps: list[tuple[dict[str, Any], Any]] = [
-        (cert("LAB-2", 1), K["lab2"]),
-        (cert("LAB-2", 2), K["lab2"]),
+        (linked("LAB-2", 1, "NMI/ROOT"), K["lab2"]),
+        (linked("LAB-2", 2, "LAB-2/C-1", "NMI/ROOT", valid_until=date(2027, 1, 1)), K["lab2"]),
         (change("LAB-2", 1, "suspend", "audit"), K["lab2"]),
         (change("LAB-2", 1, "reinstate", "cleared"), K["lab2"]),
         (change("LAB-2", 2, "withdraw", "error"), K["lab2"]),
@@ -164,10 +186,33 @@ def test_tables_equal_a_full_replay_after_every_kind_of_statement(world: World) 
         w.clock.advance(minutes=1)
         w.ok(fields, key or BODY_KEY)
         assert_tables_equal_replay(w.ledger)
+    with w.ledger.db.read() as tx:
+        carried = dict(
+            tx.exec_driver_sql("SELECT from_certificate, from_status FROM certificate_links").all()
+        )
+    assert carried == {"LAB-2/C-1": trust.SUPERSEDED, "LAB-2/C-2": trust.WITHDRAWN}
     with w.ledger.reading() as state:
         assert state.certificate("LAB-2/C-1").superseded_by == "LAB-2/C-3"  # type: ignore[union-attr]
         at = w.clock.now
         assert trust.certificate_status(state, "LAB-1/C-1", at).status == trust.INVALID
+
+
+def linked(
+    issuer: str, n: int, *to: str, valid_until: date | None = None
+) -> dict[str, Any]:
+    """:func:`cert`, linking to ``to`` (the instruments used)."""
+    fields = cert(issuer, n)
+    return statement.CertificateIssue(
+        issuer_id=issuer,
+        certificate_id=fields["certificate_id"],
+        kind="dcc",
+        document_sha256=fields["document_sha256"],
+        issued=date(2026, 6, 1),
+        valid_until=valid_until,
+        links=DocumentLinks(
+            tuple(Link(EQUIPMENT, target, "SHA-256", "0" * 64) for target in to), ()
+        ).links_json(),
+    ).to_json()
 
 
 def test_a_refused_batch_leaves_the_tables_as_they_were(world: World) -> None:

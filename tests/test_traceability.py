@@ -787,18 +787,28 @@ def test_an_old_log_without_links_replays_and_answers(settings: Settings) -> Non
         w.ledger.close()
 
 
-def test_links_of_the_layout_before_the_covering_index_are_rebuilt_when_opened(
-    settings: Settings,
-) -> None:
+@pytest.mark.parametrize("layout", ["links without their certificates' columns", "no covering"])
+def test_links_of_an_older_layout_are_rebuilt_when_opened(settings: Settings, layout: str) -> None:
     g = build_graph(settings, shape=(2, 4, 6))
     top = g.tiers[0][0]
+    change(g, g.tiers[1][0], "suspend")
     before = g.ledger.dependents(top, offset=0, limit=100, max_depth=6)
     assert before["dependents"]
     with g.ledger.db.write() as tx:
         tx.exec_driver_sql(f"DROP INDEX {COVERING_LINKS_INDEX}")
-        tx.exec_driver_sql(
-            "CREATE INDEX certificate_links_by_to ON certificate_links (to_certificate, from_index)"
-        )
+        if layout == "no covering":
+            tx.exec_driver_sql(
+                "CREATE INDEX certificate_links_by_to "
+                "ON certificate_links (to_certificate, from_index)"
+            )
+        else:  # the layout before this one: the links alone, covered
+            for column in ("from_issuer", "from_digest", "from_valid_until", "from_status"):
+                tx.exec_driver_sql(f"ALTER TABLE certificate_links DROP COLUMN {column}")
+            tx.exec_driver_sql(
+                "CREATE INDEX certificate_links_by_to_covering ON certificate_links "
+                "(to_certificate, from_index, position, role, from_certificate, procedure, "
+                "to_digest)"
+            )
     assert not g.ledger.certificate_index.is_current()
     g.ledger.close()
     again = Ledger.open(settings, clock=g.world.clock)
@@ -816,11 +826,23 @@ LINK_DAMAGE = {
     "digest": "UPDATE certificate_links SET to_digest = 'x' WHERE position = 0",
     "target": "UPDATE certificate_links SET to_certificate = 'LAB-A/ELSE' WHERE position = 0",
     "missing": "DELETE FROM certificate_links WHERE position = 0",
-    "extra": "INSERT INTO certificate_links VALUES (3, 9, 'X/Y', 'Z/W', 'd', 'p', 'equipment')",
+    "extra": (
+        "INSERT INTO certificate_links VALUES "
+        "(3, 9, 'X/Y', 'Z/W', 'd', 'p', 'equipment', 'X', 'd', NULL, 'active')"
+    ),
     "beyond": (
-        "INSERT INTO certificate_links VALUES (99999, 0, 'X/Y', 'Z/W', 'd', 'p', 'equipment')"
+        "INSERT INTO certificate_links VALUES "
+        "(99999, 0, 'X/Y', 'Z/W', 'd', 'p', 'equipment', 'X', 'd', NULL, 'active')"
     ),
     "standard": "UPDATE certificate_standards SET standard_ref = 'GUX'",
+    # What each link copies of its certificate's row (the walk reads only links).
+    "linking status": "UPDATE certificate_links SET from_status = 'withdrawn'",
+    "linking digest": "UPDATE certificate_links SET from_digest = 'x'",
+    "linking issuer": "UPDATE certificate_links SET from_issuer = 'LAB-B'",
+    "linking valid until": "UPDATE certificate_links SET from_valid_until = '2030-01-01'",
+    "certificate's status": (
+        "UPDATE certificates SET recorded_status = 'suspended' WHERE certificate_id = 'LAB-A/REF'"
+    ),
 }
 
 

@@ -35,7 +35,7 @@ expiry and compromised keys.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from itertools import zip_longest
@@ -51,10 +51,12 @@ from verifier.statement import parse_date
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-COVERING_LINKS_INDEX = "certificate_links_by_to_covering"
+COVERING_LINKS_INDEX = "certificate_links_by_to_walk"
 """The links index a dependents walk reads alone; its presence tells this layout
-from the one before it (:meth:`CertificateIndex.is_current`)."""
+from those before it (:meth:`CertificateIndex.is_current`)."""
 _LINK_COLUMNS = "from_index, position, from_certificate, to_certificate, to_digest, procedure, role"
+_LINKING_COLUMNS = "from_issuer, from_digest, from_valid_until, from_status"
+"""The linking certificate's own columns, copied onto each of its links."""
 _STANDARD_COLUMNS = "standard_key, first_index, standard_ref, certificate_id"
 
 _CERT_COLUMNS = (
@@ -187,12 +189,14 @@ class CertificateIndex:
         """Write what a batch changed, in the batch's own transaction
         (``references``: (first index, certificate id, what it links to) of the
         certificates it registered)."""
+        # Before the flush: the store still holds the batch's certificates, whose
+        # columns each of their links copies (as the batch left them).
+        link_rows, standard_rows = reference_rows(references, store.get)
         store.flush()
-        link_rows, standard_rows = reference_rows(references)
         if link_rows:
             tx.exec_driver_sql(
-                f"INSERT INTO certificate_links ({_LINK_COLUMNS}) "
-                f"VALUES ({', '.join([self._p] * 7)})",
+                f"INSERT INTO certificate_links ({_LINK_COLUMNS}, {_LINKING_COLUMNS}) "
+                f"VALUES ({', '.join([self._p] * 11)})",
                 link_rows,
             )
         if standard_rows:
@@ -357,20 +361,19 @@ class CertificateIndex:
         procedure, digest, the linking certificate's document SHA-256) followed by
         the linking certificate's status columns (issuer, recorded status, valid
         until as written), by linked-to id then log order of the linking
-        certificate: one query per 500 ids, the links from the covering index
-        alone, each linking certificate's row by its key."""
+        certificate: one query per 500 ids, answered from the covering index
+        alone (each link carries its certificate's columns)."""
         found: list[tuple[Any, ...]] = []
         role_list = sorted(roles)
         if not role_list:
             return found
         for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
             found += tx.exec_driver_sql(
-                "SELECT l.to_certificate, l.from_certificate, l.role, l.procedure, l.to_digest, "
-                "c.document_sha256, c.issuer_id, c.recorded_status, c.valid_until "
-                "FROM certificate_links l JOIN certificates c ON c.first_index = l.from_index "
-                f"WHERE l.to_certificate IN ({','.join([self._p] * len(chunk))}) "
-                f"AND l.role IN ({','.join([self._p] * len(role_list))}) "
-                "ORDER BY l.to_certificate, l.from_index, l.position",
+                "SELECT to_certificate, from_certificate, role, procedure, to_digest, "
+                "from_digest, from_issuer, from_status, from_valid_until FROM certificate_links "
+                f"WHERE to_certificate IN ({','.join([self._p] * len(chunk))}) "
+                f"AND role IN ({','.join([self._p] * len(role_list))}) "
+                "ORDER BY to_certificate, from_index, position",
                 (*chunk, *role_list),
             ).all()  # one fetch: a walk reads tens of thousands of rows
         return found
@@ -439,6 +442,28 @@ class CertificateIndex:
         ).all()
         return [_plain(r) for r in links], [_plain(r) for r in standards]
 
+    def links_disagreeing_with_their_certificate(
+        self, tx: Transaction, first: int, last: int
+    ) -> tuple[Any, ...] | None:
+        """The first link row of entries ``first`` .. ``last`` whose copy of its
+        certificate's columns (:data:`_LINKING_COLUMNS`) is not that row's (for
+        fsck): (from index, position, from certificate, its four copied columns,
+        the row's four, or Nones where it has no row), or None."""
+        p = self._p
+        row = tx.exec_driver_sql(
+            "SELECT l.from_index, l.position, l.from_certificate, l.from_issuer, l.from_digest, "
+            "l.from_valid_until, l.from_status, c.issuer_id, c.document_sha256, c.valid_until, "
+            "c.recorded_status FROM certificate_links l "
+            "LEFT JOIN certificates c ON c.first_index = l.from_index "
+            f"WHERE l.from_index >= {p} AND l.from_index <= {p} AND (c.first_index IS NULL "
+            "OR l.from_certificate <> c.certificate_id OR l.from_issuer <> c.issuer_id "
+            "OR l.from_digest <> c.document_sha256 OR l.from_status <> c.recorded_status "
+            "OR COALESCE(l.from_valid_until, '') <> COALESCE(c.valid_until, '')) "
+            "ORDER BY l.from_index, l.position LIMIT 1",
+            (first, last),
+        ).first()
+        return None if row is None else _plain(row)
+
     def reference_rows_from(self, tx: Transaction, start: int) -> int:
         """How many link and standard rows name an entry at or after ``start`` (fsck)."""
         total = 0
@@ -452,20 +477,47 @@ class CertificateIndex:
 
 def reference_rows(
     references: Iterable[tuple[int, str, DocumentLinks]],
+    certificate: Callable[[str], trust.Certificate | None],
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """The ``certificate_links`` and ``certificate_standards`` rows of these
-    certificates (first index, id, what their statement links to), in key order."""
+    certificates (first index, id, what their statement links to), in key order;
+    ``certificate`` gives each one as it is now (its links copy its columns)."""
     link_rows: list[tuple[Any, ...]] = []
     standard_rows: list[tuple[Any, ...]] = []
     for first, cert_id, refs in references:
-        link_rows.extend(
-            (first, position, cert_id, link.certificate_id, link.digest, link.procedure, link.role)
-            for position, link in enumerate(refs.links)
-        )
+        if refs.links:
+            linking = certificate(cert_id)
+            if linking is None:
+                raise StorageError(f"links of {cert_id}, a certificate this batch did not add")
+            own = linking_columns(linking)
+            link_rows.extend(
+                (
+                    first,
+                    position,
+                    cert_id,
+                    link.certificate_id,
+                    link.digest,
+                    link.procedure,
+                    link.role,
+                    *own,
+                )
+                for position, link in enumerate(refs.links)
+            )
         standard_rows.extend(
             sorted((standard_key(ref), first, ref, cert_id) for ref in refs.standards)
         )
     return link_rows, standard_rows
+
+
+def linking_columns(certificate: trust.Certificate) -> tuple[str, str, str | None, str]:
+    """What each link of ``certificate`` copies of its row (:data:`_LINKING_COLUMNS`)."""
+    until = certificate.valid_until
+    return (
+        certificate.issuer_id,
+        certificate.document_sha256,
+        None if until is None else until.isoformat(),
+        recorded_status(certificate),
+    )
 
 
 def _plain(row: Any) -> tuple[Any, ...]:
@@ -608,13 +660,19 @@ class SqlCertificates:
             )
         changed = [c for i, c in self._changed.items() if i not in self._new]
         if changed:
+            statuses = [(c, recorded_status(c)) for c in changed]
             tx.exec_driver_sql(
                 f"UPDATE certificates SET superseded_by = {p}, recorded_status = {p}, "
                 f"last_index = {p} WHERE certificate_id = {p}",
                 [
-                    (c.superseded_by, recorded_status(c), _last_index(c), c.certificate_id)
-                    for c in changed
+                    (c.superseded_by, status, _last_index(c), c.certificate_id)
+                    for c, status in statuses
                 ],
+            )
+            # Its links carry its status too (a key range: none if it has no links).
+            tx.exec_driver_sql(
+                f"UPDATE certificate_links SET from_status = {p} WHERE from_index = {p}",
+                [(status, c.events[0].index) for c, status in statuses],
             )
         self._by_id.clear()
         self._ids_by_digest.clear()
