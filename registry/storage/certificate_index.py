@@ -23,7 +23,10 @@ Tables (not append-only: a status change updates a row; they are not the log):
 - ``certificate_links``: each certificate's outgoing links (:mod:`verifier.links`:
   the certificate it names, its digest and procedure, the role), keyed by the
   linking certificate's first index and the link's place; indexed by the
-  linking certificate and by the certificate linked to;
+  linking certificate and by the certificate linked to. Each link also carries
+  a copy of its certificate's issuer, document digest, valid-until and recorded
+  status (rewritten with the row's), so a dependents walk reads this index
+  alone; fsck checks the copy against the row;
 - ``certificate_standards``: the standards each certificate names, by standard
   (compared case and spacing aside) and by certificate.
 
