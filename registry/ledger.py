@@ -3,6 +3,7 @@ everything the CLI (and the HTTP API) does with the log."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -55,8 +56,9 @@ class LogIdentity:
     origin: str
     public_key: PublicKey
 
-    @property
+    @functools.cached_property
     def verifier(self) -> NoteVerifier:
+        """Made once (its key ID is a hash): every scan page checks a mark with it."""
         return NoteVerifier.for_key(self.origin, self.public_key)
 
 
@@ -609,9 +611,11 @@ class Ledger:
         certificate's history), its entry and inclusion proof under it: a few
         statements for the lot. Read after the certificate, the latest checkpoint
         covers every entry it names."""
-        stored = self.latest_checkpoint() if under is None else under
+        if under is None:
+            stored, entries = self.storage.latest_checkpoint_with_entries(indexes)
+        else:
+            stored, entries = under, self.storage.entries_at(indexes)
         proofs = self.proofs.inclusions(indexes, stored.size)
-        entries = self.storage.entries_at(indexes)
         missing = [i for i in indexes if i not in entries]
         if missing:
             raise NotFoundError(f"no entry at index {missing[0]}")

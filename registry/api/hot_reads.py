@@ -23,6 +23,7 @@ byte, with and without this layer.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -85,8 +86,9 @@ class HotRead:
     answer: Answer
     query: str | None = None
 
-    @property
+    @functools.cached_property
     def prefix(self) -> str:
+        """The path up to its parameter (asked on every request: split once)."""
         return self.path.split("{", 1)[0]
 
 

@@ -275,7 +275,7 @@ def from_accept_language(header: str) -> str:
 
 
 def translator(lang: str) -> Translate:
-    return Translate(lang if lang in LANGUAGES else DEFAULT)
+    return _TRANSLATORS.get(lang) or _TRANSLATORS[DEFAULT]
 
 
 class Translate:
@@ -291,3 +291,13 @@ class Translate:
 
     def has(self, key: str) -> bool:
         return key in MESSAGES
+
+    def word(self, prefix: str, value: str) -> str:
+        """The word for ``prefix + value`` if there is one, else ``value`` itself
+        (a status or type the pages have no word for yet)."""
+        key = prefix + value
+        return self(key) if key in MESSAGES else value
+
+
+_TRANSLATORS = {lang: Translate(lang) for lang in LANGUAGES}
+"""One per language (a translator holds nothing else): made once, not per page."""

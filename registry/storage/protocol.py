@@ -167,6 +167,13 @@ class LogStorage(Protocol):
     # --- checkpoints ------------------------------------------------------------
 
     def latest_checkpoint(self) -> StoredCheckpoint: ...
+    def latest_checkpoint_with_entries(
+        self, indexes: Collection[int]
+    ) -> tuple[StoredCheckpoint, dict[int, StoredEntry]]:
+        """:meth:`latest_checkpoint` and :meth:`entries_at` of ``indexes`` (a
+        certificate's history), in one read for a short history."""
+        ...
+
     def checkpoint(self, size: int) -> StoredCheckpoint: ...
     def checkpoint_sizes_near(self, size: int) -> list[int]:
         """The nearest checkpointed sizes below and above ``size`` (for hints)."""

@@ -29,6 +29,7 @@ from verifier.merkle import Hash, Node
 
 _ENTRY = "idx, leaf_hash, statement_hash, logged_at, data"
 _CHECKPOINT = "size, root, note, created_at"
+_JOINED_ENTRY = ", ".join(f"e.{column}" for column in _ENTRY.split(", "))
 _DOCUMENT = "digest, media_type, data"
 
 
@@ -365,6 +366,26 @@ class SqlStorage:
         if not rows:
             raise NotFoundError("the log has no checkpoint; run qiledger init")
         return _checkpoint(rows[0])
+
+    def latest_checkpoint_with_entries(
+        self, indexes: Collection[int]
+    ) -> tuple[StoredCheckpoint, dict[int, StoredEntry]]:
+        """One statement for up to 500 indexes: the latest checkpoint joined with
+        each entry found (one row with no entry if none is)."""
+        wanted = sorted(set(indexes))
+        if not wanted or len(wanted) > 500:
+            return self.latest_checkpoint(), self.entries_at(wanted)
+        marks = ", ".join([self.db.placeholder] * len(wanted))
+        rows = self.db.read_rows(
+            f"SELECT c.size, c.root, c.note, c.created_at, {_JOINED_ENTRY} FROM "
+            f"(SELECT {_CHECKPOINT} FROM checkpoints ORDER BY size DESC LIMIT 1) AS c "
+            f"LEFT JOIN entries AS e ON e.idx IN ({marks})",
+            wanted,
+        )
+        if not rows:
+            raise NotFoundError("the log has no checkpoint; run qiledger init")
+        found = {int(row[4]): _entry(row[4:]) for row in rows if row[4] is not None}
+        return _checkpoint(rows[0][:4]), found
 
     def checkpoint(self, size: int) -> StoredCheckpoint:
         with self.db.read() as tx:

@@ -11,6 +11,8 @@ page embeds. A hostile token or id gets a page with a verdict, never an error.
 from __future__ import annotations
 
 import functools
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,12 +20,11 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from fastapi.templating import Jinja2Templates
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 from starlette.types import Scope
 
-from registry.api import chain_diagram, i18n
+from registry.api import chain_diagram, i18n, templating
 from registry.api.auth import service_for
 from registry.api.service import RegistryService
 from registry.errors import NotFoundError
@@ -37,10 +38,6 @@ from verifier.trust import TrustState
 router = APIRouter(include_in_schema=False)
 
 API_DIR = Path(__file__).resolve().parent.parent
-TEMPLATES = Jinja2Templates(directory=API_DIR / "templates")
-# Package data, never edited under a running server: no stat() of each template
-# on every render.
-TEMPLATES.env.auto_reload = False
 STATIC_DIR = API_DIR / "static"
 MAX_CERTIFICATE_ID = 300
 """As the API's certificate id path parameter: longer ids are not looked up."""
@@ -57,6 +54,22 @@ HEADERS = {
     # The verdict is live: a status change must show on the next scan.
     "Cache-Control": "no-cache",
 }
+
+_RAW_HEADERS = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in HEADERS.items())
+_CONTENT_TYPE = (b"content-type", b"text/html; charset=utf-8")
+
+
+class PageResponse(HTMLResponse):
+    """A page (status 200 or 404) with :data:`HEADERS`: the headers an
+    ``HTMLResponse(html, status, HEADERS)`` has, encoded once rather than for
+    every page."""
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        if headers is not None:
+            raise TypeError("a page's headers are HEADERS")
+        length = (b"content-length", str(len(self.body)).encode("latin-1"))
+        self.raw_headers = [*_RAW_HEADERS, length, _CONTENT_TYPE]
+
 
 # The pages are answered on the event loop: their reads are a few indexed
 # statements, cheaper than a hop to a worker thread (see RegistryService.read_certificate).
@@ -109,12 +122,12 @@ async def mark_page(request: Request, token: str, lang: Lang = None) -> Response
     except QILedgerError:
         # Forged, truncated, altered, oversized or another log's: one answer for all.
         verdict = Verdict("invalid", (t("mark.not_authentic"),))
-        return _render(request, t, lang, "certificate.html", {"verdict": verdict}, 404)
+        return _certificate_response(request, t, lang, {"verdict": verdict}, 404)
     page = _certificate_page(service, claims.certificate_id)
     if page is None:
         reasons: tuple[str, ...] = (f"{t('mark.disagrees')}: {t('mark.no_certificate')}",)
         verdict = Verdict("invalid", reasons)
-        return _render(request, t, lang, "certificate.html", {"verdict": verdict}, 404)
+        return _certificate_response(request, t, lang, {"verdict": verdict}, 404)
     problems = []
     if bytes.fromhex(page["document_sha256"]) != claims.document_sha256:
         problems.append(t("mark.digest"))
@@ -126,7 +139,7 @@ async def mark_page(request: Request, token: str, lang: Lang = None) -> Response
         # The registry's record stays visible, but no "verified in your browser"
         # beside a verdict of "not authentic": that check is about the record.
         page["browser"] = None
-    return _render(request, t, lang, "certificate.html", _with_chain(page, t), 200)
+    return _certificate_response(request, t, lang, _with_chain(page, t), 200)
 
 
 @router.get("/c/{certificate_id:path}", response_class=HTMLResponse)
@@ -139,8 +152,8 @@ async def certificate_page(request: Request, certificate_id: str, lang: Lang = N
             "verdict": Verdict("not_found", (t("not_found.text"),)),
             "certificate_id": certificate_id[:MAX_CERTIFICATE_ID],
         }
-        return _render(request, t, lang, "certificate.html", context, 404)
-    return _render(request, t, lang, "certificate.html", _with_chain(page, t), 200)
+        return _certificate_response(request, t, lang, context, 404)
+    return _certificate_response(request, t, lang, _with_chain(page, t), 200)
 
 
 @router.get("/verify", response_class=HTMLResponse)
@@ -296,11 +309,20 @@ def _browser_messages(lang: str) -> Markup:
     return htmlsafe_json_dumps({k: t(k) for k in BROWSER_MESSAGES}, sort_keys=True)
 
 
+_UNQUOTED_PATH = re.compile(r"[A-Za-z0-9_.~/-]*")
+"""A path ``quote(path, safe="/")`` leaves as it is (a mark's token is one):
+quoting it is skipped, not changed."""
+
+
 def _switch_url(scope: Scope, lang: str) -> str:
     """This page's path and query with ``lang`` set (every earlier ``lang``
     dropped): the language switch, a relative link."""
-    path = quote(scope.get("root_path", "") + scope["path"], safe="/")
+    path = scope.get("root_path", "") + scope["path"]
+    if _UNQUOTED_PATH.fullmatch(path) is None:
+        path = quote(path, safe="/")
     query = scope.get("query_string", b"").decode("utf-8", "replace")
+    if not query:  # what urlencode makes of ("lang", "en" or "zh") alone
+        return f"{path}?lang={lang}"
     kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "lang"]
     return f"{path}?{urlencode([*kept, ('lang', lang)])}"
 
@@ -319,19 +341,17 @@ def _render(
     context: dict[str, Any],
     status: int,
 ) -> Response:
+    """``template`` in ``t``'s language with ``context`` (made for this page: the
+    words every page has are added to it)."""
     other = "zh" if t.lang == "en" else "en"
-    response = TEMPLATES.TemplateResponse(
-        request,
-        template,
-        {
-            **context,
-            "t": t,
-            "lang": t.lang,
-            "switch_url": _switch_url(request.scope, other),
-            "browser_messages_json": _browser_messages(t.lang),
-        },
-        status_code=status,
-        headers=HEADERS,
+    context.update(
+        t=t,
+        lang=t.lang,
+        switch_url=_switch_url(request.scope, other),
+        browser_messages_json=_browser_messages(t.lang),
+    )
+    response = PageResponse(
+        templating.render(templating.template(t.lang, template), context), status
     )
     if explicit_lang in i18n.LANGUAGES:
         # The switch is remembered, so the next scan opens in the chosen language.
@@ -339,3 +359,24 @@ def _render(
             i18n.COOKIE, explicit_lang, max_age=365 * 86400, samesite="lax", httponly=True
         )
     return response
+
+
+def _certificate_response(
+    request: Request,
+    t: i18n.Translate,
+    explicit_lang: str | None,
+    context: dict[str, Any],
+    status: int,
+) -> Response:
+    """``certificate.html`` for a page model (or a verdict alone), with the words
+    only known now (the verdict's, a kind's, each accreditation's status and event
+    type: a key it has no word for is shown as itself)."""
+    context["verdict_text"] = t("verdict." + context["verdict"].key)
+    if "history" in context:
+        issuer = context["issuer"]
+        context["kind_text"] = t.word("kind.", context["kind"])
+        context["accreditations"] = [
+            (a, t.word("acc.", a["status"])) for a in (issuer["accreditations"] if issuer else ())
+        ]
+        context["events"] = [(e, t.word("event.", e["type"])) for e in context["history"]]
+    return _render(request, t, explicit_lang, "certificate.html", context, status)
