@@ -871,6 +871,20 @@ def test_fsck_names_a_wrong_link_row(sqlite_settings: Settings, damage: str) -> 
         w.ledger.close()
 
 
+def test_a_dependents_walk_gives_the_cyclic_collector_back(graph: Graph) -> None:
+    # The walk pauses it (its objects hold no cycles); after an answer and after
+    # a refusal alike it runs again.
+    import gc
+
+    assert gc.isenabled()
+    top = graph.tiers[0][0]
+    assert graph.ledger.dependents(top, offset=0, limit=5, max_depth=6)["dependents"]
+    assert gc.isenabled()
+    with pytest.raises(NotFoundError):
+        graph.ledger.dependents("LAB-A/NONE", offset=0, limit=5, max_depth=6)
+    assert gc.isenabled()
+
+
 def test_http_routes(graph: Graph) -> None:
     from fastapi.testclient import TestClient
 
