@@ -370,15 +370,27 @@ class CertificateIndex:
         role_list = sorted(roles)
         if not role_list:
             return found
+        columns = (
+            "SELECT to_certificate, from_certificate, role, procedure, to_digest, "
+            "from_digest, from_issuer, from_status, from_valid_until FROM certificate_links "
+        )
+        order = " ORDER BY to_certificate, from_index, position"
         for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
-            found += tx.exec_driver_sql(
-                "SELECT to_certificate, from_certificate, role, procedure, to_digest, "
-                "from_digest, from_issuer, from_status, from_valid_until FROM certificate_links "
-                f"WHERE to_certificate IN ({','.join([self._p] * len(chunk))}) "
-                f"AND role IN ({','.join([self._p] * len(role_list))}) "
-                "ORDER BY to_certificate, from_index, position",
-                (*chunk, *role_list),
-            ).all()  # one fetch: a walk reads tens of thousands of rows
+            if self.db.is_sqlite:
+                sql = (
+                    f"{columns}WHERE to_certificate IN ({','.join([self._p] * len(chunk))}) "
+                    f"AND role IN ({','.join([self._p] * len(role_list))}){order}"
+                )
+                parameters: tuple[Any, ...] = (*chunk, *role_list)
+            else:
+                # Two array parameters: one short statement text, which the driver
+                # parses once (500 placeholders cost it about 2 ms a statement).
+                sql = (
+                    f"{columns}WHERE to_certificate = ANY({self._p}) "
+                    f"AND role = ANY({self._p}){order}"
+                )
+                parameters = (list(chunk), role_list)
+            found += tx.exec_driver_sql(sql, parameters).all()  # one fetch: a walk reads many
         return found
 
     def status_columns(
