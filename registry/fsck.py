@@ -381,7 +381,7 @@ def _check_references(
         )
         # Each link's copy of its certificate's columns: the rows themselves are
         # checked against the replay, so agreeing with them is agreeing with the log.
-        disagreeing = ledger.certificate_index.links_disagreeing_with_their_certificate(
+        disagreeing = ledger.certificate_index.links_disagreeing_with_their_certificates(
             tx, first, last
         )
     for table, stored, wanted, describe in (
@@ -403,18 +403,7 @@ def _check_references(
             where=f"{table} entry {row[0] if table == 'certificate_links' else row[1]}",
         )
     if disagreeing is not None:
-        index, position, cert_id = disagreeing[:3]
-        copied, own = disagreeing[3:7], disagreeing[7:11]
-        names = ("issuer", "document digest", "valid until", "recorded status")
-        differs = (
-            "its certificate has no row"
-            if own[0] is None
-            else "; ".join(
-                f"it carries {name} {c!r}, its certificate's row {o!r}"
-                for name, c, o in zip(names, copied, own, strict=True)
-                if c != o
-            )
-        )
+        index, position, cert_id, differs = disagreeing
         raise IntegrityError(
             f"certificate_links row of {cert_id}, link {position} of entry {index}: "
             f"{differs}{_REINDEX}",

@@ -197,7 +197,7 @@ def _statuses(reads: _Reads, certificate_ids: Sequence[str], now: datetime) -> d
     decided: dict[tuple[str, str, str | None], str | None] = {}
     for cert_id in certificate_ids:
         row = linking.get(cert_id)
-        columns = other.get(cert_id) if row is None else row[6:9]
+        columns = other.get(cert_id) if row is None else row[4:7]
         if columns is None:
             continue  # not registered: nothing to show
         if columns in decided:

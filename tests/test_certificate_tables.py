@@ -24,6 +24,7 @@ from tests.test_trust_chain import K, World, acc_event, cert, make_world
 from verifier import statement, trust
 from verifier.entry import format_time, parse_time
 from verifier.links import EQUIPMENT, DocumentLinks, Link
+from verifier.traceability import digest_check
 
 TABLES = ("certificates", "certificate_events", "trust_entries", "derived_state")
 
@@ -71,16 +72,18 @@ def assert_tables_equal_replay(ledger: Ledger) -> None:
 def assert_links_carry_their_certificates_columns(
     ledger: Ledger, replayed: trust.TrustState
 ) -> None:
-    """Each link row's copy of its certificate's columns (what a dependents walk
-    reads instead of the certificate's row) is the replayed certificate's."""
+    """Each link row's digest check and copy of its certificate's columns (what a
+    dependents walk reads instead of the certificates' rows) are the replay's."""
     with ledger.db.read() as tx:
         links = tx.exec_driver_sql(
-            "SELECT from_certificate, from_issuer, from_digest, from_valid_until, from_status "
-            "FROM certificate_links"
+            "SELECT from_certificate, to_certificate, procedure, to_digest, digest_check, "
+            "from_issuer, from_valid_until, from_status FROM certificate_links"
         ).all()
-    for cert_id, issuer_id, digest, until, status in links:
+    for cert_id, to_id, procedure, digest, check, issuer_id, until, status in links:
         want = replayed.certificates[cert_id]
-        assert (issuer_id, digest) == (want.issuer_id, want.document_sha256)
+        target = replayed.certificates.get(to_id)
+        assert check == digest_check(Link(EQUIPMENT, to_id, procedure, digest), target)
+        assert issuer_id == want.issuer_id
         assert until == (None if want.valid_until is None else want.valid_until.isoformat())
         assert status == recorded_status(want)
 
@@ -153,7 +156,9 @@ def test_tables_equal_a_full_replay_after_every_kind_of_statement(world: World) 
     w = world
     assert_tables_equal_replay(w.ledger)  # trust statements only so far
     steps: list[tuple[dict[str, Any], Any]] = [
-        (linked("LAB-2", 1, "NMI/ROOT"), K["lab2"]),
+        # C-1 names C-4 before it is registered (external until then), C-2 names
+        # C-1 with its document's digest, and NMI/ROOT, never registered.
+        (linked("LAB-2", 1, "NMI/ROOT", "LAB-2/C-4"), K["lab2"]),
         (linked("LAB-2", 2, "LAB-2/C-1", "NMI/ROOT", valid_until=date(2027, 1, 1)), K["lab2"]),
         (change("LAB-2", 1, "suspend", "audit"), K["lab2"]),
         (change("LAB-2", 1, "reinstate", "cleared"), K["lab2"]),
@@ -170,6 +175,7 @@ def test_tables_equal_a_full_replay_after_every_kind_of_statement(world: World) 
             K["lab2"],
         ),
         (cert("LAB-1", 1), K["lab1-new"]),
+        (cert("LAB-2", 4), K["lab2"]),
         (acc_event("suspend", "LAB-2"), None),
         (acc_event("restore", "LAB-2"), None),
         (
@@ -191,10 +197,28 @@ def test_tables_equal_a_full_replay_after_every_kind_of_statement(world: World) 
             tx.exec_driver_sql("SELECT from_certificate, from_status FROM certificate_links").all()
         )
     assert carried == {"LAB-2/C-1": trust.SUPERSEDED, "LAB-2/C-2": trust.WITHDRAWN}
+    with w.ledger.db.read() as tx:
+        checks = set(
+            tx.exec_driver_sql(
+                "SELECT from_certificate, to_certificate, digest_check FROM certificate_links"
+            ).all()
+        )
+    assert checks == {
+        ("LAB-2/C-1", "NMI/ROOT", "external"),
+        ("LAB-2/C-1", "LAB-2/C-4", "match"),  # checked once C-4 was registered
+        ("LAB-2/C-2", "LAB-2/C-1", "match"),
+        ("LAB-2/C-2", "NMI/ROOT", "external"),
+    }
     with w.ledger.reading() as state:
         assert state.certificate("LAB-2/C-1").superseded_by == "LAB-2/C-3"  # type: ignore[union-attr]
         at = w.clock.now
         assert trust.certificate_status(state, "LAB-1/C-1", at).status == trust.INVALID
+
+
+def _document_of(cert_id: str) -> str:
+    """The digest :func:`cert` registers for ``<issuer>/C-<n>`` (or any other)."""
+    issuer, _, number = cert_id.partition("/C-")
+    return str(cert(issuer, int(number))["document_sha256"]) if number.isdigit() else "0" * 64
 
 
 def linked(
@@ -210,7 +234,7 @@ def linked(
         issued=date(2026, 6, 1),
         valid_until=valid_until,
         links=DocumentLinks(
-            tuple(Link(EQUIPMENT, target, "SHA-256", "0" * 64) for target in to), ()
+            tuple(Link(EQUIPMENT, target, "SHA-256", _document_of(target)) for target in to), ()
         ).links_json(),
     ).to_json()
 

@@ -802,7 +802,7 @@ def test_links_of_an_older_layout_are_rebuilt_when_opened(settings: Settings, la
                 "ON certificate_links (to_certificate, from_index)"
             )
         else:  # the layout before this one: the links alone, covered
-            for column in ("from_issuer", "from_digest", "from_valid_until", "from_status"):
+            for column in ("digest_check", "from_issuer", "from_valid_until", "from_status"):
                 tx.exec_driver_sql(f"ALTER TABLE certificate_links DROP COLUMN {column}")
             tx.exec_driver_sql(
                 "CREATE INDEX certificate_links_by_to_covering ON certificate_links "
@@ -828,16 +828,16 @@ LINK_DAMAGE = {
     "missing": "DELETE FROM certificate_links WHERE position = 0",
     "extra": (
         "INSERT INTO certificate_links VALUES "
-        "(3, 9, 'X/Y', 'Z/W', 'd', 'p', 'equipment', 'X', 'd', NULL, 'active')"
+        "(3, 9, 'X/Y', 'Z/W', 'd', 'p', 'equipment', 'external', 'X', NULL, 'active')"
     ),
     "beyond": (
         "INSERT INTO certificate_links VALUES "
-        "(99999, 0, 'X/Y', 'Z/W', 'd', 'p', 'equipment', 'X', 'd', NULL, 'active')"
+        "(99999, 0, 'X/Y', 'Z/W', 'd', 'p', 'equipment', 'external', 'X', NULL, 'active')"
     ),
     "standard": "UPDATE certificate_standards SET standard_ref = 'GUX'",
     # What each link copies of its certificate's row (the walk reads only links).
     "linking status": "UPDATE certificate_links SET from_status = 'withdrawn'",
-    "linking digest": "UPDATE certificate_links SET from_digest = 'x'",
+    "digest check": "UPDATE certificate_links SET digest_check = 'mismatch'",
     "linking issuer": "UPDATE certificate_links SET from_issuer = 'LAB-B'",
     "linking valid until": "UPDATE certificate_links SET from_valid_until = '2030-01-01'",
     "certificate's status": (
@@ -1067,7 +1067,12 @@ def test_the_dependents_walk_is_a_breadth_first_search_in_its_stated_order(
         picked = [r for r in rows if r[3].certificate_id in wanted]
         picked.sort(key=lambda r: (r[3].certificate_id, r[0], r[1]))
         return [
-            (link.certificate_id, frm, link.role, link.procedure, link.digest, f"doc-{frm}")
+            (
+                link.certificate_id,
+                frm,
+                link.role,
+                traceability.digest_check(link, _Doc(to := link.certificate_id, f"doc-{to}")),
+            )
             for _, _, frm, link in picked
         ]
 

@@ -60,9 +60,9 @@ LinksOf = Callable[[Sequence[str]], Mapping[str, Sequence[Link]]]
 Status = Callable[[trust.Certificate], str]
 LinkRow = Sequence[str]
 """A link as the dependents walk reads it, bare columns (no object per link: a
-walk reads tens of thousands): its first six items are the linked-to id, the
-linking certificate's id, the link's role, procedure and digest, and the
-linking certificate's document SHA-256 (a registry may add columns after them)."""
+walk reads tens of thousands): its first four items are the linked-to id, the
+linking certificate's id, the link's role and its :func:`link_digest_check`
+against the linked-to certificate (a registry may add columns after them)."""
 LinksTo = Callable[[Sequence[str]], Iterable[LinkRow]]
 """The links naming these ids (:data:`LinkRow`), each id's in the linking
 certificates' log order, then the links' place in their statements."""
@@ -107,12 +107,22 @@ class Trace:
 
 def digest_check(link: Link, target: Registered | None) -> str:
     """Whether the link's digest is the target's registered document digest."""
-    if target is None:
+    return link_digest_check(
+        link.procedure, link.digest, None if target is None else target.document_sha256
+    )
+
+
+def link_digest_check(procedure: str, digest: str, target_sha256: str | None) -> str:
+    """:func:`digest_check` of a link read as bare columns, against the document
+    digest its target was registered with (None: no such target here). It never
+    changes once the target is registered (a certificate's document is fixed),
+    so a registry may store it with the link."""
+    if target_sha256 is None:
         return EXTERNAL
-    sha256 = link.sha256
+    sha256 = checkable_sha256(procedure, digest)
     if sha256 is None:
         return UNCHECKED
-    return MATCH if sha256 == target.document_sha256 else MISMATCH
+    return MATCH if sha256 == target_sha256 else MISMATCH
 
 
 def trace(
@@ -254,12 +264,10 @@ def dependents(
     the link's place in its statement); ``via`` the first such."""
     start = certificate.certificate_id
     seen = {start}
-    digests = {start: certificate.document_sha256}  # of the level being read
     level = [start]
     traced = TRACED_ROLES
     for depth in range(1, max_depth + 1):
         following: list[str] = []
-        next_digests: dict[str, str] = {}
         for offset in range(0, len(level), chunk):
             parents = level[offset : offset + chunk]
             by_parent: dict[str, list[LinkRow]] = {}
@@ -270,21 +278,13 @@ def dependents(
                 rows = by_parent.get(parent)
                 if rows is None:
                     continue
-                target = digests[parent]
                 for row in rows:
                     child = row[1]
                     if child in seen:
                         continue
                     seen.add(child)
                     following.append(child)
-                    next_digests[child] = row[5]
-                    sha256 = checkable_sha256(row[3], row[4])
-                    yield Dependent(
-                        child,
-                        depth,
-                        parent,
-                        UNCHECKED if sha256 is None else MATCH if sha256 == target else MISMATCH,
-                    )
+                    yield Dependent(child, depth, parent, row[3])
         if not following:
             return
-        level, digests = following, next_digests
+        level = following

@@ -38,7 +38,7 @@ expiry and compromised keys.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from itertools import zip_longest
@@ -50,15 +50,16 @@ from registry.storage.protocol import Transaction
 from verifier import trust
 from verifier.links import DocumentLinks, Link, standard_key
 from verifier.statement import parse_date
+from verifier.traceability import link_digest_check
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-COVERING_LINKS_INDEX = "certificate_links_by_to_walk"
+COVERING_LINKS_INDEX = "certificate_links_walk"
 """The links index a dependents walk reads alone; its presence tells this layout
 from those before it (:meth:`CertificateIndex.is_current`)."""
 _LINK_COLUMNS = "from_index, position, from_certificate, to_certificate, to_digest, procedure, role"
-_LINKING_COLUMNS = "from_issuer, from_digest, from_valid_until, from_status"
+_LINKING_COLUMNS = "from_issuer, from_valid_until, from_status"
 """The linking certificate's own columns, copied onto each of its links."""
 _STANDARD_COLUMNS = "standard_key, first_index, standard_ref, certificate_id"
 
@@ -194,13 +195,21 @@ class CertificateIndex:
         certificates it registered)."""
         # Before the flush: the store still holds the batch's certificates, whose
         # columns each of their links copies (as the batch left them).
+        added = store.added_documents()
         link_rows, standard_rows = reference_rows(references, store.get)
         store.flush()
+        if added:
+            self._check_links_to(tx, added)
         if link_rows:
+            # After the flush: a link's target may be in this batch.
+            targets = self._document_digests(tx, [row[3] for row in link_rows])
             tx.exec_driver_sql(
-                f"INSERT INTO certificate_links ({_LINK_COLUMNS}, {_LINKING_COLUMNS}) "
-                f"VALUES ({', '.join([self._p] * 11)})",
-                link_rows,
+                f"INSERT INTO certificate_links ({_LINK_COLUMNS}, digest_check, "
+                f"{_LINKING_COLUMNS}) VALUES ({', '.join([self._p] * 11)})",
+                [
+                    (*row[:7], link_digest_check(row[5], row[4], targets.get(row[3])), *row[7:])
+                    for row in link_rows
+                ],
             )
         if standard_rows:
             tx.exec_driver_sql(
@@ -214,6 +223,40 @@ class CertificateIndex:
                 [(i,) for i in trust_indices],
             )
         tx.exec_driver_sql(f"UPDATE derived_state SET size = {self._p} WHERE id = 1", (size,))
+
+    def _check_links_to(self, tx: Transaction, added: Mapping[str, str]) -> None:
+        """Check the links logged earlier that name these newly registered
+        certificates (id: document digest) against their documents (until now
+        they were external)."""
+        p = self._p
+        checked: list[tuple[str, int, int]] = []
+        for chunk in _chunks(list(added)):
+            for index, position, to_cert, procedure, digest in tx.exec_driver_sql(
+                "SELECT from_index, position, to_certificate, procedure, to_digest "
+                f"FROM certificate_links WHERE to_certificate IN ({','.join([p] * len(chunk))})",
+                tuple(chunk),
+            ):
+                check = link_digest_check(procedure, digest, added[to_cert])
+                checked.append((check, int(index), int(position)))
+        if checked:
+            tx.exec_driver_sql(
+                f"UPDATE certificate_links SET digest_check = {p} "
+                f"WHERE from_index = {p} AND position = {p}",
+                checked,
+            )
+
+    def _document_digests(self, tx: Transaction, certificate_ids: Sequence[str]) -> dict[str, str]:
+        """The registered document digest of each of these certificates that is registered."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
+            found.update(
+                tx.exec_driver_sql(
+                    "SELECT certificate_id, document_sha256 FROM certificates "
+                    f"WHERE certificate_id IN ({','.join([self._p] * len(chunk))})",
+                    tuple(chunk),
+                ).all()
+            )
+        return found
 
     # --- reading -----------------------------------------------------------------
 
@@ -361,18 +404,17 @@ class CertificateIndex:
     ) -> list[tuple[Any, ...]]:
         """The links with one of ``roles`` naming these certificates, each a
         :data:`verifier.traceability.LinkRow` (linked-to id, linking id, role,
-        procedure, digest, the linking certificate's document SHA-256) followed by
-        the linking certificate's status columns (issuer, recorded status, valid
-        until as written), by linked-to id then log order of the linking
-        certificate: one query per 500 ids, answered from the covering index
-        alone (each link carries its certificate's columns)."""
+        digest check) followed by the linking certificate's status columns
+        (issuer, recorded status, valid until as written), by linked-to id then
+        log order of the linking certificate: one query per 500 ids, answered
+        from the covering index alone (each link carries what the walk needs)."""
         found: list[tuple[Any, ...]] = []
         role_list = sorted(roles)
         if not role_list:
             return found
         columns = (
-            "SELECT to_certificate, from_certificate, role, procedure, to_digest, "
-            "from_digest, from_issuer, from_status, from_valid_until FROM certificate_links "
+            "SELECT to_certificate, from_certificate, role, digest_check, "
+            "from_issuer, from_status, from_valid_until FROM certificate_links "
         )
         order = " ORDER BY to_certificate, from_index, position"
         for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
@@ -457,27 +499,42 @@ class CertificateIndex:
         ).all()
         return [_plain(r) for r in links], [_plain(r) for r in standards]
 
-    def links_disagreeing_with_their_certificate(
+    def links_disagreeing_with_their_certificates(
         self, tx: Transaction, first: int, last: int
-    ) -> tuple[Any, ...] | None:
-        """The first link row of entries ``first`` .. ``last`` whose copy of its
-        certificate's columns (:data:`_LINKING_COLUMNS`) is not that row's (for
-        fsck): (from index, position, from certificate, its four copied columns,
-        the row's four, or Nones where it has no row), or None."""
+    ) -> tuple[int, int, str, str] | None:
+        """The first link row of entries ``first`` .. ``last`` whose digest check
+        or copy of its certificate's columns is not what the certificates' rows
+        give (for fsck): (from index, position, from certificate, what differs),
+        or None."""
         p = self._p
-        row = tx.exec_driver_sql(
-            "SELECT l.from_index, l.position, l.from_certificate, l.from_issuer, l.from_digest, "
-            "l.from_valid_until, l.from_status, c.issuer_id, c.document_sha256, c.valid_until, "
-            "c.recorded_status FROM certificate_links l "
-            "LEFT JOIN certificates c ON c.first_index = l.from_index "
-            f"WHERE l.from_index >= {p} AND l.from_index <= {p} AND (c.first_index IS NULL "
-            "OR l.from_certificate <> c.certificate_id OR l.from_issuer <> c.issuer_id "
-            "OR l.from_digest <> c.document_sha256 OR l.from_status <> c.recorded_status "
-            "OR COALESCE(l.from_valid_until, '') <> COALESCE(c.valid_until, '')) "
-            "ORDER BY l.from_index, l.position LIMIT 1",
+        rows = tx.exec_driver_sql(
+            "SELECT l.from_index, l.position, l.from_certificate, l.from_issuer, "
+            "l.from_valid_until, l.from_status, l.digest_check, l.procedure, l.to_digest, "
+            "c.certificate_id, c.issuer_id, c.valid_until, c.recorded_status, t.document_sha256 "
+            "FROM certificate_links l LEFT JOIN certificates c ON c.first_index = l.from_index "
+            "LEFT JOIN certificates t ON t.certificate_id = l.to_certificate "
+            f"WHERE l.from_index >= {p} AND l.from_index <= {p} ORDER BY l.from_index, l.position",
             (first, last),
-        ).first()
-        return None if row is None else _plain(row)
+        ).all()
+        names = ("issuer", "valid until", "recorded status")
+        for row in rows:
+            index, position, cert_id = int(row[0]), int(row[1]), str(row[2])
+            if row[9] != cert_id:
+                return index, position, cert_id, "its certificate has no row"
+            differs = [
+                f"it carries {name} {carried!r}, its certificate's row {own!r}"
+                for name, carried, own in zip(names, row[3:6], row[10:13], strict=True)
+                if carried != own
+            ]
+            check = link_digest_check(row[7], row[8], row[13])
+            if row[6] != check:
+                differs.append(
+                    f"it carries digest check {row[6]!r}, its target's registered document "
+                    f"gives {check!r}"
+                )
+            if differs:
+                return index, position, cert_id, "; ".join(differs)
+        return None
 
     def reference_rows_from(self, tx: Transaction, start: int) -> int:
         """How many link and standard rows name an entry at or after ``start`` (fsck)."""
@@ -494,9 +551,10 @@ def reference_rows(
     references: Iterable[tuple[int, str, DocumentLinks]],
     certificate: Callable[[str], trust.Certificate | None],
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The ``certificate_links`` and ``certificate_standards`` rows of these
-    certificates (first index, id, what their statement links to), in key order;
-    ``certificate`` gives each one as it is now (its links copy its columns)."""
+    """The ``certificate_links`` rows (but their digest check) and
+    ``certificate_standards`` rows of these certificates (first index, id, what
+    their statement links to), in key order; ``certificate`` gives each one as
+    it is now (its links copy its columns)."""
     link_rows: list[tuple[Any, ...]] = []
     standard_rows: list[tuple[Any, ...]] = []
     for first, cert_id, refs in references:
@@ -524,12 +582,11 @@ def reference_rows(
     return link_rows, standard_rows
 
 
-def linking_columns(certificate: trust.Certificate) -> tuple[str, str, str | None, str]:
+def linking_columns(certificate: trust.Certificate) -> tuple[str, str | None, str]:
     """What each link of ``certificate`` copies of its row (:data:`_LINKING_COLUMNS`)."""
     until = certificate.valid_until
     return (
         certificate.issuer_id,
-        certificate.document_sha256,
         None if until is None else until.isoformat(),
         recorded_status(certificate),
     )
@@ -610,6 +667,10 @@ class SqlCertificates:
         self._check_writable()
         certificate.superseded_by = successor_id
         self._changed[certificate.certificate_id] = certificate
+
+    def added_documents(self) -> dict[str, str]:
+        """Id and document digest of each certificate added since the last flush."""
+        return {i: c.document_sha256 for i, c in self._new.items()}
 
     # --- reading ahead and writing back -------------------------------------------------
 
