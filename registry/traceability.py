@@ -138,8 +138,9 @@ def dependents_view(
     newest entry of ``tx``'s snapshot was logged (statuses may depend on it)."""
     reads = _Reads(index, tx, state, last_logged_at)
     cert = _certificate(state, certificate_id)
-    # The walk reads each linking certificate's digest and status columns with
-    # its link; a certificate is read whole only where those do not decide.
+    # The walk reads each link's digest check and its certificate's status
+    # columns from the links index alone; a certificate is read whole only
+    # where those columns do not decide its status.
     walk = rules.dependents(cert, reads.links_to, max_depth=max_depth)
     # A whole set is a few hundred thousand short-lived objects, none in a cycle:
     # the cyclic collector would only walk them (about a tenth of the time).

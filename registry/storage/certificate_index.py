@@ -23,10 +23,11 @@ Tables (not append-only: a status change updates a row; they are not the log):
 - ``certificate_links``: each certificate's outgoing links (:mod:`verifier.links`:
   the certificate it names, its digest and procedure, the role), keyed by the
   linking certificate's first index and the link's place; indexed by the
-  linking certificate and by the certificate linked to. Each link also carries
-  a copy of its certificate's issuer, document digest, valid-until and recorded
-  status (rewritten with the row's), so a dependents walk reads this index
-  alone; fsck checks the copy against the row;
+  linking certificate and by the certificate linked to. Each link also holds
+  its digest check against its target's registered document (set when the
+  target is registered) and a copy of its certificate's issuer, valid-until and
+  recorded status (rewritten with the row's), so a dependents walk reads this
+  index alone; fsck checks both against the certificates' rows;
 - ``certificate_standards``: the standards each certificate names, by standard
   (compared case and spacing aside) and by certificate.
 
