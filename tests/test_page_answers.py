@@ -19,7 +19,6 @@ again and review the diff::
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import gzip
 import json
@@ -32,7 +31,6 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from starlette.types import Message, Scope
 
 from registry.api.app import create_app
 from registry.config import Settings
@@ -50,7 +48,7 @@ from tests.helpers import (
     register_document,
     submit_with_documents,
 )
-from tests.test_hot_reads import scope_for
+from tests.test_hot_reads import Answer, call, scope_for
 from tests.test_pages import CB, LAB, LOG_KEY, ORIGIN, numbered_dcc
 from verifier import mark, statement
 from verifier.cosignature import CosignatureSigner, format_line
@@ -268,22 +266,12 @@ def cases(built: Built) -> list[Case]:
 # --- answers --------------------------------------------------------------------------
 
 
-async def _call(app: Any, scope: Scope) -> dict[str, Any]:
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+def _recorded(answer: Answer) -> dict[str, Any]:
+    """An answer in the recording's form (JSON: text headers and body)."""
     return {
-        "status": start["status"],
-        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in start["headers"]],
-        "body": body.decode("utf-8"),
+        "status": answer.status,
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in answer.headers],
+        "body": answer.body.decode("utf-8"),
     }
 
 
@@ -302,7 +290,7 @@ def answers(built: Built, hot_reads: bool = True) -> dict[str, dict[str, Any]]:
             built.clock.now = LATER if case.later else START
             app = witnessed if case.witnessed else plain
             scope = scope_for(case.method, case.path, case.query, case.headers)
-            out[case.name] = asyncio.run(_call(app, scope))
+            out[case.name] = _recorded(call(app, scope))
     finally:
         built.clock.now = START
         for app in (plain, witnessed):
