@@ -27,8 +27,9 @@ from registry.config import Settings
 from registry.fsck import fsck
 from registry.ledger import Ledger
 from tests.conftest import make_ledger
-from tests.helpers import envelope_bytes, issue_statement, key_from
+from tests.helpers import envelope_bytes, issue_statement, key_from, submit_one
 from verifier import checkpoint, entry, merkle
+from verifier.keys import SigningKey
 
 pytestmark = pytest.mark.slow
 
@@ -291,3 +292,21 @@ def test_concurrent_resubmission_of_the_same_envelopes(settings: Settings, tmp_p
     assert sorted(i for (i,) in index_of.values()) == list(range(base, len(leaf_data)))
     hashes = [hashlib.sha256(_logged_envelope(d)).digest() for d in leaf_data]
     assert len(set(hashes)) == len(hashes)
+
+
+def test_a_read_sees_one_snapshot_while_entries_are_appended(
+    ledger: Ledger, lab_key: SigningKey
+) -> None:
+    """Everything in one read transaction answers from one snapshot, on both
+    engines: PostgreSQL's default (READ COMMITTED) would let a later statement of
+    the same read see entries committed after its first (a tree size, then rows
+    logged past it)."""
+    count = "SELECT COUNT(*) FROM entries"
+    with ledger.storage.read() as tx:
+        before = tx.exec_driver_sql(count).scalar()
+        for n in range(3):  # committed by the writer while the read is open
+            submit_one(ledger.sequencer, envelope_bytes(issue_statement(n), lab_key))
+        during = tx.exec_driver_sql(count).scalar()
+    with ledger.storage.read() as tx:
+        after = tx.exec_driver_sql(count).scalar()
+    assert (before, during, after) == (before, before, before + 3)

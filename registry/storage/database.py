@@ -300,7 +300,22 @@ class Database:
                 )
                 made = (read, write, read)  # autocommit at the driver already
             else:
+                # A read is one snapshot on PostgreSQL too: under its default READ
+                # COMMITTED each statement would see the commits made since the
+                # last (a tree size, then rows logged after it). A read-only
+                # REPEATABLE READ transaction never fails to serialise.
                 read = create_engine(
+                    self.url,
+                    isolation_level="REPEATABLE READ",
+                    pool_pre_ping=True,
+                    pool_size=10,
+                    max_overflow=20,
+                    pool_use_lifo=True,
+                )
+                # Writers stay READ COMMITTED: a writer's snapshot must be taken
+                # after it holds the sequencer lock, statement by statement, or
+                # it would miss the last holder's commit (and fork the log).
+                write = create_engine(
                     self.url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_use_lifo=True
                 )
                 # read_rows: autocommit, so a SELECT is one round trip (no BEGIN, no
@@ -314,7 +329,7 @@ class Database:
                     max_overflow=20,
                     pool_use_lifo=True,
                 )
-                made = (read, read, rows)
+                made = (read, write, rows)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StorageError(f"cannot use database {self.safe_url}: {exc}") from None
         self.__dict__["_made_engines"] = made
