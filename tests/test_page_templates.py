@@ -101,3 +101,41 @@ def test_every_page_is_compiled_inlined(name: str) -> None:
     assert "{% extends" not in source
     assert "{% block" not in source
     assert source.startswith("<!doctype html>")
+
+
+HOSTILE = ("", "a", "<script>'&\"</script>", "\u2028\u00e9\u4e2d\\\n", "LAB-1/DCC 1?x=<y>")
+
+
+@pytest.mark.parametrize(
+    "value", [*HOSTILE, 0, -3, 12345, True, None, jinja2.utils.markupsafe.Markup("<b>")]
+)
+def test_escape_is_markupsafe_s(value: object) -> None:
+    assert templating._escape(value) == str(jinja2.utils.markupsafe.escape(value))
+
+
+def test_the_page_json_is_tojson_s() -> None:
+    from jinja2.utils import htmlsafe_json_dumps
+
+    from registry.api.routes import pages
+
+    for text in HOSTILE:
+        entries = [
+            {"index": 7, "type": text, "leaf_data": "QUJD+/==", "proof": []},
+            {"index": 0, "type": "certificate.issue", "leaf_data": "", "proof": ["AA==", "b+/9"]},
+        ]
+        browser = {
+            "certificate_id": text,
+            "document_sha256": "ab" * 32,
+            "origin": text + "origin",
+            "verifier_key": "key+" + text,
+            "checkpoint": f"origin\n3\n{text}\n\n— sig\n",
+            "entries": entries,
+            "consistency_url": "/api/v1/log/proof/consistency",
+            "n": 3,
+            "none": None,
+        }
+        written = [
+            pages._entry_json(e["index"], e["type"], e["leaf_data"], e["proof"]) for e in entries
+        ]
+        expected = htmlsafe_json_dumps(browser, dumps=templating.SORTED_JSON.encode)
+        assert pages._browser_json(browser, {"entries": written}) == expected

@@ -54,13 +54,20 @@ async def _status(request: Request, certificate_id: str) -> Response:
     return await certificates.get_certificate(request, certificate_id)
 
 
+def _lang(request: Request) -> str | None:
+    """The ``lang`` query parameter, as FastAPI reads it: named twice, the last
+    (as QueryParams.get gives it); no query string, none (no QueryParams made)."""
+    if not request.scope["query_string"]:
+        return None
+    return request.query_params.get("lang")
+
+
 async def _mark_page(request: Request, token: str) -> Response:
-    # A query parameter named twice: FastAPI takes the last, as QueryParams.get does.
-    return await pages.mark_page(request, token, request.query_params.get("lang"))
+    return await pages.mark_page(request, token, _lang(request))
 
 
 async def _certificate_page(request: Request, certificate_id: str) -> Response:
-    return await pages.certificate_page(request, certificate_id, request.query_params.get("lang"))
+    return await pages.certificate_page(request, certificate_id, _lang(request))
 
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from jinja2.exceptions import TemplateSyntaxError
 from jinja2.ext import Extension
 from jinja2.lexer import Token, TokenStream
@@ -110,8 +111,44 @@ class InliningLoader(jinja2.FileSystemLoader):
         return inline_blocks(base, source), filename, uptodate
 
 
-_SORTED_JSON = json.JSONEncoder(sort_keys=True)
-"""``json.dumps(value, sort_keys=True)`` is ``_SORTED_JSON.encode(value)``."""
+try:  # the C escape ``markupsafe.escape`` wraps
+    from markupsafe._speedups import _escape_inner
+except ImportError:  # pragma: no cover - markupsafe's pure-Python one
+    from markupsafe._native import _escape_inner
+
+
+def _escape(value: object, /) -> str:
+    """``markupsafe.escape(value)``'s text: for a ``str`` or an ``int`` (what a
+    page's values are) a plain ``str``, escaped by the same C function, with no
+    ``Markup`` made; a ``Markup`` is itself. Anything else (``None``, …) goes
+    through ``markupsafe.escape`` itself. A page's compiled code only yields
+    what this answers (Jinja writes ``escape(…)`` only around an output's
+    value), so the page's text is the same."""
+    if type(value) is str:
+        return _escape_inner(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is markupsafe.Markup:  # safe already: its __html__ is itself
+        return value
+    return markupsafe.escape(value)
+
+
+class PageTemplate(jinja2.Template):
+    """A template whose compiled code escapes its output with :func:`_escape`."""
+
+    @classmethod
+    def _from_namespace(
+        cls,
+        environment: jinja2.Environment,
+        namespace: Any,
+        globals: Any,
+    ) -> jinja2.Template:
+        namespace["escape"] = _escape
+        return super()._from_namespace(environment, namespace, globals)
+
+
+SORTED_JSON = json.JSONEncoder(sort_keys=True)
+"""``json.dumps(value, sort_keys=True)`` is ``SORTED_JSON.encode(value)``."""
 
 
 def environment(lang: str) -> jinja2.Environment:
@@ -124,11 +161,12 @@ def environment(lang: str) -> jinja2.Environment:
         extensions=[ConstantWords],
     )
     env.extend(page_lang=lang)
+    env.template_class = PageTemplate
     # The pages use none of Jinja's default globals (range, dict, lipsum, …), and
     # every render copies the globals into its context.
     env.globals.clear()
     # tojson as Jinja's default (json.dumps, keys sorted), with one encoder made once.
-    env.policies["json.dumps_function"] = _SORTED_JSON.encode
+    env.policies["json.dumps_function"] = SORTED_JSON.encode
     env.policies["json.dumps_kwargs"] = {}
     return env
 
@@ -142,10 +180,14 @@ def template(lang: str, name: str) -> jinja2.Template:
     return ENVIRONMENTS[lang].get_template(name)
 
 
-def render(template: jinja2.Template, context: dict[str, Any]) -> str:
-    """``template.render(context)`` for a context made for this render alone: it
-    is used as it is, not copied (twice) into a new one with the (no) globals."""
+def render(template: jinja2.Template, context: dict[str, Any]) -> bytes:
+    """``template.render(context).encode("utf-8")`` for a context made for this
+    render alone: it is used as it is, not copied (twice) into a new one with the
+    (no) globals; each piece is encoded as it comes (most are ASCII, a copy),
+    rather than the page as one string (a character at a time once one piece is
+    not Latin-1, as an em dash is)."""
     try:
-        return "".join(template.root_render_func(template.new_context(context, shared=True)))
+        pieces = template.root_render_func(template.new_context(context, shared=True))
+        return b"".join([piece.encode() for piece in pieces])
     except Exception:  # noqa: BLE001 — re-raised, with the template's lines in the traceback
         template.environment.handle_exception()

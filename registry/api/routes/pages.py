@@ -10,8 +10,9 @@ page embeds. A hostile token or id gets a page with a verdict, never an error.
 
 from __future__ import annotations
 
+import binascii
 import functools
-import re
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,6 @@ from registry.api.service import RegistryService
 from registry.errors import NotFoundError
 from registry.reports import certificate_report, issuer_summary
 from verifier import mark
-from verifier.encoding import b64encode
 from verifier.errors import QILedgerError
 from verifier.note import NoteVerifier
 from verifier.trust import TrustState
@@ -244,15 +244,15 @@ def _certificate_page(service: RegistryService, certificate_id: str) -> dict[str
         )
         note = cosigned.decode("utf-8")
     checkpoint, proven = ledger.history_proofs(indexes, under)
-    entries = [
-        {
-            "index": event["index"],
-            "type": event["type"],
-            "leaf_data": b64encode(stored.data),
-            "proof": [b64encode(h) for h in hashes],
-        }
-        for event, (stored, hashes) in zip(report["history"], proven, strict=True)
-    ]
+    entries = []
+    entries_json = []
+    for event, (stored, hashes) in zip(report["history"], proven, strict=True):
+        leaf_data = _b64(stored.data)
+        proof = [_b64(h) for h in hashes]
+        entries.append(
+            {"index": event["index"], "type": event["type"], "leaf_data": leaf_data, "proof": proof}
+        )
+        entries_json.append(_entry_json(event["index"], event["type"], leaf_data, proof))
     report["verdict"] = Verdict(
         report["status"].lower(), (report["reason"],) if report["reason"] else ()
     )
@@ -267,7 +267,70 @@ def _certificate_page(service: RegistryService, certificate_id: str) -> dict[str
         "entries": entries,
         "consistency_url": "/api/v1/log/proof/consistency",
     }
+    report["browser_json"] = _browser_json(report["browser"], {"entries": entries_json})
     return report
+
+
+# --- the page's JSON for the in-browser check -----------------------------------------
+#
+# What ``{{ browser | tojson }}`` would write (json.dumps with sorted keys, then
+# <, >, & and ' as \u escapes), made knowing what the values are: the leaf data
+# and proof hashes are base64 (A-Z, a-z, 0-9, +, / and =, which neither JSON nor
+# tojson escapes), so they are written as they are, not scanned character by
+# character twice; a page holds a few kilobytes of them.
+
+
+def _b64(data: bytes) -> str:
+    """Standard padded base64 (``verifier.encoding.b64encode``'s text)."""
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+_JSON_STRING = json.encoder.encode_basestring_ascii
+"""How ``json.dumps`` (ASCII) writes a string, quotes included."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _json_text(value: str) -> str:
+    """A string as ``tojson`` writes it (remembered: most are a page's keys, the
+    log's origin and key, and the latest checkpoint)."""
+    return (
+        _JSON_STRING(value)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("'", "\\u0027")
+    )
+
+
+def _json_value(value: Any) -> str:
+    """Any JSON value as ``tojson`` writes it (keys sorted)."""
+    kind = type(value)
+    if kind is str:
+        return _json_text(value)
+    if kind is int:
+        return int.__repr__(value)
+    return str(htmlsafe_json_dumps(value, dumps=templating.SORTED_JSON.encode))
+
+
+def _entry_json(index: int, kind: str, leaf_data: str, proof: list[str]) -> str:
+    """A history entry's JSON, as ``tojson`` writes it: base64 ``leaf_data`` and
+    ``proof`` written as they are (nothing in them is escaped)."""
+    hashes = '"' + '", "'.join(proof) + '"' if proof else ""
+    return (
+        f'{{"index": {_json_value(index)}, "leaf_data": "{leaf_data}", '
+        f'"proof": [{hashes}], "type": {_json_value(kind)}}}'
+    )
+
+
+def _browser_json(browser: Mapping[str, Any], written: Mapping[str, list[str]]) -> Markup:
+    """``browser`` as ``tojson`` writes it, with the lists in ``written`` given as
+    their items' JSON already."""
+    parts = []
+    for key in sorted(browser):
+        items = written.get(key)
+        value = _json_value(browser[key]) if items is None else "[" + ", ".join(items) + "]"
+        parts.append(f"{_json_text(key)}: {value}")
+    return Markup("{" + ", ".join(parts) + "}")  # noqa: S704 — JSON, escaped as tojson does
 
 
 def _with_chain(page: dict[str, Any], t: i18n.Translate) -> dict[str, Any]:
@@ -309,16 +372,22 @@ def _browser_messages(lang: str) -> Markup:
     return htmlsafe_json_dumps({k: t(k) for k in BROWSER_MESSAGES}, sort_keys=True)
 
 
-_UNQUOTED_PATH = re.compile(r"[A-Za-z0-9_.~/-]*")
-"""A path ``quote(path, safe="/")`` leaves as it is (a mark's token is one):
-quoting it is skipped, not changed."""
+_UNQUOTED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~/-"
+"""The characters ``quote(path, safe="/")`` leaves as they are: a path of them
+alone (a mark's token is one) is not quoted, as it would not be changed."""
+
+
+def _unquoted(path: str) -> bool:
+    """Is ``path`` only :data:`_UNQUOTED` characters? (ASCII, then nothing left
+    once they are deleted: one pass, not a regular expression's per character.)"""
+    return path.isascii() and not path.encode("ascii").translate(None, _UNQUOTED)
 
 
 def _switch_url(scope: Scope, lang: str) -> str:
     """This page's path and query with ``lang`` set (every earlier ``lang``
     dropped): the language switch, a relative link."""
     path = scope.get("root_path", "") + scope["path"]
-    if _UNQUOTED_PATH.fullmatch(path) is None:
+    if not _unquoted(path):
         path = quote(path, safe="/")
     query = scope.get("query_string", b"").decode("utf-8", "replace")
     if not query:  # what urlencode makes of ("lang", "en" or "zh") alone
@@ -328,9 +397,18 @@ def _switch_url(scope: Scope, lang: str) -> str:
 
 
 def _translator(request: Request, lang: str | None) -> i18n.Translate:
-    return i18n.translator(
-        i18n.choose(lang, request.cookies.get(i18n.COOKIE), request.headers.get("accept-language"))
-    )
+    # What request.cookies and request.headers.get("accept-language") give, read
+    # in one pass over the headers (no Headers made); cookies parsed as Starlette
+    # does, only if there are any.
+    has_cookie = False
+    accept_language = None
+    for key, value in request.scope["headers"]:
+        if key == b"cookie":
+            has_cookie = True
+        elif key == b"accept-language" and accept_language is None:
+            accept_language = value.decode("latin-1")
+    cookie = request.cookies.get(i18n.COOKIE) if has_cookie else None
+    return i18n.translator(i18n.choose(lang, cookie, accept_language))
 
 
 def _render(
