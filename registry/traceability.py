@@ -30,6 +30,10 @@ MAX_DEPENDENTS_PAGE = 100_000
 """A dependents page may be this large: a suspect-product investigation wants
 the whole affected set, in one answer where it can (a later page re-walks two
 columns of each certificate that came before it)."""
+FIRST_PAGE_CHUNK = 500
+WHOLE_SET_CHUNK = 5000
+"""How many certificates of a level a dependents walk reads the links of at a
+time (see :func:`dependents_view`)."""
 
 
 class _Reads:
@@ -141,7 +145,12 @@ def dependents_view(
     # The walk reads each link's digest check and its certificate's status
     # columns from the links index alone; a certificate is read whole only
     # where those columns do not decide its status.
-    walk = rules.dependents(cert, reads.links_to, max_depth=max_depth)
+    # The walk reads the links of this many certificates of a level at a time:
+    # few for a first page (it stops early), many for a whole set (on
+    # PostgreSQL a statement costs a round trip and a plan: at 500 a
+    # million-certificate walk took a fifth longer).
+    chunk = min(WHOLE_SET_CHUNK, max(FIRST_PAGE_CHUNK, offset + limit))
+    walk = rules.dependents(cert, reads.links_to, max_depth=max_depth, chunk=chunk)
     # A whole set is a few hundred thousand short-lived objects, none in a cycle:
     # the cyclic collector would only walk them (about a tenth of the time).
     with long_lived.collector_paused():

@@ -885,6 +885,31 @@ def test_a_dependents_walk_gives_the_cyclic_collector_back(graph: Graph) -> None
     assert gc.isenabled()
 
 
+def test_the_links_to_a_set_of_certificates_are_the_same_however_it_is_asked(
+    graph: Graph,
+) -> None:
+    # On PostgreSQL the ids go as one text the server splits at newlines; an id
+    # holding one (none can be registered, but a caller may ask) takes the
+    # array path instead. Either way: the rows of each id, in log order.
+    g = graph
+    index = g.ledger.certificate_index
+    ids = g.ids
+    with g.ledger.storage.read() as tx:
+        one_by_one = {i: index.links_to(tx, [i], links.TRACED_ROLES) for i in ids}
+        together = index.links_to(tx, [*ids, *ids[:3]], links.TRACED_ROLES)
+        odd = index.links_to(tx, [ids[0], "LAB-A/NOT\nONE", ids[1]], links.TRACED_ROLES)
+        none = index.links_to(tx, [], links.TRACED_ROLES)
+    assert sum(map(len, one_by_one.values())) > len(ids)  # the graph links
+    assert sorted(together) == sorted(row for rows in one_by_one.values() for row in rows)
+    for i in ids:
+        assert [row for row in together if row[0] == i] == one_by_one[i]
+    for i in ids[:2]:
+        assert one_by_one[i]  # top-tier certificates: linked to
+        assert [row for row in odd if row[0] == i] == one_by_one[i]
+    assert len(odd) == len(one_by_one[ids[0]]) + len(one_by_one[ids[1]])
+    assert none == []
+
+
 def test_http_routes(graph: Graph) -> None:
     from fastapi.testclient import TestClient
 

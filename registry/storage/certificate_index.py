@@ -407,31 +407,40 @@ class CertificateIndex:
         :data:`verifier.traceability.LinkRow` (linked-to id, linking id, role,
         digest check) followed by the linking certificate's status columns
         (issuer, recorded status, valid until as written), by linked-to id then
-        log order of the linking certificate: one query per 500 ids, answered
-        from the covering index alone (each link carries what the walk needs)."""
+        log order of the linking certificate, answered from the covering index
+        alone (each link carries what the walk needs): on PostgreSQL one query,
+        on SQLite one per 500 ids."""
         found: list[tuple[Any, ...]] = []
         role_list = sorted(roles)
-        if not role_list:
+        ids = list(dict.fromkeys(certificate_ids))
+        if not role_list or not ids:
             return found
         columns = (
             "SELECT to_certificate, from_certificate, role, digest_check, "
             "from_issuer, from_status, from_valid_until FROM certificate_links "
         )
         order = " ORDER BY to_certificate, from_index, position"
-        for chunk in _chunks(list(dict.fromkeys(certificate_ids))):
+        if not self.db.is_sqlite and not any(_ID_SEPARATOR in i for i in ids):
+            # One statement, the ids as one text the server splits: a short
+            # statement text the driver parses once (500 placeholders cost it
+            # about 2 ms), and no array to dump (psycopg quotes each element of
+            # a text array after a regular-expression test: 0.8 ms for 500).
+            # A certificate id holds no control character, so the separator
+            # never occurs in one the walk asks about.
+            sql = (
+                f"{columns}WHERE to_certificate = ANY(string_to_array(%s, E'\\n')) "
+                f"AND role = ANY(%b){order}"
+            )
+            return list(tx.exec_driver_sql(sql, (_ID_SEPARATOR.join(ids), role_list)).all())
+        for chunk in _chunks(ids):
             if self.db.is_sqlite:
                 sql = (
                     f"{columns}WHERE to_certificate IN ({','.join([self._p] * len(chunk))}) "
                     f"AND role IN ({','.join([self._p] * len(role_list))}){order}"
                 )
                 parameters: tuple[Any, ...] = (*chunk, *role_list)
-            else:
-                # Two array parameters: one short statement text, which the driver
-                # parses once (500 placeholders cost it about 2 ms a statement).
-                sql = (
-                    f"{columns}WHERE to_certificate = ANY({self._p}) "
-                    f"AND role = ANY({self._p}){order}"
-                )
+            else:  # an id holding the separator: the ids as an array
+                sql = f"{columns}WHERE to_certificate = ANY(%b) AND role = ANY(%b){order}"
                 parameters = (list(chunk), role_list)
             found += tx.exec_driver_sql(sql, parameters).all()  # one fetch: a walk reads many
         return found
@@ -760,6 +769,10 @@ class SqlCertificates:
     def _check_writable(self) -> None:
         if not self._writable:
             raise StorageError("a read transaction cannot change certificates")
+
+
+_ID_SEPARATOR = "\n"
+"""Joins the ids :meth:`CertificateIndex.links_to` sends PostgreSQL as one text."""
 
 
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
